@@ -1,0 +1,37 @@
+# featx: `make demo` sets up and runs the main job end to end; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch and torchvision come first, pinned, so pip takes the builds this machine keeps on disk.
+TORCH := torch==2.14.1 torchvision==0.29.1
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[lite,dev]'
+	@if [ -d $(FASHION_MNIST) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "note: could not install dataset-fashion-mnist; fashion-mnist needs --data-dir (see README)"; \
+	else \
+		echo "note: Fashion-MNIST is not installed. Run 'sudo apt-get install dataset-fashion-mnist', or download"; \
+		echo "      the four IDX files from github.com/zalandoresearch/fashion-mnist and pass --data-dir DIR."; \
+	fi
+	touch $@
+
+demo: setup
+	$(BIN)/python -m featx.demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_embed.py
+
+clean:
+	rm -rf $(VENV) cache/*/ benchmarks/out

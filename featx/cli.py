@@ -1,0 +1,213 @@
+"""The `featx` command line: each command parses, calls the library, prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from . import __version__
+from .errors import FeatxError
+
+
+class FeatxGroup(click.Group):
+    """Turns library errors into ``Error: …`` with exit status 1 instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FeatxError as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=FeatxGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="featx")
+def main() -> None:
+    """Transfer learning from a frozen backbone: embed once, then train heads and search in seconds.
+
+    \b
+    Start with:
+      featx backbones                      # what can embed, and whether it works offline
+      featx embed digits                   # embed a dataset into the feature store (./cache)
+      featx stores                         # what the store holds
+    """
+
+
+def _echo_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=None, default=str))
+
+
+def backbone_options(fn):
+    """The options that choose a backbone configuration, and so a feature store."""
+    for option in reversed(
+        [
+            click.option("--backbone", default="efficientnet_lite0", show_default=True,
+                         help="Registered name (see `featx backbones`), timm:NAME or torchvision:NAME."),
+            click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                         help="Local state dict or featx checkpoint to load instead of the default weights."),
+            click.option("--image-size", type=int, default=None,
+                         help="Input resolution in pixels [default: the backbone's native size]."),
+            click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+                         show_default=True, help="auto: bf16 where the CPU/GPU runs it natively, else fp32."),
+            click.option("--cache", type=click.Path(file_okay=False), default=None, envvar="FEATX_CACHE",
+                         help="Feature store root [default: ./cache, or $FEATX_CACHE]."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def backbones(as_json: bool) -> None:
+    """List the backbones featx can embed with.
+
+    'offline' says whether the weights are on this machine now; hub backbones
+    (timm:NAME, torchvision:NAME) need a network or --weights FILE.
+
+    \b
+    Example:
+      featx backbones --json
+    """
+    from .backbones import describe_backbones
+
+    rows = describe_backbones()
+    if as_json:
+        _echo_json(rows)
+        return
+    click.echo(f"{'name':<22} {'dim':>5} {'size':>5}  {'offline':<8} description")
+    for r in rows:
+        dim = r["dim"] if r["dim"] is not None else "-"
+        size = r["input_size"] if r["input_size"] is not None else "-"
+        click.echo(f"{r['name']:<22} {dim:>5} {size:>5}  {'yes' if r['offline'] else 'no':<8} {r['description']}")
+
+
+class _Bars:
+    """tqdm bars for the library's progress callback; silent when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bars: dict = {}
+
+    def __call__(self, stage: str, advance: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if stage not in self.bars:
+            for bar in self.bars.values():
+                bar.close()
+            unit = "img"
+            self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, unit_scale=False, file=sys.stderr,
+                                    dynamic_ncols=True)
+        self.bars[stage].update(advance)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+@main.command()
+@click.argument("source")
+@backbone_options
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Images per forward pass.")
+@click.option("--workers", type=int, default=None,
+              help="Decoding processes; 0 decodes in the main process [default: cores - 1].")
+@click.option("--name", default=None, help="Dataset name in the store [default: folder, file or built-in name].")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder with Fashion-MNIST's IDX files [default: /usr/share/datasets/fashion-mnist].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the run's counts and speed.")
+def embed(source, backbone, weights, image_size, precision, cache, batch_size, workers, name, data_dir, as_json):
+    """Embed a dataset into the feature store, reusing every vector already there.
+
+    SOURCE is a folder of images (class sub-folders give labels), a CSV manifest
+    with columns path,label[,split] (paths relative to the CSV), or a built-in
+    dataset: digits, fashion-mnist. Vectors are keyed by image content, so rerunning
+    embeds only new files, and an interrupted run resumes where it stopped. Files
+    that cannot be decoded are skipped, recorded and listed at the end.
+
+    \b
+    Examples:
+      featx embed digits
+      featx embed ./photos --name holidays --json
+      featx embed fashion-mnist --backbone efficientnet_lite1 --batch-size 128
+    """
+    from .backbones import create_backbone
+    from .embed import embed_source
+    from .sources import open_source
+    from .store import open_store
+
+    src = open_source(source, name=name, data_dir=data_dir)
+    model = create_backbone(backbone, weights=weights, image_size=image_size, precision=precision)
+    bars = _Bars(enabled=sys.stderr.isatty())
+    with open_store(model.config, cache) as store:
+        try:
+            result = embed_source(src, model, store, name=name, batch_size=batch_size, workers=workers,
+                                  progress=bars)
+        finally:
+            bars.close()
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    click.echo(
+        f"{result.dataset}: {result.n_total} images, {result.n_embedded} embedded, {result.n_reused} reused, "
+        f"{result.n_failed} failed in {result.seconds:.1f}s ({result.images_per_second:.1f} images/s)"
+    )
+    click.echo(f"store: {result.store} ({result.backbone}, dim {result.dim})")
+    if result.failures:
+        click.echo(f"skipped {len(result.failures)} file(s) that could not be used:", err=True)
+        for f in result.failures:
+            click.echo(f"  {f['path']}: {f['reason']}", err=True)
+
+
+@main.command()
+@click.option("--cache", type=click.Path(file_okay=False), default=None, envvar="FEATX_CACHE",
+              help="Feature store root [default: ./cache, or $FEATX_CACHE].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of stores with their datasets.")
+def stores(cache, as_json) -> None:
+    """List the feature stores and the datasets in each.
+
+    \b
+    Example:
+      featx stores --json
+    """
+    from .store import default_cache, list_stores
+
+    rows = []
+    for s in list_stores(cache):
+        with s:
+            rows.append(
+                {
+                    "store": str(s.path),
+                    "key": s.key,
+                    "backbone": s.config.name,
+                    "dim": s.dim,
+                    "input_size": s.config.preprocess.input_size,
+                    "precision": s.config.precision,
+                    "n_vectors": s.n_vectors(),
+                    "bytes": s.size_bytes(),
+                    "datasets": [
+                        {"name": d.name, "n": d.n, "splits": d.splits, "labeled": d.labeled,
+                         "n_failed": d.n_failed, "source": d.source}
+                        for d in s.datasets()
+                    ],
+                }
+            )
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"no feature stores under {cache or default_cache()}; create one with `featx embed SOURCE`.")
+        return
+    for r in rows:
+        click.echo(f"{r['store']}  {r['backbone']} @ {r['input_size']}px {r['precision']}, dim {r['dim']}, "
+                   f"{r['n_vectors']} vectors, {r['bytes'] / 1e6:.1f} MB")
+        for d in r["datasets"]:
+            splits = ", ".join(f"{k} {v}" for k, v in d["splits"].items())
+            failed = f", {d['n_failed']} failed" if d["n_failed"] else ""
+            click.echo(f"  {d['name']:<20} {d['n']:>7} images ({splits}){failed}")
+
+
+if __name__ == "__main__":
+    main()

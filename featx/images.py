@@ -1,0 +1,114 @@
+"""Image decoding and eval preprocessing: encoded bytes or pixel arrays in, uint8 RGB crops out."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .backbones import PreprocessConfig
+from .errors import ImageError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jfif"}
+)
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def decode_image(data: bytes, draft_size: int | None = None) -> Image.Image:
+    """Decode encoded image bytes into an upright RGB image.
+
+    Raises ImageError with the reason for anything that is not a whole, sane image: empty or
+    truncated files, non-images, and images over Pillow's decompression-bomb pixel limit.
+    ``draft_size`` lets JPEG decode at a reduced scale that still covers that short side.
+    """
+    if not data:
+        raise ImageError("empty file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its pixel limit; treat both as a bomb.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if draft_size and img.format == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"decompression bomb: {e}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError("not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"cannot decode: {e}") from None
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB: 16-bit scaled, alpha composited on white, CMYK/palette mapped."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        # 16-bit data scales down by 257 (65535 → 255); 'I'/'F' holding 8-bit values stay as they are.
+        if mode.startswith("I;16") or arr.max(initial=0) > 255:
+            arr = arr / 257.0
+        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def array_to_image(arr: np.ndarray) -> Image.Image:
+    """A uint8 pixel array (H, W) or (H, W, 3) as an RGB image."""
+    if arr.ndim == 2:
+        return Image.fromarray(arr, "L").convert("RGB")
+    return Image.fromarray(arr, "RGB")
+
+
+def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
+    """timm's eval transform on a PIL image: short side to ``resize_size``, centre crop; uint8 (3, H, W)."""
+    w, h = img.size
+    short = cfg.resize_size
+    if w <= h:
+        size = (short, int(short * h / w))
+    else:
+        size = (int(short * w / h), short)
+    if size != (w, h):
+        img = img.resize(size, _RESAMPLE.get(cfg.interpolation, Image.Resampling.BICUBIC))
+    w, h = img.size
+    side = cfg.input_size
+    left = int(round((w - side) / 2.0))
+    top = int(round((h - side) / 2.0))
+    img = img.crop((left, top, left + side, top + side))
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def load_input(data: bytes | np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Bytes of an image file, or a pixel array, → the model's uint8 (3, H, W) input."""
+    if isinstance(data, np.ndarray):
+        img = array_to_image(data)
+    else:
+        img = decode_image(data, draft_size=cfg.resize_size)
+    return resize_and_crop(img, cfg)
+
+
+def normalize_batch(batch: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """uint8 (N, 3, H, W) → float, scaled to [0, 1] and normalised with the config's mean and std."""
+    x = batch.float().div_(255.0)
+    mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std)
