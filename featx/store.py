@@ -24,6 +24,7 @@ CATALOG = "catalog.sqlite"
 SHARDS = "shards"
 COMPACT_BELOW = 16384  # shards with fewer rows than this are merged after each run
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+_WRITING: set[str] = set()  # stores this process holds the write lock of (POSIX locks do not exclude threads)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -173,22 +174,29 @@ class FeatureStore:
     @contextmanager
     def writing(self) -> Iterator["FeatureStore"]:
         """Hold the store's single-writer lock; clears what an interrupted writer left behind."""
+        busy = StoreError(
+            f"another featx process is writing to store {str(self.path)!r}; wait for it to finish and retry."
+        )
+        ident = os.path.realpath(self.path)
+        if ident in _WRITING:
+            raise busy
         lock = open(self.path / "write.lock", "a+")
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # A POSIX record lock, not flock: it belongs to this process alone, so decoding workers
+            # forked while it is held do not keep the store locked after this process is killed.
+            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             lock.close()
-            raise StoreError(
-                f"another featx process is writing to store {str(self.path)!r}; wait for it to finish and retry."
-            ) from None
+            raise busy from None
+        _WRITING.add(ident)
         self._lock_file = lock
         try:
             self._remove_orphans()
             yield self
         finally:
             self._lock_file = None
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            lock.close()
+            _WRITING.discard(ident)
+            lock.close()  # closing releases the lock
 
     def _require_lock(self) -> None:
         if self._lock_file is None:

@@ -1,0 +1,78 @@
+"""Shared fixtures: a real backbone loaded once, and tiny image folders generated on the fly."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SMALL = 64  # input size for tests that exercise plumbing rather than accuracy
+
+
+def noisy_image(rgb, seed: int, size=(40, 32)) -> Image.Image:
+    """A solid colour with seeded noise: distinct bytes per seed, recognisable class per colour."""
+    rng = np.random.default_rng(seed)
+    arr = np.clip(np.array(rgb, dtype=np.int16) + rng.integers(-30, 30, (size[1], size[0], 3)), 0, 255)
+    return Image.fromarray(arr.astype(np.uint8), "RGB")
+
+
+def write_class_folder(root: Path, per_class: int = 4, classes=None, fmt: str = "png") -> Path:
+    """root/<class>/<i>.<fmt> with one colour per class."""
+    classes = classes or {"red": (220, 30, 30), "blue": (30, 30, 220)}
+    for c, (name, rgb) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            noisy_image(rgb, seed=1000 * c + i).save(root / name / f"{i}.{fmt}")
+    return root
+
+
+def png_with_size(width: int, height: int) -> bytes:
+    """A valid-looking PNG header declaring a huge size: Pillow's bomb check fires before decoding."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b"")
+
+
+def truncated_jpeg(seed: int = 7) -> bytes:
+    buf = io.BytesIO()
+    noisy_image((120, 200, 80), seed, size=(64, 64)).save(buf, "JPEG")
+    data = buf.getvalue()
+    return data[: len(data) // 2]
+
+
+def write_bad_files(folder: Path) -> dict[str, str]:
+    """Each kind of unusable file, and the word its failure reason must contain."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "truncated.jpg").write_bytes(truncated_jpeg())
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("this is not an image\n")
+    (folder / "bomb.png").write_bytes(png_with_size(20000, 20000))
+    return {"truncated.jpg": "truncated", "empty.jpg": "empty", "text.jpg": "not an image", "bomb.png": "bomb"}
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    from featx.backbones import create_backbone
+
+    return create_backbone("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def lite0_small():
+    from featx.backbones import create_backbone
+
+    return create_backbone("efficientnet_lite0", image_size=SMALL)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "cache"
+    monkeypatch.setenv("FEATX_CACHE", str(path))
+    return path
