@@ -25,7 +25,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: setup
-	$(BIN)/python -m featx.demo
+	$(BIN)/featx backbones
+	@echo "== embed scikit-learn's digits (1,797 real images) with efficientnet_lite0"
+	$(BIN)/featx embed digits
+	@echo "== again: every vector is reused from the store"
+	$(BIN)/featx embed digits
+	$(BIN)/featx stores
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -120,10 +120,11 @@ def hash_source(source: Source, progress: Progress | None = None, threads: int =
             failures[i] = f"cannot read: {e.strerror or e}"
 
     # hashlib and file reads release the GIL, so threads overlap I/O and hashing.
+    step = 256
     with ThreadPoolExecutor(threads) as pool:
         for done, _ in enumerate(pool.map(one, range(n)), start=1):
-            if progress and (done % 256 == 0 or done == n):
-                progress("hash", 256 if done % 256 == 0 else done % 256, n)
+            if progress and (done % step == 0 or done == n):
+                progress("hash", (done - 1) % step + 1, n)
     return keys, failures
 
 
