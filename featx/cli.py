@@ -31,6 +31,8 @@ def main() -> None:
       featx backbones                      # what can embed, and whether it works offline
       featx embed digits                   # embed a dataset into the feature store (./cache)
       featx stores                         # what the store holds
+      featx train digits                   # a logistic-regression head in seconds
+      featx predict HEAD image.jpg         # classify new images with it
     """
 
 
@@ -56,6 +58,32 @@ def backbone_options(fn):
     ):
         fn = option(fn)
     return fn
+
+
+def selection_options(fn):
+    """Options that pick which store holds a dataset, when several backbone configurations embedded it."""
+    for option in reversed(
+        [
+            click.option("--backbone", default=None, help="Backbone of the store [default: the only store with DATASET]."),
+            click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
+                         help="Weights file the store was embedded with."),
+            click.option("--image-size", type=int, default=None, help="Input size the store was embedded at."),
+            click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+                         help="Precision the store was embedded at."),
+            click.option("--cache", type=click.Path(file_okay=False), default=None, envvar="FEATX_CACHE",
+                         help="Feature store root [default: ./cache, or $FEATX_CACHE]."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _select_store(dataset, backbone, weights, image_size, precision, cache):
+    from .backbones import sha256_file
+    from .store import find_dataset
+
+    return find_dataset(dataset, cache, backbone, image_size=image_size, precision=precision,
+                        weights_sha256=sha256_file(weights) if weights else None)
 
 
 @main.command()
@@ -150,9 +178,10 @@ def embed(source, backbone, weights, image_size, precision, cache, batch_size, w
     if as_json:
         _echo_json(result.to_dict())
         return
+    speed = f"{result.images_per_second:.1f} images/s" if result.n_embedded else "nothing new to embed"
     click.echo(
         f"{result.dataset}: {result.n_total} images, {result.n_embedded} embedded, {result.n_reused} reused, "
-        f"{result.n_failed} failed in {result.seconds:.1f}s ({result.images_per_second:.1f} images/s)"
+        f"{result.n_failed} failed in {result.seconds:.1f}s ({speed})"
     )
     click.echo(f"store: {result.store} ({result.backbone}, dim {result.dim})")
     if result.failures:
@@ -207,6 +236,130 @@ def stores(cache, as_json) -> None:
             splits = ", ".join(f"{k} {v}" for k, v in d["splits"].items())
             failed = f", {d['n_failed']} failed" if d["n_failed"] else ""
             click.echo(f"  {d['name']:<20} {d['n']:>7} images ({splits}){failed}")
+
+
+def _echo_metrics(m, verbose: bool) -> None:
+    worst = sorted(m.per_class_recall.items(), key=lambda kv: kv[1])
+    click.echo("per-class recall: " + ", ".join(f"{k} {v:.1%}" for k, v in worst))
+    if verbose:
+        width = max(len(label) for label in m.labels)
+        click.echo("confusion matrix (rows: true, columns: predicted, in the order above):")
+        for label, row in zip(m.labels, m.confusion):
+            click.echo(f"  {label:>{width}}  " + " ".join(f"{v:>5}" for v in row))
+
+
+@main.command()
+@click.argument("dataset")
+@selection_options
+@click.option("--head", "head", type=click.Choice(["logreg", "ridge", "linear-svm", "knn"]), default="logreg",
+              show_default=True, help="Classifier: logistic regression, ridge, linear SVM, or FAISS k-NN.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Bundle file to write [default: <store>/heads/<dataset>-<head>.npz].")
+@click.option("--verbose", "-v", is_flag=True, help="Also print the confusion matrix.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the metrics and the bundle path.")
+def train(dataset, backbone, weights, image_size, precision, cache, head, out, verbose, as_json):
+    """Train a classifier head on a stored dataset's vectors, in seconds.
+
+    Fits on the train split, choosing the regularisation (logreg/linear-svm C,
+    ridge alpha, k-NN k) on data held out from it, refits, reports accuracy,
+    macro-F1 and per-class recall on the test split, and saves the head.
+
+    \b
+    Examples:
+      featx train digits
+      featx train fashion-mnist --head knn --json
+    """
+    from .classify import train_head
+
+    with _select_store(dataset, backbone, weights, image_size, precision, cache) as store:
+        result = train_head(store, dataset, head, out)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    chosen = ", ".join(f"{k.rstrip('_')}={v:g}" for k, v in result.params.items() if k.endswith("_")
+                       and k not in ("n_iter_", "temperature_"))
+    if result.test is None:
+        click.echo(f"{head} on {dataset}: trained on {result.n_train} in {result.train_seconds:.2f}s ({chosen}); "
+                   "no test split to score on")
+    else:
+        click.echo(f"{head} on {dataset}: test accuracy {result.accuracy:.2%}, macro-F1 {result.macro_f1:.4f} "
+                   f"({result.n_train} train, {result.n_test} test; trained in {result.train_seconds:.2f}s, {chosen})")
+        _echo_metrics(result.test, verbose)
+    click.echo(f"saved: {result.path}")
+
+
+@main.command()
+@click.argument("head", type=click.Path(dir_okay=False))
+@click.argument("dataset")
+@click.option("--split", default="test", show_default=True, help="Split to score: train, val or test.")
+@click.option("--cache", type=click.Path(file_okay=False), default=None, envvar="FEATX_CACHE",
+              help="Feature store root [default: ./cache, or $FEATX_CACHE].")
+@click.option("--verbose", "-v", is_flag=True, help="Also print the confusion matrix.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the metrics.")
+def evaluate(head, dataset, split, cache, verbose, as_json):
+    """Score a saved head on a dataset embedded with the head's backbone configuration.
+
+    \b
+    Example:
+      featx evaluate cache/efficientnet_lite0-71905dea1f0d/heads/digits-logreg.npz digits --split train
+    """
+    from .bundles import load_bundle
+    from .classify import evaluate_head
+    from .store import FeatureStore, store_dir
+
+    bundle = load_bundle(head)
+    path = store_dir(bundle.config, cache)
+    if not path.is_dir():
+        raise click.ClickException(
+            f"no store for the head's backbone configuration ({bundle.config.describe()}) under {path.parent}; "
+            f"embed {dataset} with it first.")
+    with FeatureStore(path) as store:
+        m = evaluate_head(bundle, store, dataset, split)
+    if as_json:
+        _echo_json({"head": bundle.head_name, "dataset": dataset, "split": split, **m.to_dict()})
+        return
+    click.echo(f"{bundle.head_name} on {dataset} ({split}, {m.n} images): accuracy {m.accuracy:.2%}, "
+               f"macro-F1 {m.macro_f1:.4f}")
+    _echo_metrics(m, verbose)
+
+
+@main.command()
+@click.argument("head", type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True)
+@click.option("--top-k", type=int, default=3, show_default=True, help="Classes to show per image.")
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="The weights file the head's backbone used, when it was not the default.")
+@click.option("--cache", type=click.Path(file_okay=False), default=None, envvar="FEATX_CACHE",
+              help="Feature store root [default: ./cache, or $FEATX_CACHE].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, predictions}.")
+def predict(head, images, top_k, weights, cache, as_json):
+    """Classify image files or folders with a saved head.
+
+    New images are embedded with the head's backbone configuration; images
+    already in the store are not embedded again.
+
+    \b
+    Example:
+      featx predict cache/efficientnet_lite0-71905dea1f0d/heads/pets-logreg.npz photo.jpg more/ --top-k 2
+    """
+    from .backbones import create_backbone
+    from .bundles import load_bundle
+    from .classify import predict_files
+    from .store import open_store
+
+    bundle = load_bundle(head)
+    cfg = bundle.config
+    backbone = create_backbone(cfg.name, weights=weights, image_size=cfg.preprocess.input_size,
+                               precision=cfg.precision)
+    bundle.check_config(backbone.config)
+    with open_store(backbone.config, cache) as store:
+        results = predict_files(bundle, list(images), backbone, store, top_k)
+    if as_json:
+        _echo_json(results)
+        return
+    for r in results:
+        preds = ", ".join(f"{p['label']} {p['probability']:.1%}" for p in r["predictions"])
+        click.echo(f"{r['path']}: {preds}")
 
 
 if __name__ == "__main__":

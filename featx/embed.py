@@ -14,9 +14,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .backbones import Backbone, PreprocessConfig
-from .errors import FeatxError, ImageError
+from .errors import FeatxError, ImageError, StoreError
 from .images import load_input, normalize_batch
-from .sources import Source, content_hash, split_from_key
+from .sources import FileListSource, Source, content_hash, split_from_key
 from .store import SPLIT_ORDER, FeatureStore, Member
 
 # progress(stage, advance, total): stages are "hash" and "embed"; the CLI draws bars from it.
@@ -69,10 +69,11 @@ class Embedder:
 
     def embed_inputs(self, inputs: Sequence[bytes | np.ndarray], batch_size: int = 64) -> np.ndarray:
         """Embed in-memory images (encoded bytes or pixel arrays); raises ImageError for a bad one."""
-        out = []
-        for i in range(0, len(inputs), batch_size):
-            arrays = [load_input(data, self.preprocess) for data in inputs[i : i + batch_size]]
-            out.append(self(torch.from_numpy(np.stack(arrays))))
+        return self.embed_crops([load_input(data, self.preprocess) for data in inputs], batch_size)
+
+    def embed_crops(self, crops: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """Embed preprocessed uint8 (3, H, W) crops in batches."""
+        out = [self(torch.from_numpy(np.stack(crops[i : i + batch_size]))) for i in range(0, len(crops), batch_size)]
         return np.concatenate(out) if out else np.empty((0, self.backbone.dim), np.float32)
 
 
@@ -128,6 +129,16 @@ def hash_source(source: Source, progress: Progress | None = None, threads: int =
     return keys, failures
 
 
+def _missing(keys: Sequence[str | None], store: FeatureStore) -> dict[str, int]:
+    """Each key not yet in the store, with the first item that has it."""
+    known = store.present(k for k in keys if k)
+    todo: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k and k not in known and k not in todo:
+            todo[k] = i
+    return todo
+
+
 def embed_source(
     source: Source,
     backbone: Backbone,
@@ -154,6 +165,8 @@ def embed_source(
         raise FeatxError(f"backbone {backbone.config.describe()} does not match store {store.path}.")
     if batch_size < 1:
         raise FeatxError(f"--batch-size must be at least 1, not {batch_size}.")
+    if workers is not None and workers < 0:
+        raise FeatxError(f"--workers must be 0 (decode in this process) or more, not {workers}.")
     name = name or source.name
     workers = default_workers() if workers is None else workers
     start = time.perf_counter()
@@ -162,11 +175,7 @@ def embed_source(
 
     with store.writing():
         keys, failures = hash_source(source, progress)
-        known = store.present(k for k in keys if k)
-        todo: dict[str, int] = {}
-        for i, k in enumerate(keys):
-            if k and k not in known and k not in todo:
-                todo[k] = i
+        todo = _missing(keys, store)
         embedded_keys: set[str] = set()
         if todo:
             failed_keys = _run_batches(source, embedder, store, list(todo.values()), keys, batch_size,
@@ -227,3 +236,36 @@ def _run_batches(source, embedder, store, indices, keys, batch_size, workers, pr
         if progress:
             progress("embed", len(idx) + len(bad), len(indices))
     return failed
+
+
+def embed_files(
+    paths: Sequence[str], backbone: Backbone, store: FeatureStore, *, batch_size: int = 64, workers: int = 0
+) -> tuple[np.ndarray, list[str], list[dict]]:
+    """Vectors for loose image files or folders, through the store's cache: what is there is reused,
+    what is new is embedded and kept (when no other process is writing the store).
+
+    Returns ``(X, paths, failures)`` for the images that could be used, in the order found.
+    """
+    source = FileListSource(paths)
+    keys, failures = hash_source(source)
+    embedder = Embedder(backbone)
+    try:
+        with store.writing():
+            todo = _missing(keys, store)
+            if todo:
+                failed = _run_batches(source, embedder, store, list(todo.values()), keys, batch_size, workers,
+                                      None, set())
+                failures.update({i: failed[k] for i, k in enumerate(keys) if k in failed})
+        ok = [i for i, k in enumerate(keys) if k and i not in failures]
+        X = store.vectors([keys[i] for i in ok])
+    except StoreError:  # the store is busy: embed without caching
+        ok, crops = [], []
+        for i in (i for i in range(len(keys)) if i not in failures):
+            try:
+                crops.append(load_input(source.read(i), embedder.preprocess))
+                ok.append(i)
+            except (ImageError, OSError) as e:
+                failures[i] = str(e)
+        X = embedder.embed_crops(crops, batch_size)
+    bad = [{"path": source.items[i].path, "reason": r} for i, r in sorted(failures.items())]
+    return np.asarray(X, dtype=np.float32), [source.items[i].path for i in ok], bad

@@ -10,6 +10,7 @@ import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -167,6 +168,26 @@ class CsvSource(FileSource):
             items.append(Item(str((base / rel).resolve()), label, _SPLIT_ALIASES.get(split) if split else None))
         if not items:
             raise SourceError(f"manifest {str(csv_path)!r} lists no images.")
+        self.items = items
+
+
+class FileListSource(FileSource):
+    """Loose image files and folders named on a command line (unlabeled), e.g. to predict or search."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], name: str = "files"):
+        items = []
+        for p in paths:
+            path = Path(p).expanduser()
+            if path.is_dir():
+                items += [Item(str(f.resolve())) for f in _image_files(path)]
+            elif path.is_file():
+                items.append(Item(str(path.resolve())))
+            else:
+                raise SourceError(f"{str(p)!r} does not exist; pass image files or folders of images.")
+        if not items:
+            raise SourceError(f"no images found in {', '.join(map(str, paths))}.")
+        self.name = name
+        self.description = "files"
         self.items = items
 
 

@@ -407,30 +407,43 @@ def list_stores(cache: str | os.PathLike | None = None) -> list[FeatureStore]:
 
 
 def find_dataset(
-    dataset: str, cache: str | os.PathLike | None = None, backbone: str | None = None
+    dataset: str,
+    cache: str | os.PathLike | None = None,
+    backbone: str | None = None,
+    *,
+    image_size: int | None = None,
+    precision: str | None = None,
+    weights_sha256: str | None = None,
 ) -> FeatureStore:
-    """The one store under ``cache`` holding ``dataset`` (optionally of backbone ``backbone``).
+    """The one store under ``cache`` holding ``dataset``, among those matching the given settings.
 
     Raises StoreError naming the candidates when there are none or several.
     """
+
+    def matches(c: BackboneConfig) -> bool:
+        return ((backbone is None or c.name == backbone)
+                and (image_size is None or c.preprocess.input_size == image_size)
+                and (precision in (None, "auto") or c.precision == precision)
+                and (weights_sha256 is None or c.weights_sha256 == weights_sha256))
+
     stores = list_stores(cache)
-    hits = [s for s in stores if (backbone is None or s.config.name == backbone)
-            and any(d.name == dataset for d in s.datasets())]
-    if len(hits) == 1:
-        for s in stores:
-            if s is not hits[0]:
-                s.close()
-        return hits[0]
+    hits = [s for s in stores if matches(s.config) and any(d.name == dataset for d in s.datasets())]
     for s in stores:
-        s.close()
+        if len(hits) != 1 or s is not hits[0]:
+            s.close()
+    if len(hits) == 1:
+        return hits[0]
     if not hits:
         where = str(cache or default_cache())
         raise StoreError(
-            f"no dataset {dataset!r} in the feature stores under {where!r}. "
-            f"Embed it first (featx embed SOURCE --name {dataset}), or pass --cache DIR; `featx stores` lists them."
+            f"no dataset {dataset!r} in the feature stores under {where!r}"
+            + (" with those backbone settings" if any((backbone, image_size, weights_sha256)) else "")
+            + f". Embed it first (featx embed SOURCE --name {dataset}), or pass --cache DIR; `featx stores` lists them."
         )
     names = "; ".join(h.config.describe() for h in hits)
-    raise StoreError(f"dataset {dataset!r} is in several stores ({names}); choose one with --backbone.")
+    raise StoreError(
+        f"dataset {dataset!r} is in several stores ({names}); choose one with --backbone, --image-size or --precision."
+    )
 
 
 def _fsync_dir(path: Path) -> None:

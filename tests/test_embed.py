@@ -154,6 +154,8 @@ def test_stores_lists_datasets(tmp_path, cache):
         (["embed", "{csv}"], "no 'path' column"),
         (["embed", "digits", "--image-size", "5"], "--image-size must be between"),
         (["embed", "digits", "--precision", "fp8"], "Invalid value for '--precision'"),
+        (["embed", "digits", "--workers", "-1"], "--workers must be 0"),
+        (["embed", "digits", "--weights", "/no/such.pth"], "weights file '/no/such.pth' does not exist"),
     ],
 )
 def test_user_mistakes_get_one_line_errors(tmp_path, cache, args, message):

@@ -1,0 +1,346 @@
+"""Classifier heads on stored vectors, with the scikit-learn estimator contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import minimize_scalar
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+ALPHA_GRID = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
+K_GRID = (1, 3, 5, 10, 20, 50)
+
+
+def holdout_indices(y: np.ndarray, val_fraction: float, random_state) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a held-out split of the training data, stratified when every class can afford it."""
+    _, counts = np.unique(y, return_counts=True)
+    n_val = max(1, int(round(len(y) * val_fraction)))
+    stratify = y if counts.min() >= 2 and n_val >= len(counts) and len(y) - n_val >= len(counts) else None
+    return train_test_split(np.arange(len(y)), test_size=n_val, random_state=random_state, stratify=stratify)
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    scores = scores - scores.max(axis=1, keepdims=True)
+    p = np.exp(scores)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(scores: np.ndarray, t: np.ndarray) -> float:
+    """The T minimising the log-loss of softmax(scores / T): turns margins into calibrated probabilities."""
+
+    def nll(log_t: float) -> float:
+        p = softmax(scores / np.exp(log_t))
+        return -np.mean(np.log(p[np.arange(len(t)), t] + 1e-12))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-6.0, 6.0), method="bounded").x))
+
+
+class _LinearHead(ClassifierMixin, BaseEstimator):
+    """Standardise, choose the regularisation on held-out data, refit on everything; linear scores.
+
+    Subclasses name their regularisation parameter (``_reg``), its grid parameter, and solve one
+    fit in ``_solve``; ``_path`` may solve a whole grid at once.
+    """
+
+    _reg = "C"
+    _grid = "Cs"
+    _native_proba = False
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        self.classes_, t = np.unique(y, return_inverse=True)
+        self.mean_ = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+        scale = X.std(axis=0, dtype=np.float64)
+        scale[scale < 1e-12] = 1.0
+        self.scale_ = scale.astype(np.float32)
+        Z = (X - self.mean_) / self.scale_
+        k = len(self.classes_)
+        value = getattr(self, self._reg)
+        if k < 2:
+            W, b, self.n_iter_ = np.zeros((Z.shape[1], 1), np.float32), np.zeros(1, np.float32), 1
+            chosen, calib = (value if value is not None else 1.0), None
+        else:
+            ctx = self._prepare(Z)
+            if value is None:
+                fit_idx, val_idx = holdout_indices(t, self.val_fraction, self.random_state)
+                grid = sorted(getattr(self, self._grid))
+                fits = self._path(Z[fit_idx], t[fit_idx], k, grid, ctx)
+                self.search_ = {}
+                for v, (Wv, bv, _) in zip(grid, fits):
+                    self.search_[float(v)] = float(np.mean((Z[val_idx] @ Wv + bv).argmax(1) == t[val_idx]))
+                # Ties go to the stronger regularisation.
+                strong_first = grid if self._reg == "C" else grid[::-1]
+                chosen = max(strong_first, key=lambda v: self.search_[float(v)])
+                best = fits[grid.index(chosen)]
+                calib, warm = (Z[val_idx] @ best[0] + best[1], t[val_idx]), best[:2]
+            else:
+                chosen, calib, warm = value, None, None
+            W, b, self.n_iter_ = self._solve(Z, t, k, chosen, warm, ctx)
+            if calib is None:
+                calib = (Z @ W + b, t)
+        setattr(self, self._reg + "_", float(chosen))
+        self.coef_ = np.ascontiguousarray(W.T, dtype=np.float32)
+        self.intercept_ = np.asarray(b, dtype=np.float32)
+        self.temperature_ = 1.0 if self._native_proba or calib is None else fit_temperature(*calib)
+        return self
+
+    _curvature: float | None = None  # bound on the loss's curvature, for the preconditioner
+
+    def _prepare(self, Z) -> "_Preconditioner | None":
+        # One eigendecomposition serves the whole grid and the refit: it only has to be roughly right.
+        return _Preconditioner(Z, self._curvature) if self._curvature else None
+
+    def _path(self, Z, t, k, grid, ctx):
+        out, init = [], None
+        for v in grid:
+            W, b, n = self._solve(Z, t, k, v, init, ctx)
+            out.append((W, b, n))
+            init = (W, b)
+        return out
+
+    def _scores(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return ((X - self.mean_) / self.scale_) @ self.coef_.T.astype(np.float64) + self.intercept_
+
+    def decision_function(self, X):
+        scores = self._scores(X)
+        if scores.shape[1] == 2:
+            return scores[:, 1] - scores[:, 0]
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def predict_proba(self, X):
+        scores = self._scores(X)
+        if scores.shape[1] == 1:
+            return np.ones((len(scores), 1))
+        return softmax(scores / self.temperature_)
+
+    def predict(self, X):
+        scores = self._scores(X)
+        return self.classes_[np.argmax(scores, axis=1)]
+
+
+class _Preconditioner:
+    """A change of variables W = V·diag(p)·W' that makes the regularised problem nearly isotropic.
+
+    V and s are the eigenvectors and eigenvalues of the features' covariance, estimated on a
+    sample of rows. With p = 1/sqrt(c·s + λ), the Hessian of loss + λ/2‖W‖² in W' is close to the
+    identity (c bounds the loss's curvature), so L-BFGS needs tens of iterations instead of hundreds.
+    """
+
+    def __init__(self, Z: np.ndarray, curvature: float, max_rows: int = 8192, seed: int = 0):
+        rows = Z if len(Z) <= max_rows else Z[np.random.default_rng(seed).choice(len(Z), max_rows, replace=False)]
+        rows = rows.astype(np.float64)
+        self.s, self.V = np.linalg.eigh(rows.T @ rows / len(rows))
+        self.s = np.maximum(self.s, 0.0)
+        self.curvature = curvature
+
+    def scale(self, lam: float) -> np.ndarray:
+        return 1.0 / np.sqrt(self.curvature * self.s + lam)
+
+
+def _lbfgs(loss_fn, Z, C, k, precond: _Preconditioner, init, max_iter: int):
+    """Minimise loss_fn(scores) + ‖W‖² / (2·C·n) by full-batch L-BFGS in preconditioned coordinates.
+
+    That is scikit-learn's objective C·Σ loss + ½‖W‖² divided by C·n. Returns W (d, k), b (k,), iterations.
+    """
+    n, d = Z.shape
+    lam = 1.0 / (C * n)
+    p = torch.from_numpy(precond.scale(lam)).float()
+    V = torch.from_numpy(precond.V).float()
+    Zt = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float32))
+    W0, b0 = init if init is not None else (np.zeros((d, k), np.float32), np.zeros(k, np.float32))
+    # W' = diag(1/p)·Vᵀ·W, so a warm start from any earlier solution carries over.
+    Wp = ((V.T @ torch.from_numpy(np.asarray(W0, np.float32))) / p[:, None]).requires_grad_(True)
+    b = torch.from_numpy(np.asarray(b0, np.float32)).clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([Wp, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, tolerance_change=1e-10,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        scaled = p[:, None] * Wp
+        loss = loss_fn(Zt @ (V @ scaled) + b) + 0.5 * lam * (scaled * scaled).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    n_iter = max(1, int(opt.state[opt._params[0]].get("n_iter", 1)))
+    with torch.no_grad():
+        W = (V @ (p[:, None] * Wp)).numpy()
+    return W, b.detach().numpy(), n_iter
+
+
+class LogisticHead(_LinearHead):
+    """Multinomial logistic regression on standardised features, full-batch L-BFGS in torch.
+
+    Parameters
+    ----------
+    C : inverse regularisation strength, as in scikit-learn's LogisticRegression. None chooses it
+        from ``Cs`` by accuracy on a held-out ``val_fraction`` of the training data (warm-started
+        from the strongest regularisation), then refits on all of it.
+    Cs : the grid searched when C is None.
+    max_iter : L-BFGS iterations per fit.
+    val_fraction : share of the training data held out for choosing C.
+    random_state : seed of the held-out split.
+    """
+
+    _native_proba = True
+    _curvature = 0.25  # softmax cross-entropy: p(1 - p) ≤ 1/4
+
+    def __init__(self, C=None, Cs=C_GRID, max_iter=200, val_fraction=0.2, random_state=0):
+        self.C = C
+        self.Cs = Cs
+        self.max_iter = max_iter
+        self.val_fraction = val_fraction
+        self.random_state = random_state
+
+    def _solve(self, Z, t, k, C, init, precond):
+        target = torch.from_numpy(t.astype(np.int64))
+        loss = lambda scores: torch.nn.functional.cross_entropy(scores, target)  # noqa: E731
+        return _lbfgs(loss, Z, C, k, precond, init, self.max_iter)
+
+
+class LinearSVMHead(_LinearHead):
+    """One-vs-rest linear SVM (squared hinge, as LinearSVC) on standardised features, L-BFGS in torch.
+
+    Probabilities are the softmax of the margins at a temperature fitted on held-out data.
+    Parameters as LogisticHead.
+    """
+
+    _curvature = 2.0  # squared hinge: 2 on the active margins
+
+    def __init__(self, C=None, Cs=C_GRID, max_iter=200, val_fraction=0.2, random_state=0):
+        self.C = C
+        self.Cs = Cs
+        self.max_iter = max_iter
+        self.val_fraction = val_fraction
+        self.random_state = random_state
+
+    def _solve(self, Z, t, k, C, init, precond):
+        sign = torch.full((len(t), k), -1.0)
+        sign[torch.arange(len(t)), torch.from_numpy(t.astype(np.int64))] = 1.0
+
+        def loss(scores):
+            margin = torch.clamp(1.0 - sign * scores, min=0.0)
+            return (margin * margin).sum(1).mean()
+
+        return _lbfgs(loss, Z, C, k, precond, init, self.max_iter)
+
+
+class RidgeHead(_LinearHead):
+    """Ridge regression onto ±1 class indicators (as RidgeClassifier), solved in closed form.
+
+    The whole alpha grid shares one eigendecomposition of the Gram matrix, so the search costs
+    little more than one fit. Probabilities: softmax of the scores at a fitted temperature.
+
+    Parameters
+    ----------
+    alpha : regularisation strength, as in scikit-learn's Ridge; None chooses it from ``alphas``.
+    alphas : the grid searched when alpha is None.
+    val_fraction, random_state : the held-out split used to choose alpha.
+    """
+
+    _reg = "alpha"
+    _grid = "alphas"
+
+    def __init__(self, alpha=None, alphas=ALPHA_GRID, val_fraction=0.2, random_state=0):
+        self.alpha = alpha
+        self.alphas = alphas
+        self.val_fraction = val_fraction
+        self.random_state = random_state
+
+    def _path(self, Z, t, k, grid, ctx=None):
+        Z = Z.astype(np.float64)
+        Y = -np.ones((len(t), k))
+        Y[np.arange(len(t)), t] = 1.0
+        z_mean, y_mean = Z.mean(0), Y.mean(0)
+        Zc = Z - z_mean
+        evals, evecs = np.linalg.eigh(Zc.T @ Zc)
+        proj = evecs.T @ (Zc.T @ (Y - y_mean))
+        out = []
+        for alpha in grid:
+            W = evecs @ (proj / (np.maximum(evals, 0.0) + alpha)[:, None])
+            out.append((W.astype(np.float32), (y_mean - z_mean @ W).astype(np.float32), 1))
+        return out
+
+    def _solve(self, Z, t, k, alpha, init=None, ctx=None):
+        return self._path(Z, t, k, [alpha])[0]
+
+
+class KNNHead(ClassifierMixin, BaseEstimator):
+    """k-nearest-neighbour vote on cosine similarity (FAISS inner product on L2-normalised vectors).
+
+    Each neighbour votes with its similarity. Parameters: ``n_neighbors`` (None chooses it from
+    ``k_grid`` on a held-out ``val_fraction``), ``random_state`` for that split.
+    """
+
+    def __init__(self, n_neighbors=None, k_grid=K_GRID, val_fraction=0.2, random_state=0):
+        self.n_neighbors = n_neighbors
+        self.k_grid = k_grid
+        self.val_fraction = val_fraction
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        self.classes_, t = np.unique(y, return_inverse=True)
+        self.vectors_ = _normalize(X)
+        self.labels_ = t.astype(np.int64)
+        if self.n_neighbors is not None:
+            self.n_neighbors_ = int(self.n_neighbors)
+        elif len(self.classes_) < 2 or len(t) < 3:
+            self.n_neighbors_ = 1
+        else:
+            fit_idx, val_idx = holdout_indices(t, self.val_fraction, self.random_state)
+            grid = [k for k in sorted(self.k_grid) if k <= len(fit_idx)] or [1]
+            D, I = _search(self.vectors_[fit_idx], self.vectors_[val_idx], max(grid))
+            labels = self.labels_[fit_idx][I]
+            self.search_ = {}
+            for k in grid:
+                votes = _votes(D[:, :k], labels[:, :k], len(self.classes_))
+                self.search_[k] = float(np.mean(votes.argmax(1) == t[val_idx]))
+            self.n_neighbors_ = max(grid, key=lambda k: (self.search_[k], -k))
+        return self
+
+    def predict_proba(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        k = min(self.n_neighbors_, len(self.vectors_))
+        D, I = _search(self.vectors_, _normalize(X), k)
+        votes = _votes(D, self.labels_[I], len(self.classes_))
+        return votes / votes.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+def _normalize(X: np.ndarray) -> np.ndarray:
+    X = np.array(X, dtype=np.float32, copy=True)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(norms, 1e-12)
+
+
+def _search(base: np.ndarray, queries: np.ndarray, k: int):
+    import faiss
+
+    index = faiss.IndexFlatIP(base.shape[1])
+    index.add(np.ascontiguousarray(base))
+    return index.search(np.ascontiguousarray(queries), k)
+
+
+def _votes(D: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    # Similarity-weighted; the small floor keeps a vote from an orthogonal neighbour above zero.
+    weights = np.maximum(D, 0.0) + 1e-6
+    votes = np.zeros((len(D), n_classes))
+    np.add.at(votes, (np.repeat(np.arange(len(D)), D.shape[1]), labels.ravel()), weights.ravel())
+    return votes
+
+
+HEADS = {"logreg": LogisticHead, "ridge": RidgeHead, "linear-svm": LinearSVMHead, "knn": KNNHead}

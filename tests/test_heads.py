@@ -1,0 +1,77 @@
+"""Heads: the scikit-learn contract, agreement with scikit-learn's own solvers, separable data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression, RidgeClassifier
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import StandardScaler, normalize
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from featx.heads import HEADS, KNNHead, LinearSVMHead, LogisticHead, RidgeHead
+
+
+@parametrize_with_checks([LogisticHead(), RidgeHead(), LinearSVMHead(), KNNHead()])
+def test_scikit_learn_estimator_contract(estimator, check):
+    check(estimator)
+
+
+def blobs(n_per=40, d=16, classes=("a", "b", "c"), seed=0, spread=0.1):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((len(classes), d)) * 5
+    y = np.repeat(np.array(classes), n_per)
+    X = centres[np.repeat(np.arange(len(classes)), n_per)] + rng.standard_normal((len(y), d)) * spread
+    return X.astype(np.float32), y
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_separable_vectors_are_classified_perfectly(name):
+    X, y = blobs()
+    Xt, yt = blobs(seed=0, n_per=10)
+    head = HEADS[name]().fit(X, y)
+    assert head.score(X, y) == 1.0 and head.score(Xt, yt) == 1.0
+    proba = head.predict_proba(X)
+    assert proba.shape == (len(X), 3) and np.allclose(proba.sum(1), 1)
+    assert list(head.classes_[proba.argmax(1)]) == list(head.predict(X))
+    assert len(head.search_) >= 3  # the regularisation was chosen on held-out data
+
+
+def test_logistic_matches_scikit_learn_on_the_same_objective():
+    X, y = load_digits(return_X_y=True)
+    head = LogisticHead(C=0.05, max_iter=500).fit(X, y)
+    Z = StandardScaler().fit_transform(X)
+    ref = LogisticRegression(C=0.05, max_iter=5000, tol=1e-8).fit(Z, y)
+    assert np.mean(head.predict(X) == ref.predict(Z)) > 0.99
+    np.testing.assert_allclose(head.coef_, ref.coef_, atol=2e-2)
+
+
+def test_ridge_matches_scikit_learn():
+    X, y = load_digits(return_X_y=True)
+    head = RidgeHead(alpha=10.0).fit(X, y)
+    Z = StandardScaler().fit_transform(X)
+    ref = RidgeClassifier(alpha=10.0).fit(Z, y)
+    np.testing.assert_allclose(head.coef_, ref.coef_, atol=1e-4)
+    assert np.mean(head.predict(X) == ref.predict(Z)) == 1.0
+
+
+def test_knn_matches_scikit_learn_cosine_vote():
+    X, y = load_digits(return_X_y=True)
+    head = KNNHead(n_neighbors=5).fit(X[:1500], y[:1500])
+    ref = KNeighborsClassifier(5, metric="cosine").fit(normalize(X[:1500]), y[:1500])
+    agree = np.mean(head.predict(X[1500:]) == ref.predict(normalize(X[1500:])))
+    assert agree > 0.97  # the vote is similarity-weighted here, uniform there
+
+
+def test_linear_svm_matches_linear_svc_and_calibrates():
+    from sklearn.svm import LinearSVC
+
+    X, y = load_digits(return_X_y=True)
+    head = LinearSVMHead().fit(X[:1400], y[:1400])
+    scaler = StandardScaler().fit(X[:1400])
+    ref = LinearSVC(C=head.C_, max_iter=20000).fit(scaler.transform(X[:1400]), y[:1400])
+    Zt = scaler.transform(X[1400:])
+    assert head.score(X[1400:], y[1400:]) >= ref.score(Zt, y[1400:]) - 0.01
+    assert np.mean(head.predict(X[1400:]) == ref.predict(Zt)) > 0.9
+    assert head.temperature_ > 0 and head.predict_proba(X[1400:]).max(1).mean() < 0.999
