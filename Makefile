@@ -31,12 +31,22 @@ demo: setup
 	@echo "== again: every vector is reused from the store"
 	$(BIN)/featx embed digits
 	$(BIN)/featx stores
+	@echo "== train a logistic-regression head on the stored vectors (regularisation chosen on held-out data)"
+	$(BIN)/featx train digits --out cache/demo/digits-logreg.npz
+	@echo "== three digits written out as new PNG files: classify them, index the dataset, ask what looks like the first"
+	$(BIN)/python -c "from sklearn.datasets import load_digits; from PIL import Image; import os; \
+		os.makedirs('cache/demo', exist_ok=True); d = load_digits(); \
+		[Image.fromarray((d.images[i] * 255 / 16).astype('uint8')).resize((64, 64)).save(f'cache/demo/digit-{d.target[i]}.png') for i in (1700, 1750, 1790)]"
+	$(BIN)/featx predict cache/demo/digits-logreg.npz cache/demo --top-k 2
+	$(BIN)/featx index digits
+	$(BIN)/featx search digits $$(ls cache/demo/*.png | head -1) -k 5
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python benchmarks/bench_embed.py
+	$(BIN)/python benchmarks/bench_heads.py
 
 clean:
 	rm -rf $(VENV) cache/*/ benchmarks/out

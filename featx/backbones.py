@@ -500,3 +500,14 @@ def _create_torchvision(arch: str, weights, image_size):
         return caught[-1]
 
     return model, fingerprint, pre, features
+
+
+def create_backbone_for(config: BackboneConfig, weights: str | os.PathLike | None = None) -> Backbone:
+    """Re-create the backbone that made a store's (or a head's) vectors; refuses one that differs."""
+    backbone = create_backbone(config.name, weights=weights, image_size=config.preprocess.input_size,
+                               precision=config.precision)
+    if backbone.config.key != config.key:
+        hint = "" if weights else " It was embedded with other weights: pass them with --weights FILE."
+        raise BackboneError(f"cannot re-create {config.describe()}: this machine gives "
+                            f"{backbone.config.describe()}.{hint}")
+    return backbone

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -91,11 +90,9 @@ def save_bundle(bundle: HeadBundle, path: str | os.PathLike) -> Path:
     arrays = _fitted_arrays(head)
     # Class names as a unicode array (not object) so np.load never needs pickle.
     arrays["classes_"] = np.asarray(bundle.classes, dtype=str)
-    buf = io.BytesIO()
-    np.savez(buf, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        f.write(buf.getvalue())
+        np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -55,10 +55,11 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_, t = np.unique(y, return_inverse=True)
         self.mean_ = X.mean(axis=0, dtype=np.float64).astype(np.float32)
-        scale = X.std(axis=0, dtype=np.float64)
+        Z = X - self.mean_  # a float32 copy, centred; variance from it avoids a float64 pass over X
+        scale = np.sqrt(np.einsum("ij,ij->j", Z, Z, dtype=np.float64) / len(Z))
         scale[scale < 1e-12] = 1.0
         self.scale_ = scale.astype(np.float32)
-        Z = (X - self.mean_) / self.scale_
+        Z /= self.scale_
         k = len(self.classes_)
         value = getattr(self, self._reg)
         if k < 2:
@@ -74,15 +75,15 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
                     rng = np.random.default_rng(self.random_state)
                     fit_idx = np.sort(rng.choice(fit_idx, self.max_search_samples, replace=False))
                 grid = sorted(getattr(self, self._grid))
-                fits = self._path(Z[fit_idx], t[fit_idx], k, grid, ctx)
-                self.search_ = {}
-                for v, (Wv, bv, _) in zip(grid, fits):
-                    self.search_[float(v)] = float(np.mean((Z[val_idx] @ Wv + bv).argmax(1) == t[val_idx]))
+                fits = self._path(Z, t, fit_idx, k, grid, ctx)
+                Zv, tv = Z[val_idx], t[val_idx]
+                self.search_ = {float(v): float(np.mean((Zv @ Wv + bv).argmax(1) == tv)) for v, (Wv, bv, _) in
+                                zip(grid, fits)}
                 # Ties go to the stronger regularisation.
                 strong_first = grid if self._reg == "C" else grid[::-1]
                 chosen = max(strong_first, key=lambda v: self.search_[float(v)])
                 best = fits[grid.index(chosen)]
-                calib, warm = (Z[val_idx] @ best[0] + best[1], t[val_idx]), best[:2]
+                calib, warm = (Zv @ best[0] + best[1], tv), best[:2]
             else:
                 chosen, calib, warm = value, None, None
             W, b, self.n_iter_ = self._solve(Z, t, k, chosen, warm, ctx)
@@ -100,7 +101,9 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
         # One eigendecomposition serves the whole grid and the refit: it only has to be roughly right.
         return _Preconditioner(Z, self._curvature) if self._curvature else None
 
-    def _path(self, Z, t, k, grid, ctx):
+    def _path(self, Z, t, rows, k, grid, ctx):
+        """Fits on ``rows`` of (Z, t) for every value of the grid, each warm-started from the last."""
+        Z, t = Z[rows], t[rows]
         out, init = [], None
         for v in grid:
             W, b, n = self._solve(Z, t, k, v, init, ctx)
@@ -287,22 +290,41 @@ class RidgeHead(_LinearHead):
         self.max_search_samples = max_search_samples
         self.random_state = random_state
 
-    def _path(self, Z, t, k, grid, ctx=None):
-        Z = Z.astype(np.float64)
-        Y = -np.ones((len(t), k))
-        Y[np.arange(len(t)), t] = 1.0
-        z_mean, y_mean = Z.mean(0), Y.mean(0)
-        Zc = Z - z_mean
-        evals, evecs = np.linalg.eigh(Zc.T @ Zc)
-        proj = evecs.T @ (Zc.T @ (Y - y_mean))
-        out = []
-        for alpha in grid:
-            W = evecs @ (proj / (np.maximum(evals, 0.0) + alpha)[:, None])
-            out.append((W.astype(np.float32), (y_mean - z_mean @ W).astype(np.float32), 1))
-        return out
+    def _prepare(self, Z) -> dict:
+        return {}  # holds the whole training set's moments once the grid search has them
 
-    def _solve(self, Z, t, k, alpha, init=None, ctx=None):
-        return self._path(Z, t, k, [alpha])[0]
+    def _path(self, Z, t, rows, k, grid, ctx):
+        # The moments of the held-out rows are computed too, so the refit on everything costs no pass.
+        rest = np.setdiff1d(np.arange(len(t)), rows)
+        fit = _ridge_moments(Z[rows], t[rows], k)
+        ctx["all"] = tuple(a + b for a, b in zip(fit, _ridge_moments(Z[rest], t[rest], k)))
+        return _ridge_solutions(*fit, grid)
+
+    def _solve(self, Z, t, k, alpha, init, ctx):
+        moments = ctx.get("all") if ctx else None
+        return _ridge_solutions(*(moments or _ridge_moments(Z, t, k)), [alpha])[0]
+
+
+def _ridge_moments(Z, t, k):
+    """Sufficient statistics of a ridge fit: Zᵀ·Z (float32 BLAS, accumulated as float64), Σz, Σy, Zᵀ·Y."""
+    Y = -np.ones((len(t), k), np.float32)
+    Y[np.arange(len(t)), t] = 1.0
+    Zt = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float32))
+    gram = (Zt.T @ Zt).double().numpy()
+    zy = (torch.from_numpy(Y).T @ Zt).T.double().numpy()
+    return gram, Z.sum(0, dtype=np.float64), Y.sum(0, dtype=np.float64), zy, len(t)
+
+
+def _ridge_solutions(gram, zsum, ysum, zy, n, grid):
+    """Centred ridge solutions for every alpha from one eigendecomposition of the centred Gram matrix."""
+    z_mean, y_mean = zsum / n, ysum / n
+    evals, evecs = np.linalg.eigh(gram - n * np.outer(z_mean, z_mean))
+    proj = evecs.T @ (zy - n * np.outer(z_mean, y_mean))
+    out = []
+    for alpha in grid:
+        W = evecs @ (proj / (np.maximum(evals, 0.0) + alpha)[:, None])
+        out.append((W.astype(np.float32), (y_mean - z_mean @ W).astype(np.float32), 1))
+    return out
 
 
 class KNNHead(ClassifierMixin, BaseEstimator):

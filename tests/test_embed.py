@@ -221,3 +221,10 @@ def test_killed_run_loses_nothing_committed_and_resumes(tmp_path, sig):
     assert FeatureStore(store_path).n_vectors() == 120
     files = {p.name for p in (store_path / "shards").iterdir()}
     assert files == {f for (f,) in sqlite3.connect(store_path / "catalog.sqlite").execute("SELECT file FROM shards")}
+
+
+def test_cpu_embedding_keeps_freed_memory_in_the_heap(lite0_small):
+    from featx.embed import keep_freed_memory
+
+    Embedder(lite0_small)  # applies the allocator setting on CPU
+    assert keep_freed_memory() is sys.platform.startswith("linux")

@@ -1,0 +1,283 @@
+"""FAISS indexes over L2-normalised vectors (inner product = cosine): build, tune, add, save, load, search."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FeatxError
+from .store import FeatureStore
+
+KINDS = ("auto", "flat", "ivf", "hnsw")
+AUTO_EXACT_BELOW = 20000  # below this, exact search is fast enough and needs no training
+TARGET_RECALL = 0.95
+FORMAT = "featx-index"
+
+
+class IndexError_(FeatxError):
+    """An index that cannot be built, read or used with this data."""
+
+
+def normalize(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32, C-contiguous), so inner product is cosine similarity."""
+    X = np.array(X, dtype=np.float32, order="C", copy=True)
+    X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return X
+
+
+@dataclass
+class VectorIndex:
+    """A FAISS index whose ids are positions in ``keys`` (catalog content hashes)."""
+
+    index: object
+    keys: np.ndarray
+    kind: str
+    params: dict = field(default_factory=dict)
+    recall_at_10: float | None = None
+    build_seconds: float = 0.0
+    store_key: str = ""
+    dataset: str = ""
+
+    @property
+    def n(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    def nbytes(self) -> int:
+        import faiss
+
+        return int(faiss.serialize_index(self.index).nbytes)
+
+    def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine similarities D and positions I (into ``keys``) of the k nearest, for each query row."""
+        if not 1 <= k <= self.n:
+            raise IndexError_(f"k must be between 1 and the collection size ({self.n}), not {k}.")
+        Q = normalize(Q)
+        if Q.shape[1] != self.dim:
+            raise IndexError_(f"queries have {Q.shape[1]} dimensions, but the index expects {self.dim}.")
+        return self.index.search(Q, k)
+
+
+def build_index(X: np.ndarray, keys, kind: str = "auto", *, target_recall: float = TARGET_RECALL,
+                n_queries: int = 1000, seed: int = 0) -> VectorIndex:
+    """Build an index of ``kind`` over rows of X (normalised here); approximate kinds are tuned.
+
+    ``auto`` picks exact search below AUTO_EXACT_BELOW vectors and IVF above (memory stays that of
+    the vectors, unlike HNSW's links). IVF's nprobe and HNSW's efSearch are raised until recall@10
+    against exact search on ``n_queries`` sampled vectors reaches ``target_recall``.
+    """
+    import faiss
+
+    if kind not in KINDS:
+        raise IndexError_(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}.")
+    X = normalize(X)
+    n, d = X.shape
+    if n == 0:
+        raise IndexError_("cannot index an empty collection.")
+    start = time.perf_counter()
+    if kind == "auto":
+        kind = "flat" if n < AUTO_EXACT_BELOW else "ivf"
+    params: dict = {}
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "ivf":
+        nlist = int(max(1, min(4 * np.sqrt(n), n // 39)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(seed)
+        sample = X if n <= 64 * nlist else X[rng.choice(n, 64 * nlist, replace=False)]
+        index.train(sample)
+        params = {"nlist": nlist}
+    else:
+        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        params = {"M": 32, "efConstruction": 80}
+    index.add(X)
+    vi = VectorIndex(index=index, keys=np.asarray(keys, dtype=str), kind=kind, params=params)
+    tune_index(vi, X, target_recall=target_recall, n_queries=n_queries, seed=seed)
+    vi.build_seconds = time.perf_counter() - start
+    return vi
+
+
+def recall_at_k(vi: VectorIndex, X: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
+    """Share of the exact top-k (brute force over X) that the index returns, for rows ``queries`` of X.
+
+    Each query is itself in the collection, which an index finds trivially; it is left out of both
+    lists so the figure estimates recall for queries from outside the collection.
+    """
+    import faiss
+
+    k = min(k, vi.n - 1)
+    if k < 1:
+        return 1.0
+    exact = faiss.IndexFlatIP(X.shape[1])
+    exact.add(X)
+    _, truth = exact.search(X[queries], k + 1)
+    _, found = vi.index.search(X[queries], k + 1)
+    hits = 0
+    for q, t, f in zip(queries, truth, found):
+        t = [i for i in t if i != q][:k]
+        f = [i for i in f if i != q][:k]
+        hits += len(set(t) & set(f))
+    return hits / (len(queries) * k)
+
+
+def tune_index(vi: VectorIndex, X: np.ndarray, *, target_recall: float = TARGET_RECALL, n_queries: int = 1000,
+               seed: int = 0) -> None:
+    """Set the smallest search effort that reaches ``target_recall``; record recall@10 in ``vi``."""
+    X = X if X.flags.c_contiguous and X.dtype == np.float32 else normalize(X)
+    rng = np.random.default_rng(seed)
+    queries = np.arange(len(X)) if len(X) <= n_queries else rng.choice(len(X), n_queries, replace=False)
+    if vi.kind == "flat":
+        vi.recall_at_10 = 1.0
+        return
+    if vi.kind == "ivf":
+        knob, values = "nprobe", [v for v in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256) if v <= vi.index.nlist]
+        values = values or [vi.index.nlist]
+        set_knob = lambda v: setattr(vi.index, "nprobe", v)  # noqa: E731
+    else:
+        knob, values = "efSearch", [16, 24, 32, 48, 64, 96, 128, 192, 256, 512]
+        set_knob = lambda v: setattr(vi.index.hnsw, "efSearch", v)  # noqa: E731
+    for v in values:
+        set_knob(v)
+        recall = recall_at_k(vi, X, queries)
+        if recall >= target_recall:
+            break
+    vi.params[knob] = v
+    vi.recall_at_10 = recall
+
+
+def index_path(store: FeatureStore, dataset: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset).strip("-") or "dataset"
+    return store.path / "indexes" / f"{safe}.npz"
+
+
+def save_index(vi: VectorIndex, path: str | os.PathLike) -> Path:
+    """Index bytes, keys and metadata in one .npz, via a temp file and a rename."""
+    import faiss
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "kind": vi.kind, "params": vi.params, "recall_at_10": vi.recall_at_10,
+            "build_seconds": vi.build_seconds, "store_key": vi.store_key, "dataset": vi.dataset}
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, index=faiss.serialize_index(vi.index), keys=vi.keys,
+                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_index(path: str | os.PathLike) -> VectorIndex:
+    import faiss
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            keys = data["keys"]
+            index = faiss.deserialize_index(data["index"])
+    except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as e:
+        raise IndexError_(f"{str(path)!r} is not a readable featx index ({e}); rebuild it with `featx index`.") from None
+    if meta.get("format") != FORMAT:
+        raise IndexError_(f"{str(path)!r} is not a featx index; rebuild it with `featx index`.")
+    vi = VectorIndex(index=index, keys=keys, kind=meta["kind"], params=meta.get("params", {}),
+                     recall_at_10=meta.get("recall_at_10"), build_seconds=meta.get("build_seconds", 0.0),
+                     store_key=meta.get("store_key", ""), dataset=meta.get("dataset", ""))
+    if "nprobe" in vi.params:
+        index.nprobe = vi.params["nprobe"]
+    if "efSearch" in vi.params:
+        index.hnsw.efSearch = vi.params["efSearch"]
+    return vi
+
+
+def dataset_vectors(store: FeatureStore, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """Unique keys of a dataset (first occurrence order) and their vectors."""
+    _, _, keys, _ = store.load(dataset)
+    uniq = np.array(list(dict.fromkeys(keys.tolist())), dtype=str)
+    return uniq, store.vectors(uniq.tolist())
+
+
+@dataclass
+class IndexReport:
+    dataset: str
+    kind: str
+    n: int
+    dim: int
+    build_seconds: float
+    bytes: int
+    recall_at_10: float | None
+    params: dict
+    path: str
+    action: str  # built, added, unchanged
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto") -> IndexReport:
+    """Build or update the index of a dataset, saved beside its store.
+
+    An existing index of the same kind gains the dataset's new vectors when none were removed
+    (FAISS can add to flat, IVF and HNSW indexes); anything else rebuilds it.
+    """
+    if kind not in KINDS:
+        raise IndexError_(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}.")
+    keys, X = dataset_vectors(store, dataset)
+    path = index_path(store, dataset)
+    start = time.perf_counter()
+    old = load_index(path) if path.is_file() else None
+    action = "built"
+    if old is not None and old.store_key == store.key and kind in ("auto", old.kind):
+        have = set(old.keys.tolist())
+        new = [i for i, k in enumerate(keys.tolist()) if k not in have]
+        if have <= set(keys.tolist()) and not (kind == "auto" and old.kind == "flat"
+                                                  and len(keys) >= AUTO_EXACT_BELOW):
+            if new:
+                old.index.add(normalize(X[new]))
+                old.keys = np.concatenate([old.keys, keys[new]])
+                order = {k: i for i, k in enumerate(keys.tolist())}
+                tune_index(old, normalize(X[[order[k] for k in old.keys.tolist()]]))
+                action = "added"
+            else:
+                action = "unchanged"
+            vi = old
+            vi.build_seconds = time.perf_counter() - start
+    if action == "built":
+        vi = build_index(X, keys, kind)
+    vi.store_key, vi.dataset = store.key, dataset
+    if action != "unchanged":
+        save_index(vi, path)
+    return IndexReport(dataset=dataset, kind=vi.kind, n=vi.n, dim=vi.dim, build_seconds=round(vi.build_seconds, 3),
+                       bytes=vi.nbytes(), recall_at_10=vi.recall_at_10, params=vi.params, path=str(path),
+                       action=action)
+
+
+def open_index(store: FeatureStore, dataset: str) -> tuple[VectorIndex, int | None]:
+    """The dataset's saved index and how many of its vectors it lacks; or, without a saved index,
+    an exact one built now and None.
+    """
+    import faiss
+
+    keys, X = dataset_vectors(store, dataset)
+    path = index_path(store, dataset)
+    if path.is_file():
+        vi = load_index(path)
+        if vi.store_key != store.key:
+            raise IndexError_(f"the index {str(path)!r} was built for another backbone configuration; rebuild it "
+                              f"with `featx index {dataset}`.")
+        return vi, len(set(keys.tolist()) - set(vi.keys.tolist()))
+    index = faiss.IndexFlatIP(X.shape[1])
+    index.add(normalize(X))
+    return VectorIndex(index=index, keys=keys, kind="flat", recall_at_10=1.0, store_key=store.key,
+                       dataset=dataset), None
