@@ -63,10 +63,12 @@ def main() -> None:
     vi = build_index(X, keys, "auto")
     build_s = time.perf_counter() - start
     print(f"auto picked {vi.kind} {vi.params}, built and tuned in {build_s:.1f} s, "
-          f"recall@10 on sampled collection queries {vi.recall_at_10:.3f}")
+          f"recall@10 on 1,000 held-back vectors {vi.recall_at_10:.3f}")
 
     truth = numpy_topk(X, Q, k)
     _, found = vi.search(Q, k)
+    row_of_key = {key: i for i, key in enumerate(keys.tolist())}
+    found = np.vectorize(row_of_key.__getitem__)(vi.keys[found])  # index ids follow the order of adding
     recall = np.mean([len(set(t) & set(f)) / k for t, f in zip(truth, found)])
 
     singles = [Q[i : i + 1] for i in range(args.single)]

@@ -364,7 +364,7 @@ def predict(head, images, top_k, weights, cache, as_json):
 @click.argument("dataset")
 @selection_options
 @click.option("--kind", type=click.Choice(["auto", "flat", "ivf", "hnsw"]), default="auto", show_default=True,
-              help="auto: exact search for small collections, IVF tuned to recall@10 >= 0.95 for large ones.")
+              help="auto: exact search for small collections, HNSW tuned to recall@10 >= 0.95 for large ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object describing the index.")
 def index(dataset, backbone, weights, image_size, precision, cache, kind, as_json):
     """Build (or update) a FAISS index over a dataset for fast similarity search.
