@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .atomic import write_npz
 from .backbones import BackboneConfig
 from .errors import FeatxError
 from .heads import HEADS
@@ -70,8 +71,6 @@ def _fitted_scalars(head) -> dict:
 
 def save_bundle(bundle: HeadBundle, path: str | os.PathLike) -> Path:
     """Write ``bundle`` to ``path`` via a temp file and a rename: a reader never sees half a bundle."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     head = bundle.head
     meta = {
         "format": FORMAT,
@@ -90,13 +89,7 @@ def save_bundle(bundle: HeadBundle, path: str | os.PathLike) -> Path:
     arrays = _fitted_arrays(head)
     # Class names as a unicode array (not object) so np.load never needs pickle.
     arrays["classes_"] = np.asarray(bundle.classes, dtype=str)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return write_npz(path, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
 
 
 def load_bundle(path: str | os.PathLike) -> HeadBundle:

@@ -186,7 +186,7 @@ def _lbfgs(loss_and_grad, Z, C, k, precond: _Preconditioner, init, max_iter: int
     return (V @ (p * Wp)).numpy(), b.numpy().copy(), n_iter
 
 
-def _cross_entropy(t: np.ndarray):
+def _cross_entropy(t: np.ndarray, k: int):
     target = torch.from_numpy(t.astype(np.int64))
     rows = torch.arange(len(t))
 
@@ -210,7 +210,24 @@ def _squared_hinge(t: np.ndarray, k: int):
     return loss_and_grad
 
 
-class LogisticHead(_LinearHead):
+class _LBFGSHead(_LinearHead):
+    """A linear head whose loss is minimised by ``_lbfgs``; subclasses give ``_loss`` and ``_curvature``."""
+
+    def __init__(self, C=None, Cs=C_GRID, max_iter=200, tol=1e-4, val_fraction=0.2, max_search_samples=10000,
+                 random_state=0):
+        self.C = C
+        self.Cs = Cs
+        self.max_iter = max_iter
+        self.tol = tol
+        self.val_fraction = val_fraction
+        self.max_search_samples = max_search_samples
+        self.random_state = random_state
+
+    def _solve(self, Z, t, k, C, init, precond):
+        return _lbfgs(self._loss(t, k), Z, C, k, precond, init, self.max_iter, self.tol)
+
+
+class LogisticHead(_LBFGSHead):
     """Multinomial logistic regression on standardised features, full-batch L-BFGS in torch.
 
     Parameters
@@ -228,22 +245,10 @@ class LogisticHead(_LinearHead):
 
     _native_proba = True
     _curvature = 0.25  # softmax cross-entropy: p(1 - p) ≤ 1/4
-
-    def __init__(self, C=None, Cs=C_GRID, max_iter=200, tol=1e-4, val_fraction=0.2, max_search_samples=10000,
-                 random_state=0):
-        self.C = C
-        self.Cs = Cs
-        self.max_iter = max_iter
-        self.tol = tol
-        self.val_fraction = val_fraction
-        self.max_search_samples = max_search_samples
-        self.random_state = random_state
-
-    def _solve(self, Z, t, k, C, init, precond):
-        return _lbfgs(_cross_entropy(t), Z, C, k, precond, init, self.max_iter, self.tol)
+    _loss = staticmethod(_cross_entropy)
 
 
-class LinearSVMHead(_LinearHead):
+class LinearSVMHead(_LBFGSHead):
     """One-vs-rest linear SVM (squared hinge, as LinearSVC) on standardised features, L-BFGS in torch.
 
     Probabilities are the softmax of the margins at a temperature fitted on held-out data.
@@ -251,19 +256,7 @@ class LinearSVMHead(_LinearHead):
     """
 
     _curvature = 2.0  # squared hinge: 2 on the active margins
-
-    def __init__(self, C=None, Cs=C_GRID, max_iter=200, tol=1e-4, val_fraction=0.2, max_search_samples=10000,
-                 random_state=0):
-        self.C = C
-        self.Cs = Cs
-        self.max_iter = max_iter
-        self.tol = tol
-        self.val_fraction = val_fraction
-        self.max_search_samples = max_search_samples
-        self.random_state = random_state
-
-    def _solve(self, Z, t, k, C, init, precond):
-        return _lbfgs(_squared_hinge(t, k), Z, C, k, precond, init, self.max_iter, self.tol)
+    _loss = staticmethod(_squared_hinge)
 
 
 class RidgeHead(_LinearHead):

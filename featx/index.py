@@ -12,6 +12,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from .atomic import write_npz
 from .errors import FeatxError
 from .store import FeatureStore
 
@@ -178,18 +179,10 @@ def index_path(store: FeatureStore, dataset: str) -> Path:
 
 def save_index(vi: VectorIndex, path: str | os.PathLike) -> Path:
     """Index bytes, keys and metadata in one .npz, via a temp file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "kind": vi.kind, "params": vi.params, "recall_at_10": vi.recall_at_10,
             "build_seconds": vi.build_seconds, "store_key": vi.store_key, "dataset": vi.dataset}
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, index=faiss.serialize_index(vi.index), keys=vi.keys,
-                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return write_npz(path, index=faiss.serialize_index(vi.index), keys=vi.keys,
+                     meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
 
 
 def load_index(path: str | os.PathLike) -> VectorIndex:

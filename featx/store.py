@@ -18,6 +18,7 @@ import numpy as np
 
 from . import __version__
 from .backbones import BackboneConfig
+from .atomic import commit, write_npy
 from .errors import StoreError
 
 CATALOG = "catalog.sqlite"
@@ -224,7 +225,7 @@ class FeatureStore:
         if not fresh:
             return
         name = f"{uuid.uuid4().hex}.npy"
-        _write_npy_atomic(self.path / SHARDS / name, X[fresh])
+        write_npy(self.path / SHARDS / name, X[fresh])
         with self._transaction() as db:
             shard_id = db.execute("INSERT INTO shards (file, n) VALUES (?, ?)", (name, len(fresh))).lastrowid
             db.executemany(
@@ -277,7 +278,7 @@ class FeatureStore:
         self._gather([where[k] for k in keys], out=out)
         out.flush()
         del out
-        _fsync_and_rename(tmp, self.path / SHARDS / name)
+        commit(tmp, self.path / SHARDS / name)
         with self._transaction() as db:
             new_id = db.execute("INSERT INTO shards (file, n) VALUES (?, ?)", (name, len(keys))).lastrowid
             db.executemany("UPDATE samples SET shard = ?, row = ? WHERE key = ?",
@@ -444,26 +445,3 @@ def find_dataset(
     raise StoreError(
         f"dataset {dataset!r} is in several stores ({names}); choose one with --backbone, --image-size or --precision."
     )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_and_rename(tmp: Path, final: Path) -> None:
-    """Make ``tmp`` durable, then atomically give it its final name: a reader never sees half a file."""
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-
-
-def _write_npy_atomic(path: Path, X: np.ndarray) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "wb") as f:
-        np.save(f, X)
-    _fsync_and_rename(tmp, path)
