@@ -275,13 +275,14 @@ def open_index(store: FeatureStore, dataset: str) -> tuple[VectorIndex, int | No
     """The dataset's saved index and how many of its vectors it lacks; or, without a saved index,
     an exact one built now and None.
     """
-    keys, X = dataset_vectors(store, dataset)
     path = index_path(store, dataset)
     if path.is_file():
         vi = load_index(path)
         if vi.store_key != store.key:
             raise IndexError_(f"the index {str(path)!r} was built for another backbone configuration; rebuild it "
                               f"with `featx index {dataset}`.")
-        return vi, len(set(keys.tolist()) - set(vi.keys.tolist()))
+        # From the catalog alone: no vector needs reading to know what the index lacks.
+        return vi, len({m.key for m in store.members(dataset)} - set(vi.keys.tolist()))
+    keys, X = dataset_vectors(store, dataset)
     return VectorIndex(index=_flat(normalize(X)), keys=keys, kind="flat", recall_at_10=1.0, store_key=store.key,
                        dataset=dataset), None
