@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from .bundles import HeadBundle, save_bundle
 from .embed import embed_files
 from .errors import FeatxError
 from .heads import HEADS
-from .store import FeatureStore
+from .store import FeatureStore, safe_name
 
 
 @dataclass
@@ -72,8 +71,7 @@ class TrainResult:
 
 def default_head_path(store: FeatureStore, dataset: str, head: str) -> Path:
     """``<store>/heads/<dataset>-<head>.npz``: next to the vectors it was trained on."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset).strip("-") or "dataset"
-    return store.path / "heads" / f"{safe}-{head}.npz"
+    return store.path / "heads" / f"{safe_name(dataset)}-{head}.npz"
 
 
 def _labeled(store: FeatureStore, dataset: str, split: str):
@@ -154,10 +152,7 @@ def predict_files(
     if top_k < 1:
         raise FeatxError(f"--top-k must be at least 1, not {top_k}.")
     bundle.check_config(backbone.config)
-    X, found, failures = embed_files(paths, backbone, store)
-    if failures:
-        listed = "; ".join(f"{f['path']}: {f['reason']}" for f in failures)
-        raise FeatxError(f"cannot read {len(failures)} image(s): {listed}")
+    X, found, _ = embed_files(paths, backbone, store, strict=True)
     proba = bundle.head.predict_proba(X)
     classes = bundle.classes
     out = []

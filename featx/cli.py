@@ -37,6 +37,10 @@ def main() -> None:
     """
 
 
+cache_option = click.option("--cache", type=click.Path(file_okay=False), default=None, envvar="FEATX_CACHE",
+                            help="Feature store root [default: ./cache, or $FEATX_CACHE].")
+
+
 def _echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=None, default=str))
 
@@ -53,8 +57,7 @@ def backbone_options(fn):
                          help="Input resolution in pixels [default: the backbone's native size]."),
             click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
                          show_default=True, help="auto: bf16 where the CPU/GPU runs it natively, else fp32."),
-            click.option("--cache", type=click.Path(file_okay=False), default=None, envvar="FEATX_CACHE",
-                         help="Feature store root [default: ./cache, or $FEATX_CACHE]."),
+            cache_option,
         ]
     ):
         fn = option(fn)
@@ -71,8 +74,7 @@ def selection_options(fn):
             click.option("--image-size", type=int, default=None, help="Input size the store was embedded at."),
             click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
                          help="Precision the store was embedded at."),
-            click.option("--cache", type=click.Path(file_okay=False), default=None, envvar="FEATX_CACHE",
-                         help="Feature store root [default: ./cache, or $FEATX_CACHE]."),
+            cache_option,
         ]
     ):
         fn = option(fn)
@@ -192,8 +194,7 @@ def embed(source, backbone, weights, image_size, precision, cache, batch_size, w
 
 
 @main.command()
-@click.option("--cache", type=click.Path(file_okay=False), default=None, envvar="FEATX_CACHE",
-              help="Feature store root [default: ./cache, or $FEATX_CACHE].")
+@cache_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of stores with their datasets.")
 def stores(cache, as_json) -> None:
     """List the feature stores and the datasets in each.
@@ -293,8 +294,7 @@ def train(dataset, backbone, weights, image_size, precision, cache, head, out, v
 @click.argument("head", type=click.Path(dir_okay=False))
 @click.argument("dataset")
 @click.option("--split", default="test", show_default=True, help="Split to score: train, val or test.")
-@click.option("--cache", type=click.Path(file_okay=False), default=None, envvar="FEATX_CACHE",
-              help="Feature store root [default: ./cache, or $FEATX_CACHE].")
+@cache_option
 @click.option("--verbose", "-v", is_flag=True, help="Also print the confusion matrix.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the metrics.")
 def evaluate(head, dataset, split, cache, verbose, as_json):
@@ -330,8 +330,7 @@ def evaluate(head, dataset, split, cache, verbose, as_json):
 @click.option("--top-k", type=int, default=3, show_default=True, help="Classes to show per image.")
 @click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
               help="The weights file the head's backbone used, when it was not the default.")
-@click.option("--cache", type=click.Path(file_okay=False), default=None, envvar="FEATX_CACHE",
-              help="Feature store root [default: ./cache, or $FEATX_CACHE].")
+@cache_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, predictions}.")
 def predict(head, images, top_k, weights, cache, as_json):
     """Classify image files or folders with a saved head.

@@ -207,8 +207,8 @@ def embed_source(
         todo = _missing(keys, store)
         embedded_keys: set[str] = set()
         if todo:
-            failed_keys = _run_batches(source, embedder, store, list(todo.values()), keys, batch_size,
-                                       workers, progress, embedded_keys)
+            embedded_keys, failed_keys = _run_batches(source, embedder, store, list(todo.values()), keys,
+                                                      batch_size, workers, progress)
             for i, k in enumerate(keys):
                 if k in failed_keys:
                     failures[i] = failed_keys[k]
@@ -239,8 +239,11 @@ def embed_source(
     )
 
 
-def _run_batches(source, embedder, store, indices, keys, batch_size, workers, progress, embedded_keys):
-    """Decode ``indices`` in workers and store their vectors batch by batch; returns {key: failure reason}."""
+def _run_batches(source, embedder, store, indices, keys, batch_size, workers, progress):
+    """Decode ``indices`` in workers and store their vectors batch by batch.
+
+    Returns the keys embedded and {key: failure reason} for those that could not be.
+    """
     loader = DataLoader(
         _DecodeDataset(source, indices, embedder.preprocess),
         batch_size=batch_size,
@@ -250,6 +253,7 @@ def _run_batches(source, embedder, store, indices, keys, batch_size, workers, pr
         prefetch_factor=4 if workers else None,
     )
     failed: dict[str, str] = {}
+    embedded: set[str] = set()
     for idx, read_keys, batch, bad in loader:
         for i, reason in bad:
             failed[keys[i]] = reason
@@ -261,19 +265,21 @@ def _run_batches(source, embedder, store, indices, keys, batch_size, workers, pr
             ok = [j for j, i in enumerate(idx) if keys[i] not in failed]
             batch_keys = [keys[idx[j]] for j in ok]
             store.add(batch_keys, X[ok])
-            embedded_keys.update(batch_keys)
+            embedded.update(batch_keys)
         if progress:
             progress("embed", len(idx) + len(bad), len(indices))
-    return failed
+    return embedded, failed
 
 
 def embed_files(
-    paths: Sequence[str], backbone: Backbone, store: FeatureStore, *, batch_size: int = 64, workers: int = 0
+    paths: Sequence[str], backbone: Backbone, store: FeatureStore, *, batch_size: int = 64, workers: int = 0,
+    strict: bool = False,
 ) -> tuple[np.ndarray, list[str], list[dict]]:
     """Vectors for loose image files or folders, through the store's cache: what is there is reused,
     what is new is embedded and kept (when no other process is writing the store).
 
-    Returns ``(X, paths, failures)`` for the images that could be used, in the order found.
+    Returns ``(X, paths, failures)`` for the images that could be used, in the order found. With
+    ``strict``, any unusable image raises a FeatxError naming each one instead.
     """
     source = FileListSource(paths)
     keys, failures = hash_source(source)
@@ -282,8 +288,8 @@ def embed_files(
         with store.writing():
             todo = _missing(keys, store)
             if todo:
-                failed = _run_batches(source, embedder, store, list(todo.values()), keys, batch_size, workers,
-                                      None, set())
+                _, failed = _run_batches(source, embedder, store, list(todo.values()), keys, batch_size,
+                                         workers, None)
                 failures.update({i: failed[k] for i, k in enumerate(keys) if k in failed})
         ok = [i for i, k in enumerate(keys) if k and i not in failures]
         X = store.vectors([keys[i] for i in ok])
@@ -297,4 +303,7 @@ def embed_files(
                 failures[i] = str(e)
         X = embedder.embed_crops(crops, batch_size)
     bad = [{"path": source.items[i].path, "reason": r} for i, r in sorted(failures.items())]
+    if strict and bad:
+        listed = "; ".join(f"{f['path']}: {f['reason']}" for f in bad)
+        raise FeatxError(f"cannot read {len(bad)} image(s): {listed}")
     return np.asarray(X, dtype=np.float32), [source.items[i].path for i in ok], bad

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 
 from .atomic import write_npz
 from .errors import FeatxError
-from .store import FeatureStore
+from .store import FeatureStore, safe_name
 
 KINDS = ("auto", "flat", "ivf", "hnsw")
 AUTO_EXACT_BELOW = 20000  # below this, exact search is fast enough and needs no training
@@ -173,8 +172,7 @@ def tune_index(vi: VectorIndex, base: np.ndarray, queries: np.ndarray, *,
 
 
 def index_path(store: FeatureStore, dataset: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset).strip("-") or "dataset"
-    return store.path / "indexes" / f"{safe}.npz"
+    return store.path / "indexes" / f"{safe_name(dataset)}.npz"
 
 
 def save_index(vi: VectorIndex, path: str | os.PathLike) -> Path:
@@ -206,11 +204,16 @@ def load_index(path: str | os.PathLike) -> VectorIndex:
     return vi
 
 
+def dataset_keys(store: FeatureStore, dataset: str) -> np.ndarray:
+    """Unique keys of a dataset in first-occurrence order, from the catalog alone."""
+    store.dataset(dataset)  # a clear error for an unknown dataset
+    return np.array(list(dict.fromkeys(m.key for m in store.members(dataset))), dtype=str)
+
+
 def dataset_vectors(store: FeatureStore, dataset: str) -> tuple[np.ndarray, np.ndarray]:
     """Unique keys of a dataset (first occurrence order) and their vectors."""
-    _, _, keys, _ = store.load(dataset)
-    uniq = np.array(list(dict.fromkeys(keys.tolist())), dtype=str)
-    return uniq, store.vectors(uniq.tolist())
+    keys = dataset_keys(store, dataset)
+    return keys, store.vectors(keys.tolist())
 
 
 @dataclass
@@ -238,7 +241,7 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto") -> Inde
     """
     if kind not in KINDS:
         raise IndexError_(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}.")
-    keys, X = dataset_vectors(store, dataset)
+    keys = dataset_keys(store, dataset)
     path = index_path(store, dataset)
     start = time.perf_counter()
     old = load_index(path) if path.is_file() else None
@@ -249,11 +252,11 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto") -> Inde
         if have <= set(keys.tolist()) and not (kind == "auto" and old.kind == "flat"
                                                   and len(keys) >= AUTO_EXACT_BELOW):
             if new:
-                fresh = normalize(X[new])
+                # Only the new vectors are read, unless retuning needs the indexed ones too.
+                fresh = normalize(store.vectors(keys[new].tolist()))
                 if old.kind != "flat" and len(new) >= 100:
                     # The new vectors are outside queries for the index as it stands: retune on them.
-                    order = {k: i for i, k in enumerate(keys.tolist())}
-                    tune_index(old, normalize(X[[order[k] for k in old.keys.tolist()]]), fresh)
+                    tune_index(old, normalize(store.vectors(old.keys.tolist())), fresh)
                 old.index.add(fresh)
                 old.keys = np.concatenate([old.keys, keys[new]])
                 action = "added"
@@ -262,7 +265,7 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto") -> Inde
             vi = old
             vi.build_seconds = time.perf_counter() - start
     if action == "built":
-        vi = build_index(X, keys, kind)
+        vi = build_index(store.vectors(keys.tolist()), keys, kind)
     vi.store_key, vi.dataset = store.key, dataset
     if action != "unchanged":
         save_index(vi, path)
@@ -282,7 +285,7 @@ def open_index(store: FeatureStore, dataset: str) -> tuple[VectorIndex, int | No
             raise IndexError_(f"the index {str(path)!r} was built for another backbone configuration; rebuild it "
                               f"with `featx index {dataset}`.")
         # From the catalog alone: no vector needs reading to know what the index lacks.
-        return vi, len({m.key for m in store.members(dataset)} - set(vi.keys.tolist()))
+        return vi, len(set(dataset_keys(store, dataset).tolist()) - set(vi.keys.tolist()))
     keys, X = dataset_vectors(store, dataset)
     return VectorIndex(index=_flat(normalize(X)), keys=keys, kind="flat", recall_at_10=1.0, store_key=store.key,
                        dataset=dataset), None

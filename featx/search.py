@@ -31,9 +31,8 @@ def _member_info(store: FeatureStore, dataset: str) -> dict[str, tuple[str, str 
     return info
 
 
-def resolve_ids(store: FeatureStore, dataset: str, ids: Sequence[str]) -> list[str]:
-    """Full keys for ``id:KEY`` queries; a unique prefix of at least 8 characters is enough."""
-    keys = list(_member_info(store, dataset))
+def resolve_ids(keys: Sequence[str], ids: Sequence[str]) -> list[str]:
+    """Full keys among ``keys`` for ``id:KEY`` queries; a unique prefix of at least 8 characters is enough."""
     out = []
     for q in ids:
         hits = [k for k in keys if k.startswith(q)] if len(q) >= 8 else [k for k in keys if k == q]
@@ -64,21 +63,18 @@ def search_dataset(
     id_queries = [q[3:] for q in queries if q.startswith("id:")]
     files = [q for q in queries if not q.startswith("id:")]
     failures: list[dict] = []
+    info = _member_info(store, dataset)
     if id_queries:
-        keys = resolve_ids(store, dataset, id_queries)
+        keys = resolve_ids(list(info), id_queries)
         vectors.append(store.vectors(keys))
         labels += [f"id:{k}" for k in keys]
     if files:
         if backbone is None:
             raise FeatxError("searching with image files needs the store's backbone.")
-        X, found, failures = embed_files(files, backbone, store)
-        if failures:
-            listed = "; ".join(f"{f['path']}: {f['reason']}" for f in failures)
-            raise FeatxError(f"cannot read {len(failures)} query image(s): {listed}")
+        X, found, failures = embed_files(files, backbone, store, strict=True)
         vectors.append(X)
         labels += found
     D, I = vi.search(np.concatenate(vectors), k)
-    info = _member_info(store, dataset)
     results = []
     for query, scores, ids in zip(labels, D, I):
         rows = []

@@ -49,10 +49,14 @@ def default_cache() -> Path:
     return Path(os.environ.get("FEATX_CACHE", "cache"))
 
 
+def safe_name(name: str) -> str:
+    """``name`` reduced to characters that are safe in a file name on every system."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "unnamed"
+
+
 def store_dir(config: BackboneConfig, cache: str | os.PathLike | None = None) -> Path:
     """Where the store for ``config`` lives: ``<cache>/<backbone>-<key prefix>``."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name).strip("-")
-    return Path(cache or default_cache()) / f"{safe}-{config.key[:12]}"
+    return Path(cache or default_cache()) / f"{safe_name(config.name)}-{config.key[:12]}"
 
 
 @dataclass
@@ -291,12 +295,12 @@ class FeatureStore:
 
     # --- reading ----------------------------------------------------------------------------
 
-    def datasets(self) -> list[Dataset]:
-        """The datasets recorded in this store, with their split sizes and failure counts."""
+    def datasets(self, name: str | None = None) -> list[Dataset]:
+        """The datasets recorded in this store (or just ``name``), with split sizes and failure counts."""
         out = []
-        for name, source, n, labeled, updated in self._db.execute(
-            "SELECT name, source, n, labeled, updated FROM datasets ORDER BY name"
-        ):
+        q = "SELECT name, source, n, labeled, updated FROM datasets"
+        rows = self._db.execute(q + " WHERE name = ?", (name,)) if name else self._db.execute(q + " ORDER BY name")
+        for name, source, n, labeled, updated in rows.fetchall():
             splits = dict(
                 self._db.execute(
                     "SELECT split, COUNT(*) FROM members WHERE dataset = ? GROUP BY split", (name,)
@@ -308,9 +312,9 @@ class FeatureStore:
         return out
 
     def dataset(self, name: str) -> Dataset:
-        for d in self.datasets():
-            if d.name == name:
-                return d
+        found = self.datasets(name)
+        if found:
+            return found[0]
         known = ", ".join(d.name for d in self.datasets()) or "none"
         raise StoreError(
             f"no dataset {name!r} in store {self.path.name} (datasets: {known}). Embed it first: featx embed SOURCE --name {name}"
