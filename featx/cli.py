@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -34,6 +35,7 @@ def main() -> None:
       featx train digits                   # a logistic-regression head in seconds
       featx predict HEAD image.jpg         # classify new images with it
       featx search digits id:KEY           # what looks like this?
+      featx compare digits                 # frozen heads against fine-tuning, same subsets
     """
 
 
@@ -129,7 +131,7 @@ class _Bars:
         if stage not in self.bars:
             for bar in self.bars.values():
                 bar.close()
-            unit = "img"
+            unit = {"train": "step", "runs": "run"}.get(stage, "img")
             self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, unit_scale=False, file=sys.stderr,
                                     dynamic_ncols=True)
         self.bars[stage].update(advance)
@@ -463,6 +465,178 @@ def duplicates(dataset, threshold, backbone, weights, image_size, precision, cac
         click.echo(f"group {n}: {g['size']} images (similarity >= {g['min_score']:.4f})")
         for item in g["items"]:
             click.echo(f"  {item['path']}")
+
+
+def _source_options(fn):
+    for option in reversed([
+        click.option("--name", default=None, help="Dataset name in the store [default: folder, file or built-in name]."),
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                     help="Folder with Fashion-MNIST's IDX files [default: /usr/share/datasets/fashion-mnist]."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _training_backbone(backbone, weights, image_size, precision):
+    """The backbone and the settings defaults for this hardware (a GPU trains at the native size)."""
+    from .backbones import create_backbone, default_device
+    from .finetune import device_defaults
+
+    defaults = device_defaults(default_device())
+    size = image_size or defaults["image_size"]
+
+    def make():
+        return create_backbone(backbone, weights=weights, image_size=size, precision=precision)
+
+    return make, defaults
+
+
+@main.command()
+@click.argument("source")
+@click.option("--backbone", default="efficientnet_lite0", show_default=True,
+              help="Registered name (see `featx backbones`), timm:NAME or torchvision:NAME.")
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Start from these weights instead of the backbone's pretrained ones.")
+@click.option("--unfreeze", default="last-1", show_default=True,
+              help="Layer groups to train: last-1 (the last stage), last-N, or all.")
+@click.option("--epochs", type=int, default=None, help="Most epochs; early stopping may end sooner [default: 10].")
+@click.option("--lr", type=float, default=1e-4, show_default=True,
+              help="Peak learning rate of the unfrozen layers (AdamW, warm-up then cosine); the new head uses 10x.")
+@click.option("--batch-size", type=int, default=None, help="Images per step [default: 32 on CPU, 64 on GPU].")
+@click.option("--image-size", type=int, default=None,
+              help="Input resolution [default: 96 on CPU, the backbone's native size on GPU].")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: bfloat16 autocast where the CPU/GPU runs it natively.")
+@click.option("--shots", type=int, default=None, help="Train on K images per class of the train split [default: all].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the subset, the split and training.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for the checkpoint [default: <cache>/finetuned].")
+@_source_options
+@cache_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the metrics and checkpoint path.")
+def finetune(source, backbone, weights, unfreeze, epochs, lr, batch_size, image_size, precision, shots, seed, out,
+             name, data_dir, cache, as_json):
+    """Fine-tune a backbone with a new linear head on a dataset's train split.
+
+    SOURCE is what `featx embed` takes (a folder, a CSV manifest, digits,
+    fashion-mnist). A validation split carved from the training data (20%,
+    stratified) drives early stopping and picks the checkpoint kept. Reports
+    test accuracy, macro-F1, the train/validation accuracy gap, seconds and peak
+    memory. The checkpoint works as a backbone: embed with it using --weights.
+
+    \b
+    Examples:
+      featx finetune digits --shots 10 --epochs 5
+      featx finetune fashion-mnist --unfreeze all --json
+      featx embed digits --weights cache/finetuned/digits-efficientnet_lite0-last-1-seed0.pt --image-size 96
+    """
+    from .embed import hash_source
+    from .finetune import FinetuneSettings, default_checkpoint_path, finetune as run_finetune
+    from .sources import open_source
+    from .store import default_cache
+    from .subsets import draw_shots, labeled_splits
+
+    src = open_source(source, name=name, data_dir=data_dir)
+    make, defaults = _training_backbone(backbone, weights, image_size, precision)
+    settings = FinetuneSettings(unfreeze=unfreeze, epochs=epochs or defaults["epochs"], lr=lr,
+                                batch_size=batch_size or defaults["batch_size"], seed=seed)
+    settings.check()
+    keys, _ = hash_source(src)
+    splits = labeled_splits(src, keys, name or src.name)
+    train = draw_shots(splits["train"], shots, seed) if shots else splits["train"]
+    model = make()
+    path = default_checkpoint_path(Path(out) if out else Path(cache or default_cache()) / "finetuned",
+                                   name or src.name, backbone, settings, shots)
+    bars = _Bars(enabled=sys.stderr.isatty())
+    try:
+        result = run_finetune(model, src, train, splits["test"], settings, dataset=name or src.name, out=path,
+                              progress=bars)
+    finally:
+        bars.close()
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    gap = (f", validation {result.val_accuracy:.2%}" if result.val_accuracy is not None else ", no validation split")
+    click.echo(f"{result.dataset}: fine-tuned {result.backbone} ({result.unfreeze}, {result.n_trainable:,} weights) "
+               f"at {result.image_size} px on {result.device}: {result.epochs_run} epoch(s), best {result.best_epoch}")
+    click.echo(f"test accuracy {result.accuracy:.2%}, macro-F1 {result.macro_f1:.4f} ({result.n_test} test images)")
+    click.echo(f"train accuracy {result.train_accuracy:.2%}{gap} ({result.n_train} train, {result.n_val} validation)")
+    click.echo(f"{result.seconds:.1f}s ({result.train_seconds:.1f}s training), peak memory {result.peak_rss_mb:.0f} MB"
+               + (f" ({result.added_rss_mb:.0f} MB for training)" if result.added_rss_mb is not None else ""))
+    if result.failures:
+        click.echo(f"skipped {result.n_failed} image(s) that could not be read:", err=True)
+        for f in result.failures:
+            click.echo(f"  {f}", err=True)
+    click.echo(f"saved: {result.path}")
+    click.echo(f"embed with it: featx embed {source} --backbone {backbone} --weights {result.path} "
+               f"--image-size {result.image_size}")
+
+
+@main.command()
+@click.argument("source")
+@click.option("--shots", default="1,5,10,50,100", show_default=True, help="Training images per class, comma-separated.")
+@click.option("--seeds", type=int, default=3, show_default=True, help="Subsets drawn per shots value (seeds 0..N-1).")
+@click.option("--methods", default="logreg,knn,finetune-last,finetune-all", show_default=True,
+              help="Comma-separated: frozen heads (logreg, ridge, linear-svm, knn) and finetune-last, finetune-all.")
+@click.option("--backbone", default="efficientnet_lite0", show_default=True,
+              help="Registered name (see `featx backbones`), timm:NAME or torchvision:NAME.")
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Local weights to use instead of the backbone's pretrained ones.")
+@click.option("--image-size", type=int, default=None,
+              help="Input resolution for every method [default: 96 on CPU, native on GPU].")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: bfloat16 where the CPU/GPU runs it natively.")
+@click.option("--epochs", type=int, default=None, help="Most fine-tuning epochs per run [default: 10].")
+@click.option("--batch-size", type=int, default=None, help="Fine-tuning images per step [default: 32 CPU, 64 GPU].")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Fine-tuning peak learning rate.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Report folder [default: <cache>/compare/<dataset>-<size>px].")
+@_source_options
+@cache_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary rows as JSON.")
+def compare(source, shots, seeds, methods, backbone, weights, image_size, precision, epochs, batch_size, lr, out,
+            name, data_dir, cache, as_json):
+    """Compare frozen-feature heads with fine-tuning on the same few-shot subsets.
+
+    For each shots-per-class value and seed, one training subset is drawn from
+    the train split and given to every method; all are scored on the same test
+    split. The dataset is embedded once (cached; its time is shown apart).
+    Writes report.json (every run), report.md (tables) and report.png (accuracy
+    and seconds against shots). A run that fails is recorded with its reason;
+    rerunning with the same budget reuses finished runs.
+
+    \b
+    Examples:
+      featx compare digits --shots 1,5,10 --seeds 2
+      featx compare fashion-mnist --methods logreg,finetune-last --epochs 5
+    """
+    from .compare import CompareSettings, parse_methods, parse_shots, run_compare
+    from .report import render_markdown, summarize
+    from .sources import open_source
+    from .store import default_cache, open_store, safe_name
+
+    make, defaults = _training_backbone(backbone, weights, image_size, precision)
+    settings = CompareSettings(shots=parse_shots(shots), seeds=seeds, methods=parse_methods(methods),
+                               epochs=epochs or defaults["epochs"], batch_size=batch_size or defaults["batch_size"],
+                               lr=lr)
+    settings.check()
+    src = open_source(source, name=name, data_dir=data_dir)
+    model = make()
+    dataset = name or src.name
+    out = Path(out) if out else (Path(cache or default_cache()) / "compare"
+                                 / f"{safe_name(dataset)}-{model.config.preprocess.input_size}px")
+    bars = _Bars(enabled=sys.stderr.isatty())
+    with open_store(model.config, cache) as store:
+        try:
+            report = run_compare(src, model, store, settings, out=out, make_backbone=make, name=dataset,
+                                 progress=bars)
+        finally:
+            bars.close()
+    if as_json:
+        _echo_json({"out": str(out), "rows": summarize(report["runs"], settings.methods, settings.shots)})
+        return
+    click.echo(render_markdown(report))
+    click.echo(f"saved: {out / 'report.json'}, {out / 'report.md'}, {out / 'report.png'}")
 
 
 if __name__ == "__main__":

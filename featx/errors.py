@@ -19,3 +19,7 @@ class StoreError(FeatxError):
 
 class ImageError(FeatxError):
     """One image that cannot be decoded; embedding records it as a failure and carries on."""
+
+
+class TrainingError(FeatxError):
+    """A fine-tuning run that cannot go on: bad settings, or a loss that diverged."""

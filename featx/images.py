@@ -97,13 +97,40 @@ def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
+def load_image(data: bytes | np.ndarray, cfg: PreprocessConfig) -> Image.Image:
+    """Bytes of an image file, or a pixel array, → an RGB image (JPEGs decoded no larger than needed)."""
+    if isinstance(data, np.ndarray):
+        return array_to_image(data)
+    return decode_image(data, draft_size=cfg.resize_size)
+
+
 def load_input(data: bytes | np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """Bytes of an image file, or a pixel array, → the model's uint8 (3, H, W) input."""
-    if isinstance(data, np.ndarray):
-        img = array_to_image(data)
-    else:
-        img = decode_image(data, draft_size=cfg.resize_size)
-    return resize_and_crop(img, cfg)
+    return resize_and_crop(load_image(data, cfg), cfg)
+
+
+def random_resized_crop(
+    img: Image.Image, cfg: PreprocessConfig, scale: tuple[float, float] = (0.7, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
+    """Light training augmentation: a random crop of ``scale`` of the eval view's area, resized; uint8 (3, H, W).
+
+    The crop is taken from the same short-side resize the eval transform uses, so a training
+    image and its eval crop look alike in scale. There is no mirroring: it changes what digits
+    and text mean. Random state is torch's, which DataLoader seeds per worker.
+    """
+    from torchvision.transforms import RandomResizedCrop
+
+    w, h = img.size
+    short = cfg.resize_size
+    size = (short, max(1, int(short * h / w))) if w <= h else (max(1, int(short * w / h)), short)
+    if size != (w, h):
+        img = img.resize(size, _RESAMPLE.get(cfg.interpolation, Image.Resampling.BICUBIC))
+    top, left, ch, cw = RandomResizedCrop.get_params(img, list(scale), list(ratio))
+    side = cfg.input_size
+    out = img.resize((side, side), _RESAMPLE.get(cfg.interpolation, Image.Resampling.BICUBIC),
+                     box=(left, top, left + cw, top + ch))
+    return np.asarray(out, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
 def normalize_batch(batch: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:

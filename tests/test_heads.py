@@ -40,16 +40,43 @@ def test_separable_vectors_are_classified_perfectly(name):
 
 def test_logistic_matches_scikit_learn_on_the_same_objective():
     X, y = load_digits(return_X_y=True)
-    head = LogisticHead(C=0.05, max_iter=500, tol=1e-9).fit(X, y)
+    head = LogisticHead(C=0.05, max_iter=500, tol=1e-9, scaling="standard").fit(X, y)
     Z = StandardScaler().fit_transform(X)
     ref = LogisticRegression(C=0.05, max_iter=5000, tol=1e-8).fit(Z, y)
     assert np.mean(head.predict(X) == ref.predict(Z)) > 0.99
     np.testing.assert_allclose(head.coef_, ref.coef_, atol=2e-2)
 
 
+def test_l2_scaling_solves_logistic_regression_on_normalised_vectors():
+    X, y = load_digits(return_X_y=True)
+    head = LogisticHead(C=0.05, max_iter=500, tol=1e-9).fit(X, y)
+    N = normalize(X)
+    Z = (N - N.mean(0)) / np.sqrt(N.var(0).mean())  # one scale for every feature
+    ref = LogisticRegression(C=0.05, max_iter=5000, tol=1e-8).fit(Z, y)
+    assert head.scaling == "l2"
+    assert np.mean(head.predict(X) == ref.predict(Z)) > 0.99
+    np.testing.assert_allclose(head.coef_, ref.coef_, atol=2e-2)
+
+
+def test_l2_scaling_beats_standardising_on_few_examples():
+    # Five images per class: per-feature scales from so few rows blow up near-constant pixels.
+    X, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(0)
+    train = np.concatenate([rng.choice(np.flatnonzero(y == c), 5, replace=False) for c in range(10)])
+    test = np.setdiff1d(np.arange(len(y)), train)
+    l2 = LogisticHead().fit(X[train], y[train]).score(X[test], y[test])
+    standard = LogisticHead(scaling="standard").fit(X[train], y[train]).score(X[test], y[test])
+    assert l2 > standard
+
+
+def test_unknown_scaling_is_named():
+    with pytest.raises(ValueError, match="scaling must be one of l2, standard"):
+        LogisticHead(scaling="minmax").fit(np.eye(4), [0, 1, 0, 1])
+
+
 def test_ridge_matches_scikit_learn():
     X, y = load_digits(return_X_y=True)
-    head = RidgeHead(alpha=10.0).fit(X, y)
+    head = RidgeHead(alpha=10.0, scaling="standard").fit(X, y)
     Z = StandardScaler().fit_transform(X)
     ref = RidgeClassifier(alpha=10.0).fit(Z, y)
     np.testing.assert_allclose(head.coef_, ref.coef_, atol=1e-4)
