@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import resource
 import sys
 import time
@@ -29,6 +31,20 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _release_free_memory() -> None:
+    """Give freed heap memory back to the kernel, so the next block's peak counts what it allocates.
+
+    featx.embed.keep_freed_memory keeps freed blocks resident for speed; without this, a run
+    after a larger one would reuse that memory and look as if it needed none.
+    """
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+
+
 class Measure:
     """``with Measure() as m: …`` then ``m.seconds``, ``m.peak_rss_mb`` (and ``m.peak_gpu_mb`` on CUDA).
 
@@ -46,6 +62,7 @@ class Measure:
         self.added_rss_mb: float | None = None
 
     def __enter__(self) -> "Measure":
+        _release_free_memory()
         self._own_peak = _reset_peak_rss()
         self._start_rss = _status_mb("VmRSS")
         if self.device is not None and self.device.type == "cuda":
