@@ -124,7 +124,7 @@ def render_figure(report: dict, path: Path) -> Path:
 
     s = report["settings"]
     rows = summarize(report["runs"], s["methods"], s["shots"])
-    fig, (ax_acc, ax_sec) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_acc, ax_sec) = plt.subplots(1, 2, figsize=(12.5, 4.4))
     for method in s["methods"]:
         mine = [r for r in rows if r["method"] == method and r["accuracy_mean"] is not None]
         x = [r["shots"] for r in mine]
@@ -143,7 +143,7 @@ def render_figure(report: dict, path: Path) -> Path:
     ax_acc.set_ylabel("test accuracy (%)")
     ax_sec.set_ylabel("seconds per run")
     ax_acc.legend()
-    ax_sec.legend(fontsize=8)
+    ax_sec.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(f"{report['dataset']}: {report['backbone']} at {report['image_size']} px, "
                  f"mean ± std over {s['seeds']} seed(s)")
     fig.tight_layout()
