@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_embed.py
 	$(BIN)/python benchmarks/bench_heads.py
 	$(BIN)/python benchmarks/bench_search.py
+	$(BIN)/python benchmarks/bench_service.py
 	$(BIN)/featx compare fashion-mnist --out benchmarks/out/compare-fashion-mnist
 
 clean:

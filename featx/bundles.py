@@ -111,6 +111,8 @@ def load_bundle(path: str | os.PathLike) -> HeadBundle:
     if cls is None:
         raise BundleError(f"{str(path)!r} holds an unknown head type {meta['head']!r}.")
     params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
+    if "scaling" in cls().get_params() and "scaling" not in params:
+        params["scaling"] = "standard"  # bundles from before the option was added standardised each feature
     head = cls(**params)
     for k, v in meta["fitted"].items():
         setattr(head, k, v)

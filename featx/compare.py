@@ -12,7 +12,7 @@ import numpy as np
 
 from .backbones import Backbone
 from .classify import score_predictions
-from .embed import embed_source
+from .embed import embed_source, hash_source
 from .errors import FeatxError
 from .finetune import FinetuneSettings, finetune
 from .heads import HEADS
@@ -20,7 +20,7 @@ from .measure import Measure
 from .report import write_json, write_report
 from .sources import Source
 from .store import FeatureStore
-from .subsets import LabeledSet, check_shots, draw_shots, splits_from_members
+from .subsets import LabeledSet, check_shots, draw_shots, labeled_splits, splits_from_members
 
 DEFAULT_SHOTS = (1, 5, 10, 50, 100)
 DEFAULT_METHODS = ("logreg", "knn", "finetune-last", "finetune-all")
@@ -184,10 +184,13 @@ def run_compare(
     out = Path(out)
     name = name or source.name
     started = time.perf_counter()
+    # Refuse an impossible request before spending minutes embedding: hashes give the splits.
+    keys, _ = hash_source(source)
+    check_shots(labeled_splits(source, keys, name)["train"], max(settings.shots))
     embedded = embed_source(source, backbone, store, name=name, progress=progress)
     splits = splits_from_members(source, store.members(name), name)
     train, test = splits["train"], splits["test"]
-    check_shots(train, max(settings.shots))
+    check_shots(train, max(settings.shots))  # again: images that failed to decode are not members
     exp = Experiment(source, store, name, train, test, settings, make_backbone)
     pre = backbone.config.preprocess
     report = {

@@ -21,7 +21,7 @@ from .embed import default_workers, keep_freed_memory
 from .errors import FeatxError, ImageError, TrainingError
 from .images import load_image, normalize_batch, random_resized_crop, resize_and_crop
 from .measure import Measure
-from .sources import Source
+from .sources import ArraySource, Source
 from .subsets import LabeledSet, carve_validation
 
 Progress = Callable[[str, int, int], None]
@@ -208,13 +208,16 @@ class FinetuneResult:
 class _Trainer:
     """Runs the loops for one FinetuneNet: batches, mixed precision, evaluation passes."""
 
-    def __init__(self, net: FinetuneNet, backbone: Backbone, settings: FinetuneSettings):
+    def __init__(self, net: FinetuneNet, backbone: Backbone, settings: FinetuneSettings, in_memory: bool = False):
         self.net = net
         self.device = next(backbone.model.parameters()).device
         self.preprocess = backbone.config.preprocess
         self.bf16 = backbone.config.precision == "bf16"
         self.settings = settings
-        self.workers = default_workers() if settings.workers is None else settings.workers
+        # Pixel arrays in memory cost little to prepare: a worker process would cost more to start
+        # (one per evaluation pass) than it saves. Files need decoding beside the training.
+        default = 0 if in_memory else default_workers()
+        self.workers = default if settings.workers is None else settings.workers
         self.failures: set[str] = set()
 
     def _autocast(self):
@@ -358,7 +361,7 @@ def finetune(
     fit, val = carve_validation(train, settings.val_fraction, settings.seed)
     unfreeze(backbone.model, settings.unfreeze)
     net = FinetuneNet(backbone, len(classes)).to(next(backbone.model.parameters()).device)
-    trainer = _Trainer(net, backbone, settings)
+    trainer = _Trainer(net, backbone, settings, in_memory=isinstance(source, ArraySource))
     if trainer.device.type == "cpu":
         keep_freed_memory()
     index = {c: i for i, c in enumerate(classes)}

@@ -10,7 +10,7 @@ import numpy as np
 from .backbones import Backbone
 from .embed import embed_files
 from .errors import FeatxError
-from .index import VectorIndex, normalize, open_index
+from .index import normalize, open_index
 from .store import FeatureStore
 
 
@@ -24,7 +24,8 @@ class SearchAnswer:
     failures: list[dict] = field(default_factory=list)
 
 
-def _member_info(store: FeatureStore, dataset: str) -> dict[str, tuple[str, str | None]]:
+def member_info(store: FeatureStore, dataset: str) -> dict[str, tuple[str, str | None]]:
+    """Each key of the dataset with the (first) path and label it was recorded under."""
     info: dict[str, tuple[str, str | None]] = {}
     for m in store.members(dataset):
         info.setdefault(m.key, (m.path, m.label))
@@ -63,7 +64,7 @@ def search_dataset(
     id_queries = [q[3:] for q in queries if q.startswith("id:")]
     files = [q for q in queries if not q.startswith("id:")]
     failures: list[dict] = []
-    info = _member_info(store, dataset)
+    info = member_info(store, dataset)
     if id_queries:
         keys = resolve_ids(list(info), id_queries)
         vectors.append(store.vectors(keys))

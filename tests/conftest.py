@@ -76,3 +76,18 @@ def cache(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "cache"
     monkeypatch.setenv("FEATX_CACHE", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def digits_head_cache(tmp_path_factory) -> Path:
+    """A cache holding digits embedded at 32 px and a logreg head on them (digits.npz): what a service serves."""
+    from click.testing import CliRunner
+
+    from featx.cli import main
+
+    cache = tmp_path_factory.mktemp("digits-head-cache")
+    for args in (["embed", "digits", "--image-size", "32", "--workers", "0", "--cache", str(cache)],
+                 ["train", "digits", "--cache", str(cache), "--out", str(cache / "digits.npz")]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+    return cache

@@ -153,3 +153,19 @@ def test_predict_names_unreadable_images(colours, tmp_path):
     assert result.exit_code == 1 and "bad.jpg: not an image" in result.output
     result = run_cli("predict", head, tmp_path / "missing.jpg", "--cache", cache, ok=False)
     assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_bundles_from_before_the_scaling_option_keep_standardising(tmp_path):
+    X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    y = np.array(["a", "b"] * 20)
+    head = LogisticHead(C=1.0, scaling="standard").fit(X, y)
+    config = BackboneConfig("efficientnet_lite0", "0" * 64, PreprocessConfig(64), dim=6)
+    path = save_bundle(HeadBundle(head, "logreg", config, "toy"), tmp_path / "old.npz")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(bytes(arrays.pop("__meta__")).decode())
+    del meta["params"]["scaling"]  # as written by featx 0.1.0 before the option existed
+    np.savez(path, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    loaded = load_bundle(path)
+    assert loaded.head.scaling == "standard"
+    np.testing.assert_array_equal(loaded.head.predict(X), head.predict(X))
