@@ -150,8 +150,15 @@ class _Bars:
 @click.option("--name", default=None, help="Dataset name in the store [default: folder, file or built-in name].")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder with Fashion-MNIST's IDX files [default: /usr/share/datasets/fashion-mnist].")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this machine. ray: decode and run the model on Ray actors (pip install 'featx[ray]').")
+@click.option("--address", default=None,
+              help="With --engine ray: the cluster to join (e.g. 10.0.0.5:6379) [default: start a local Ray].")
+@click.option("--num-workers", type=int, default=None,
+              help="With --engine ray: backbone actors, one CPU each [default: the cluster's CPUs].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the run's counts and speed.")
-def embed(source, backbone, weights, image_size, precision, cache, batch_size, workers, name, data_dir, as_json):
+def embed(source, backbone, weights, image_size, precision, cache, batch_size, workers, name, data_dir, engine,
+          address, num_workers, as_json):
     """Embed a dataset into the feature store, reusing every vector already there.
 
     SOURCE is a folder of images (class sub-folders give labels), a CSV manifest
@@ -165,19 +172,27 @@ def embed(source, backbone, weights, image_size, precision, cache, batch_size, w
       featx embed digits
       featx embed ./photos --name holidays --json
       featx embed fashion-mnist --backbone efficientnet_lite1 --batch-size 128
+      featx embed /shared/photos --engine ray --address 10.0.0.5:6379 --cache /shared/cache
     """
     from .backbones import create_backbone
     from .embed import embed_source
     from .sources import open_source
     from .store import open_store
 
+    if engine == "local" and (address or num_workers):
+        raise click.UsageError("--address and --num-workers go with --engine ray.")
     src = open_source(source, name=name, data_dir=data_dir)
     model = create_backbone(backbone, weights=weights, image_size=image_size, precision=precision)
+    runner = None
+    if engine == "ray":
+        from .ray_engine import RayEngine
+
+        runner = RayEngine(model.config, weights, address=address, num_workers=num_workers)
     bars = _Bars(enabled=sys.stderr.isatty())
     with open_store(model.config, cache) as store:
         try:
             result = embed_source(src, model, store, name=name, batch_size=batch_size, workers=workers,
-                                  progress=bars)
+                                  progress=bars, engine=runner)
         finally:
             bars.close()
     if as_json:
@@ -467,11 +482,25 @@ def duplicates(dataset, threshold, backbone, weights, image_size, precision, cac
             click.echo(f"  {item['path']}")
 
 
-def _source_options(fn):
+def training_options(fn):
+    """The options finetune and compare share: the backbone, the input, the training budget, the data."""
     for option in reversed([
+        click.option("--backbone", default="efficientnet_lite0", show_default=True,
+                     help="Registered name (see `featx backbones`), timm:NAME or torchvision:NAME."),
+        click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
+                     help="Start from these weights instead of the backbone's pretrained ones."),
+        click.option("--image-size", type=int, default=None,
+                     help="Input resolution [default: 96 on CPU, the backbone's native size on GPU]."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+                     help="auto: bfloat16 autocast where the CPU/GPU runs it natively."),
+        click.option("--epochs", type=int, default=None, help="Most epochs; early stopping may end sooner [default: 10]."),
+        click.option("--lr", type=float, default=1e-4, show_default=True,
+                     help="Peak learning rate of the unfrozen layers (AdamW, warm-up then cosine); the head uses 10x."),
+        click.option("--batch-size", type=int, default=None, help="Images per step [default: 32 on CPU, 64 on GPU]."),
         click.option("--name", default=None, help="Dataset name in the store [default: folder, file or built-in name]."),
         click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                      help="Folder with Fashion-MNIST's IDX files [default: /usr/share/datasets/fashion-mnist]."),
+        cache_option,
     ]):
         fn = option(fn)
     return fn
@@ -493,29 +522,16 @@ def _training_backbone(backbone, weights, image_size, precision):
 
 @main.command()
 @click.argument("source")
-@click.option("--backbone", default="efficientnet_lite0", show_default=True,
-              help="Registered name (see `featx backbones`), timm:NAME or torchvision:NAME.")
-@click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Start from these weights instead of the backbone's pretrained ones.")
 @click.option("--unfreeze", default="last-1", show_default=True,
               help="Layer groups to train: last-1 (the last stage), last-N, or all.")
-@click.option("--epochs", type=int, default=None, help="Most epochs; early stopping may end sooner [default: 10].")
-@click.option("--lr", type=float, default=1e-4, show_default=True,
-              help="Peak learning rate of the unfrozen layers (AdamW, warm-up then cosine); the new head uses 10x.")
-@click.option("--batch-size", type=int, default=None, help="Images per step [default: 32 on CPU, 64 on GPU].")
-@click.option("--image-size", type=int, default=None,
-              help="Input resolution [default: 96 on CPU, the backbone's native size on GPU].")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="auto: bfloat16 autocast where the CPU/GPU runs it natively.")
+@training_options
 @click.option("--shots", type=int, default=None, help="Train on K images per class of the train split [default: all].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the subset, the split and training.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for the checkpoint [default: <cache>/finetuned].")
-@_source_options
-@cache_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the metrics and checkpoint path.")
-def finetune(source, backbone, weights, unfreeze, epochs, lr, batch_size, image_size, precision, shots, seed, out,
-             name, data_dir, cache, as_json):
+def finetune(source, unfreeze, backbone, weights, image_size, precision, epochs, lr, batch_size, name, data_dir,
+             cache, shots, seed, out, as_json):
     """Fine-tune a backbone with a new linear head on a dataset's train split.
 
     SOURCE is what `featx embed` takes (a folder, a CSV manifest, digits,
@@ -578,24 +594,12 @@ def finetune(source, backbone, weights, unfreeze, epochs, lr, batch_size, image_
 @click.option("--seeds", type=int, default=3, show_default=True, help="Subsets drawn per shots value (seeds 0..N-1).")
 @click.option("--methods", default="logreg,knn,finetune-last,finetune-all", show_default=True,
               help="Comma-separated: frozen heads (logreg, ridge, linear-svm, knn) and finetune-last, finetune-all.")
-@click.option("--backbone", default="efficientnet_lite0", show_default=True,
-              help="Registered name (see `featx backbones`), timm:NAME or torchvision:NAME.")
-@click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Local weights to use instead of the backbone's pretrained ones.")
-@click.option("--image-size", type=int, default=None,
-              help="Input resolution for every method [default: 96 on CPU, native on GPU].")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="auto: bfloat16 where the CPU/GPU runs it natively.")
-@click.option("--epochs", type=int, default=None, help="Most fine-tuning epochs per run [default: 10].")
-@click.option("--batch-size", type=int, default=None, help="Fine-tuning images per step [default: 32 CPU, 64 GPU].")
-@click.option("--lr", type=float, default=1e-4, show_default=True, help="Fine-tuning peak learning rate.")
+@training_options
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Report folder [default: <cache>/compare/<dataset>-<size>px].")
-@_source_options
-@cache_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary rows as JSON.")
-def compare(source, shots, seeds, methods, backbone, weights, image_size, precision, epochs, batch_size, lr, out,
-            name, data_dir, cache, as_json):
+def compare(source, shots, seeds, methods, backbone, weights, image_size, precision, epochs, lr, batch_size, name,
+            data_dir, cache, out, as_json):
     """Compare frozen-feature heads with fine-tuning on the same few-shot subsets.
 
     For each shots-per-class value and seed, one training subset is drawn from

@@ -177,6 +177,7 @@ def embed_source(
     batch_size: int = 64,
     workers: int | None = None,
     progress: Progress | None = None,
+    engine: "Engine | None" = None,
 ) -> EmbedResult:
     """Embed every item of ``source`` not yet in ``store`` and record the dataset's membership.
 
@@ -189,6 +190,9 @@ def embed_source(
     batch_size : images per forward pass.
     workers : decoding processes (0 decodes in this process); defaults to cores - 1.
     progress : optional ``progress(stage, advance, total)`` callback.
+    engine : what decodes and runs the model (``run(source, store, indices, keys, batch_size, progress)``);
+        defaults to this machine (LocalEngine). featx.ray_engine.RayEngine spreads it over a Ray cluster.
+        Either way this process alone writes the store.
     """
     if backbone.config.key != store.key:
         raise FeatxError(f"backbone {backbone.config.describe()} does not match store {store.path}.")
@@ -197,18 +201,16 @@ def embed_source(
     if workers is not None and workers < 0:
         raise FeatxError(f"--workers must be 0 (decode in this process) or more, not {workers}.")
     name = name or source.name
-    workers = default_workers() if workers is None else workers
     start = time.perf_counter()
     n = len(source.items)
-    embedder = Embedder(backbone)
+    engine = engine or LocalEngine(backbone, workers)
 
     with store.writing():
         keys, failures = hash_source(source, progress)
         todo = _missing(keys, store)
         embedded_keys: set[str] = set()
         if todo:
-            embedded_keys, failed_keys = _run_batches(source, embedder, store, list(todo.values()), keys,
-                                                      batch_size, workers, progress)
+            embedded_keys, failed_keys = engine.run(source, store, list(todo.values()), keys, batch_size, progress)
             for i, k in enumerate(keys):
                 if k in failed_keys:
                     failures[i] = failed_keys[k]
@@ -239,6 +241,37 @@ def embed_source(
     )
 
 
+class Engine:
+    """Turns source items into stored vectors; ``run`` returns the keys embedded and {key: reason} failed."""
+
+    def run(self, source: Source, store: FeatureStore, indices: list[int], keys: Sequence[str | None],
+            batch_size: int, progress: Progress | None) -> tuple[set[str], dict[str, str]]:
+        raise NotImplementedError
+
+
+class LocalEngine(Engine):
+    """This machine: decoding in DataLoader worker processes, forward passes in this one."""
+
+    def __init__(self, backbone: Backbone, workers: int | None = None):
+        self.embedder = Embedder(backbone)
+        self.workers = default_workers() if workers is None else workers
+
+    def run(self, source, store, indices, keys, batch_size, progress):
+        return _run_batches(source, self.embedder, store, indices, keys, batch_size, self.workers, progress)
+
+
+def store_batch(store: FeatureStore, keys: Sequence[str | None], idx: Sequence[int], read_keys: Sequence[str],
+                X: np.ndarray, failed: dict[str, str]) -> list[str]:
+    """Add one embedded batch to ``store``, except items whose file changed since it was hashed; their keys."""
+    for i, k in zip(idx, read_keys):
+        if k != keys[i]:  # changed on disk since it was hashed: its vector would be misfiled
+            failed[keys[i]] = "file changed while embedding; run again"
+    ok = [j for j, i in enumerate(idx) if keys[i] not in failed]
+    batch_keys = [keys[idx[j]] for j in ok]
+    store.add(batch_keys, X[ok])
+    return batch_keys
+
+
 def _run_batches(source, embedder, store, indices, keys, batch_size, workers, progress):
     """Decode ``indices`` in workers and store their vectors batch by batch.
 
@@ -258,14 +291,7 @@ def _run_batches(source, embedder, store, indices, keys, batch_size, workers, pr
         for i, reason in bad:
             failed[keys[i]] = reason
         if batch is not None:
-            for i, k in zip(idx, read_keys):
-                if k != keys[i]:  # changed on disk since it was hashed: its vector would be misfiled
-                    failed[keys[i]] = "file changed while embedding; run again"
-            X = embedder(batch)
-            ok = [j for j, i in enumerate(idx) if keys[i] not in failed]
-            batch_keys = [keys[idx[j]] for j in ok]
-            store.add(batch_keys, X[ok])
-            embedded.update(batch_keys)
+            embedded.update(store_batch(store, keys, idx, read_keys, embedder(batch), failed))
         if progress:
             progress("embed", len(idx) + len(bad), len(indices))
     return embedded, failed

@@ -14,6 +14,18 @@ from PIL import Image
 SMALL = 64  # input size for tests that exercise plumbing rather than accuracy
 
 
+def run_cli(*args, ok=True):
+    """Invoke ``featx`` in-process as a user would; unless ``ok=False``, insist it succeeded."""
+    from click.testing import CliRunner
+
+    from featx.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
 def noisy_image(rgb, seed: int, size=(40, 32)) -> Image.Image:
     """A solid colour with seeded noise: distinct bytes per seed, recognisable class per colour."""
     rng = np.random.default_rng(seed)

@@ -7,23 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from featx.backbones import BackboneConfig, PreprocessConfig
 from featx.bundles import BundleError, HeadBundle, load_bundle, save_bundle
-from featx.cli import main
 from featx.heads import HEADS, LogisticHead
 
-from conftest import SMALL, noisy_image, write_class_folder
+from conftest import SMALL, noisy_image, run_cli, write_class_folder
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
-
-
-def run_cli(*args, ok=True):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from featx import compare
-from featx.cli import main
+
+from conftest import run_cli, write_class_folder
 
 TINY = 32
-
-
-def run_cli(*args, ok=True):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture
@@ -106,8 +99,6 @@ def test_bad_input_names_the_fix(args, message, tmp_path, cache):
 
 
 def test_a_dataset_without_a_test_split_is_refused(tmp_path, cache):
-    from conftest import write_class_folder
-
     write_class_folder(tmp_path / "data" / "train", per_class=3)
     result = run_cli("compare", tmp_path / "data", "--image-size", TINY, "--shots", 1, "--out", tmp_path / "r",
                      ok=False)

@@ -14,25 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from featx.cli import main
 from featx.embed import Embedder, embed_source
 from featx.sources import open_source
 from featx.store import FeatureStore, open_store
 
-from conftest import SMALL, noisy_image, write_bad_files, write_class_folder
+from conftest import SMALL, noisy_image, run_cli, write_bad_files, write_class_folder
 
 JSON_KEYS = {"dataset", "store", "backbone", "dim", "n_total", "n_embedded", "n_reused", "n_failed", "seconds",
              "images_per_second"}
-
-
-def run_cli(*args, ok=True):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 def embed_json(*args) -> dict:

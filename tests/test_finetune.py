@@ -6,26 +6,17 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from featx.backbones import create_backbone
-from featx.cli import main
 from featx.embed import hash_source
 from featx.errors import TrainingError
 from featx.finetune import FinetuneSettings, finetune, layer_groups, load_checkpoint, unfreeze
 from featx.sources import load_digits_source
 from featx.subsets import draw_shots, labeled_splits
 
-from conftest import write_class_folder
+from conftest import run_cli, write_class_folder
 
 TINY = 32  # pixels: enough to exercise every step in a second or two
-
-
-def run_cli(*args, ok=True):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

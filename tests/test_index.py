@@ -6,20 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from featx.cli import main
 from featx.index import IndexError_, build_index, load_index, normalize, recall_at_k, save_index
 
-from conftest import SMALL, noisy_image
-
-
-def run_cli(*args, ok=True):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
+from conftest import SMALL, noisy_image, run_cli
 
 
 def clustered(n=3000, d=32, centres=30, seed=0):
