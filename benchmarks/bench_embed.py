@@ -65,12 +65,17 @@ def baseline_embed(files, batch_size: int) -> tuple[np.ndarray, float]:
     return np.concatenate(out), time.perf_counter() - start
 
 
-def featx_embed(root: Path, cache: Path, batch_size: int, precision: str = "auto"):
+def featx_embed(root: Path, cache: Path, batch_size: int, precision: str = "auto", ray: bool = False):
     start = time.perf_counter()
     backbone = create_backbone("efficientnet_lite0", precision=precision)
     source = FolderSource(root, name="fmnist-jpeg")
+    engine = None
+    if ray:
+        from featx.ray_engine import RayEngine
+
+        engine = RayEngine(backbone.config)  # a local Ray instance with every CPU, started inside the timing
     with open_store(backbone.config, cache) as store:
-        embed_source(source, backbone, store, batch_size=batch_size)
+        embed_source(source, backbone, store, batch_size=batch_size, engine=engine)
         X, y, keys, paths = store.load("fmnist-jpeg")
         X = np.array(X)
     seconds = time.perf_counter() - start
@@ -91,7 +96,11 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    ap.add_argument("--ray", action="store_true", help="also embed with --engine ray (a local Ray instance)")
+    ap.add_argument("--ray-only", action="store_true", help="only featx's local engine against the Ray engine")
     args = ap.parse_args()
+    if args.ray_only:
+        return compare_engines(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "images"
@@ -131,6 +140,24 @@ def main() -> None:
                 "ratio": featx_ips / base_ips, "precision": precision, "baseline_accuracy": acc_b,
                 "featx_accuracy": acc_f, "featx_fp32_images_per_second": n / f32_s, "featx_fp32_accuracy": acc_32,
                 "cosine_mean": float(cos.mean())}, indent=2))
+
+        if args.ray:
+            compare_engines(args, root, files, featx_ips)
+
+
+def compare_engines(args, root: Path | None = None, files=None, local_ips: float | None = None) -> None:
+    """featx's local engine against the Ray engine on one node, same images, same script."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if root is None:
+            root = Path(tmp) / "images"
+            files = write_jpegs(root, args.train, args.test)
+            _, _, local_s, _ = featx_embed(root, Path(tmp) / "cache-local", args.batch_size)
+            local_ips = len(files) / local_s
+            print(f"featx embed, local engine: {local_ips:7.1f} images/s ({local_s:.1f} s)")
+        Xr, _, ray_s, _ = featx_embed(root, Path(tmp) / "cache-ray", args.batch_size, ray=True)
+        ray_ips = len(files) / ray_s
+        print(f"featx embed --engine ray (local Ray, start-up included): {ray_ips:7.1f} images/s ({ray_s:.1f} s); "
+              f"{ray_ips / local_ips:.2f}x the local engine")
 
 
 if __name__ == "__main__":

@@ -84,14 +84,14 @@ def load(base: str, clients: int, seconds: float, images: list[bytes]) -> dict:
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
     start_line = threading.Barrier(clients + 1)
-    stop_at = [0.0]
 
     def client(c: int) -> None:
         with httpx.Client(base_url=base, timeout=60) as http:
             http.post("/predict", files={"files": ("w.png", images[c % len(images)], "image/png")})  # warm-up
             start_line.wait()
+            stop_at = time.perf_counter() + seconds
             i = c
-            while time.perf_counter() < stop_at[0]:
+            while time.perf_counter() < stop_at:
                 t0 = time.perf_counter()
                 r = http.post("/predict", files={"files": (f"{i}.png", images[i % len(images)], "image/png")})
                 latencies[c].append(time.perf_counter() - t0)
@@ -103,7 +103,6 @@ def load(base: str, clients: int, seconds: float, images: list[bytes]) -> dict:
         t.start()
     start_line.wait()
     began = time.perf_counter()
-    stop_at[0] = began + seconds
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - began
