@@ -176,12 +176,17 @@ def _count_vectors(store_path: Path) -> int:
         return 0
 
 
+N_KILLED = 400
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_run_loses_nothing_committed_and_resumes(tmp_path, sig):
     folder = tmp_path / "many"
     folder.mkdir()
-    for i in range(120):
-        noisy_image((i, 255 - i, 128), seed=i, size=(300, 240)).save(folder / f"{i:03d}.jpg")
+    # Enough images that the run cannot finish between the poll that sees 8 vectors and the signal
+    # (that poll can wait up to a second for the writer's catalog lock).
+    for i in range(N_KILLED):
+        noisy_image((i % 256, 255 - i % 256, 128), seed=i, size=(300, 240)).save(folder / f"{i:03d}.jpg")
     cache = tmp_path / "cache"
     cmd = [sys.executable, "-m", "featx.cli", "embed", str(folder), "--cache", str(cache), "--batch-size", "4",
            "--workers", "1", "--json"]
@@ -200,16 +205,16 @@ def test_killed_run_loses_nothing_committed_and_resumes(tmp_path, sig):
     assert proc.returncode != 0
 
     done_before = _count_vectors(store_path)
-    assert 8 <= done_before < 120
+    assert 8 <= done_before < N_KILLED
     store = FeatureStore(store_path)
     assert store.n_vectors() == done_before  # readable, and every committed vector is there
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     data = json.loads(rerun.stdout)
-    assert (data["n_total"], data["n_failed"]) == (120, 0)
-    assert data["n_reused"] >= done_before and data["n_reused"] + data["n_embedded"] == 120
-    assert FeatureStore(store_path).n_vectors() == 120
+    assert (data["n_total"], data["n_failed"]) == (N_KILLED, 0)
+    assert data["n_reused"] >= done_before and data["n_reused"] + data["n_embedded"] == N_KILLED
+    assert FeatureStore(store_path).n_vectors() == N_KILLED
     files = {p.name for p in (store_path / "shards").iterdir()}
     assert files == {f for (f,) in sqlite3.connect(store_path / "catalog.sqlite").execute("SELECT file FROM shards")}
 
