@@ -190,7 +190,10 @@ def test_killed_run_loses_nothing_committed_and_resumes(tmp_path, sig):
     cache = tmp_path / "cache"
     cmd = [sys.executable, "-m", "featx.cli", "embed", str(folder), "--cache", str(cache), "--batch-size", "4",
            "--workers", "1", "--json"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # A shell's background job starts with SIGINT ignored, and a child inherits that: restore the
+    # default so the child's Python turns SIGINT into KeyboardInterrupt as it does in a terminal.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     store_path = None
     while time.time() < deadline and proc.poll() is None:
