@@ -71,21 +71,27 @@ def open_resources(
             raise StoreError(f"no store for the head's backbone configuration ({bundle.config.describe()}) under "
                              f"{path.parent}; embed {dataset} with it first.")
         store = FeatureStore(path)
-        store.dataset(dataset)  # raises, naming the datasets there, when it is missing
     elif dataset:
         store = find_dataset(dataset, cache, backbone, image_size=image_size, precision=precision,
                              weights_sha256=sha256_file(weights) if weights else None)
-    if bundle is not None:
-        model = create_backbone_for(bundle.config, weights)
-    elif store is not None:
-        model = create_backbone_for(store.config, weights)
-    else:
-        model = create_backbone(backbone or DEFAULT_BACKBONE, weights=weights, image_size=image_size,
-                                precision=precision)
-    resources = Resources(backbone=model, bundle=bundle, store=store, dataset=dataset)
-    if store is not None:
-        resources.index, resources.unindexed = open_index(store, dataset)
-        resources.members = member_info(store, dataset)
+    try:
+        if store is not None:
+            store.dataset(dataset)  # raises, naming the datasets there, when it is missing
+        if bundle is not None:
+            model = create_backbone_for(bundle.config, weights)
+        elif store is not None:
+            model = create_backbone_for(store.config, weights)
+        else:
+            model = create_backbone(backbone or DEFAULT_BACKBONE, weights=weights, image_size=image_size,
+                                    precision=precision)
+        resources = Resources(backbone=model, bundle=bundle, store=store, dataset=dataset)
+        if store is not None:
+            resources.index, resources.unindexed = open_index(store, dataset)
+            resources.members = member_info(store, dataset)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
     return resources
 
 

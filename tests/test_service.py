@@ -205,3 +205,11 @@ def test_micro_batcher_routes_rows_and_errors_to_their_callers():
         batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit(np.zeros((1, 1, 1, 1), np.uint8)).result()
+
+
+def test_a_dataset_the_heads_store_lacks_is_named(served):
+    _, cache = served
+    from featx.errors import StoreError
+
+    with pytest.raises(StoreError, match="'nope'"):
+        open_resources(dataset="nope", head=str(cache / "digits.npz"), cache=str(cache))
