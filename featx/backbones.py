@@ -452,7 +452,8 @@ def _create_timm(arch: str, weights, image_size):
     return model, fingerprint, pre
 
 
-def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The name and module of the network's last linear layer: its classifier, for torchvision models."""
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise BackboneError("this torchvision model has no linear classifier to take features before.")
@@ -490,7 +491,7 @@ def _create_torchvision(arch: str, weights, image_size):
         std=tuple(float(v) for v in t.std),
     )
     # Features are the input of the last linear layer, caught by a pre-hook on the way through.
-    _, head = _last_linear(model)
+    _, head = last_linear(model)
     caught: list[torch.Tensor] = []
     head.register_forward_pre_hook(lambda _m, inputs: caught.append(inputs[0]))
 

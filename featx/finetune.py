@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from .atomic import atomic_write
-from .backbones import Backbone, _last_linear
+from .backbones import Backbone, last_linear
 from .classify import score_predictions
 from .embed import default_workers, keep_freed_memory
 from .errors import FeatxError, ImageError, TrainingError
@@ -77,7 +77,7 @@ def classifier_prefix(model: nn.Module) -> str:
     cfg = getattr(model, "pretrained_cfg", None)
     if isinstance(cfg, dict) and cfg.get("classifier"):
         return str(cfg["classifier"])
-    return _last_linear(model)[0]
+    return last_linear(model)[0]
 
 
 def layer_groups(model: nn.Module) -> list[list[str]]:
