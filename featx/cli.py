@@ -43,6 +43,15 @@ cache_option = click.option("--cache", type=click.Path(file_okay=False), default
                             help="Feature store root [default: ./cache, or $FEATX_CACHE].")
 
 
+precision_option = click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+    help="auto: bfloat16 where the CPU/GPU runs it natively, else fp32.")
+name_option = click.option("--name", default=None,
+                           help="Dataset name in the store [default: folder, file or built-in name].")
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                               help="Folder with Fashion-MNIST's IDX files [default: /usr/share/datasets/fashion-mnist].")
+
+
 def _echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=None, default=str))
 
@@ -57,8 +66,7 @@ def backbone_options(fn):
                          help="Local state dict or featx checkpoint to load instead of the default weights."),
             click.option("--image-size", type=int, default=None,
                          help="Input resolution in pixels [default: the backbone's native size]."),
-            click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
-                         show_default=True, help="auto: bf16 where the CPU/GPU runs it natively, else fp32."),
+            precision_option,
             cache_option,
         ]
     ):
@@ -147,9 +155,8 @@ class _Bars:
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Images per forward pass.")
 @click.option("--workers", type=int, default=None,
               help="Decoding processes; 0 decodes in the main process [default: cores - 1].")
-@click.option("--name", default=None, help="Dataset name in the store [default: folder, file or built-in name].")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Folder with Fashion-MNIST's IDX files [default: /usr/share/datasets/fashion-mnist].")
+@name_option
+@data_dir_option
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this machine. ray: decode and run the model on Ray actors (pip install 'featx[ray]').")
 @click.option("--address", default=None,
@@ -491,15 +498,13 @@ def training_options(fn):
                      help="Start from these weights instead of the backbone's pretrained ones."),
         click.option("--image-size", type=int, default=None,
                      help="Input resolution [default: 96 on CPU, the backbone's native size on GPU]."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-                     help="auto: bfloat16 autocast where the CPU/GPU runs it natively."),
+        precision_option,
         click.option("--epochs", type=int, default=None, help="Most epochs; early stopping may end sooner [default: 10]."),
         click.option("--lr", type=float, default=1e-4, show_default=True,
                      help="Peak learning rate of the unfrozen layers (AdamW, warm-up then cosine); the head uses 10x."),
         click.option("--batch-size", type=int, default=None, help="Images per step [default: 32 on CPU, 64 on GPU]."),
-        click.option("--name", default=None, help="Dataset name in the store [default: folder, file or built-in name]."),
-        click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                     help="Folder with Fashion-MNIST's IDX files [default: /usr/share/datasets/fashion-mnist]."),
+        name_option,
+        data_dir_option,
         cache_option,
     ]):
         fn = option(fn)
@@ -554,7 +559,7 @@ def finetune(source, unfreeze, backbone, weights, image_size, precision, epochs,
 
     src = open_source(source, name=name, data_dir=data_dir)
     make, defaults = _training_backbone(backbone, weights, image_size, precision)
-    settings = FinetuneSettings(unfreeze=unfreeze, epochs=epochs or defaults["epochs"], lr=lr,
+    settings = FinetuneSettings(unfreeze=unfreeze, epochs=epochs or FinetuneSettings.epochs, lr=lr,
                                 batch_size=batch_size or defaults["batch_size"], seed=seed)
     settings.check()
     keys, _ = hash_source(src)
@@ -621,7 +626,7 @@ def compare(source, shots, seeds, methods, backbone, weights, image_size, precis
 
     make, defaults = _training_backbone(backbone, weights, image_size, precision)
     settings = CompareSettings(shots=parse_shots(shots), seeds=seeds, methods=parse_methods(methods),
-                               epochs=epochs or defaults["epochs"], batch_size=batch_size or defaults["batch_size"],
+                               epochs=epochs or CompareSettings.epochs, batch_size=batch_size or defaults["batch_size"],
                                lr=lr)
     settings.check()
     src = open_source(source, name=name, data_dir=data_dir)
@@ -652,8 +657,7 @@ def compare(source, shots, seeds, methods, backbone, weights, image_size, precis
 @click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Local weights (e.g. a `featx finetune` checkpoint) for the backbone.")
 @click.option("--image-size", type=int, default=None, help="Input resolution [default: the backbone's native size].")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="auto: bf16 where the CPU/GPU runs it natively.")
+@precision_option
 @cache_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind; the default takes connections from this machine only.")

@@ -36,9 +36,9 @@ class CompareSettings:
     shots: tuple[int, ...] = DEFAULT_SHOTS
     seeds: int = 3
     methods: tuple[str, ...] = DEFAULT_METHODS
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-4
+    epochs: int = FinetuneSettings.epochs
+    batch_size: int = FinetuneSettings.batch_size
+    lr: float = FinetuneSettings.lr
 
     def check(self) -> None:
         if not self.shots or any(k < 1 for k in self.shots):
@@ -185,9 +185,9 @@ def run_compare(
     name = name or source.name
     started = time.perf_counter()
     # Refuse an impossible request before spending minutes embedding: hashes give the splits.
-    keys, _ = hash_source(source)
-    check_shots(labeled_splits(source, keys, name)["train"], max(settings.shots))
-    embedded = embed_source(source, backbone, store, name=name, progress=progress)
+    hashes = hash_source(source, progress)
+    check_shots(labeled_splits(source, hashes[0], name)["train"], max(settings.shots))
+    embedded = embed_source(source, backbone, store, name=name, progress=progress, hashes=hashes)
     splits = splits_from_members(source, store.members(name), name)
     train, test = splits["train"], splits["test"]
     check_shots(train, max(settings.shots))  # again: images that failed to decode are not members

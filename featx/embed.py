@@ -178,6 +178,7 @@ def embed_source(
     workers: int | None = None,
     progress: Progress | None = None,
     engine: "Engine | None" = None,
+    hashes: tuple[list[str | None], dict[int, str]] | None = None,
 ) -> EmbedResult:
     """Embed every item of ``source`` not yet in ``store`` and record the dataset's membership.
 
@@ -193,6 +194,7 @@ def embed_source(
     engine : what decodes and runs the model (``run(source, store, indices, keys, batch_size, progress)``);
         defaults to this machine (LocalEngine). featx.ray_engine.RayEngine spreads it over a Ray cluster.
         Either way this process alone writes the store.
+    hashes : ``hash_source(source)``'s result when the caller already has it (saves hashing twice).
     """
     if backbone.config.key != store.key:
         raise FeatxError(f"backbone {backbone.config.describe()} does not match store {store.path}.")
@@ -206,7 +208,7 @@ def embed_source(
     engine = engine or LocalEngine(backbone, workers)
 
     with store.writing():
-        keys, failures = hash_source(source, progress)
+        keys, failures = (hashes[0], dict(hashes[1])) if hashes is not None else hash_source(source, progress)
         todo = _missing(keys, store)
         embedded_keys: set[str] = set()
         if todo:

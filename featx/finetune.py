@@ -22,6 +22,7 @@ from .errors import FeatxError, ImageError, TrainingError
 from .images import load_image, normalize_batch, random_resized_crop, resize_and_crop
 from .measure import Measure
 from .sources import ArraySource, Source
+from .store import safe_name
 from .subsets import LabeledSet, carve_validation
 
 Progress = Callable[[str, int, int], None]
@@ -60,8 +61,8 @@ class FinetuneSettings:
 def device_defaults(device: torch.device) -> dict:
     """Defaults that fit the hardware: the native resolution on a GPU, 96 px and small batches on a CPU."""
     if device.type == "cuda":
-        return {"image_size": None, "batch_size": 64, "epochs": 10}
-    return {"image_size": 96, "batch_size": 32, "epochs": 10}
+        return {"image_size": None, "batch_size": 64}
+    return {"image_size": 96, "batch_size": FinetuneSettings.batch_size}
 
 
 def parse_unfreeze(spec: str) -> int | None:
@@ -449,8 +450,6 @@ def load_checkpoint(path: str | Path) -> dict:
 def default_checkpoint_path(root: Path, dataset: str, backbone: str, settings: FinetuneSettings,
                             shots: int | None) -> Path:
     """``<root>/<dataset>-<backbone>-<unfreeze>[-<K>shot]-seed<S>.pt``."""
-    from .store import safe_name
-
     shot = f"-{shots}shot" if shots else ""
     return root / f"{safe_name(dataset)}-{safe_name(backbone)}-{settings.unfreeze}{shot}-seed{settings.seed}.pt"
 

@@ -77,6 +77,7 @@ def render_markdown(report: dict) -> str:
     methods, shots = s["methods"], s["shots"]
     rows = summarize(report["runs"], methods, shots)
     e = report["embedding"]
+    baseline = _baseline(report)
     lines = [
         f"# featx compare: {report['dataset']}",
         "",
@@ -104,8 +105,8 @@ def render_markdown(report: dict) -> str:
         "## Memory (MB, highest run): peak resident memory the run added to the process",
         "",
         *_table(rows, methods, shots, lambda r: _memory(r)),
-        *(["", f"(Before a run the process already held about {_baseline(report):,.0f} MB: libraries, the "
-             "dataset, the model.)"] if _baseline(report) else []),
+        *(["", f"(Before a run the process already held about {baseline:,.0f} MB: libraries, the "
+             "dataset, the model.)"] if baseline else []),
     ]
     failed = [r for r in report["runs"] if r["status"] != "ok"]
     lines += ["", f"## Failed runs: {len(failed)}", ""]

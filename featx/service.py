@@ -269,7 +269,7 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
             except ImageError as e:
                 raise ImageError(f"{files[i].filename or f'file {i + 1}'}: {e}") from None
 
-        crops = [await run_in_threadpool(decode, i) for i in range(len(blobs))]
+        crops = await run_in_threadpool(lambda: [decode(i) for i in range(len(blobs))])
         vectors = await asyncio.wrap_future(batcher().submit(np.stack(crops)))
         return vectors, [content_hash(b) for b in blobs]
 

@@ -48,7 +48,7 @@ def _check_labeled(source: Source, dataset: str) -> None:
         )
 
 
-def _by_split(source: Source, rows: list[tuple[int, str, str, str]], dataset: str) -> dict[str, LabeledSet]:
+def _by_split(rows: list[tuple[int, str, str, str]], dataset: str) -> dict[str, LabeledSet]:
     out: dict[str, LabeledSet] = {}
     for split in ("train", "val", "test"):
         chosen = [r for r in rows if r[3] == split]
@@ -74,7 +74,7 @@ def labeled_splits(source: Source, keys: Sequence[str | None], dataset: str | No
     _check_labeled(source, dataset)
     rows = [(i, k, item.label, item.split or split_from_key(k))
             for i, (item, k) in enumerate(zip(source.items, keys)) if k is not None and item.label is not None]
-    return _by_split(source, rows, dataset)
+    return _by_split(rows, dataset)
 
 
 def splits_from_members(source: Source, members: Sequence[Member], dataset: str | None = None) -> dict[str, LabeledSet]:
@@ -84,7 +84,7 @@ def splits_from_members(source: Source, members: Sequence[Member], dataset: str 
     position = {item.path: i for i, item in enumerate(source.items)}
     rows = [(position[m.path], m.key, m.label, m.split) for m in members
             if m.label is not None and m.path in position]
-    return _by_split(source, rows, dataset)
+    return _by_split(rows, dataset)
 
 
 def check_shots(train: LabeledSet, shots: int) -> None:
