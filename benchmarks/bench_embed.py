@@ -30,7 +30,8 @@ from timm.data import create_transform
 
 from featx.backbones import create_backbone
 from featx.embed import embed_source
-from featx.sources import FolderSource, load_fashion_mnist_source
+from featx.data.builtins import load_fashion_mnist_source
+from featx.data.sources import FolderSource
 from featx.store import open_store
 
 
@@ -71,7 +72,7 @@ def featx_embed(root: Path, cache: Path, batch_size: int, precision: str = "auto
     source = FolderSource(root, name="fmnist-jpeg")
     engine = None
     if ray:
-        from featx.ray_engine import RayEngine
+        from featx.embed.ray_engine import RayEngine
 
         engine = RayEngine(backbone.config)  # a local Ray instance with every CPU, started inside the timing
     with open_store(backbone.config, cache) as store:

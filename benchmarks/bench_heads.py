@@ -24,8 +24,9 @@ from sklearn.svm import LinearSVC
 
 from featx.backbones import create_backbone
 from featx.embed import embed_source
-from featx.heads import HEADS, holdout_indices
-from featx.sources import load_fashion_mnist_source
+from featx.heads import HEADS
+from featx.heads.solvers import holdout_indices
+from featx.data.builtins import load_fashion_mnist_source
 from featx.store import open_store
 
 BASELINES = {

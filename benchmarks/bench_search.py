@@ -20,8 +20,9 @@ import numpy as np
 
 from featx.backbones import create_backbone
 from featx.embed import embed_source
-from featx.index import build_index, normalize
-from featx.sources import load_fashion_mnist_source
+from featx.search.flat import normalize
+from featx.search.index import build_index
+from featx.data.builtins import load_fashion_mnist_source
 from featx.store import open_store
 
 

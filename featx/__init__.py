@@ -1,19 +1,19 @@
 """featx: frozen-backbone feature stores, fast classical heads and FAISS search for transfer learning."""
 
-import importlib
-
 __version__ = "0.1.0"
 
-# Public API, imported on first use so `featx --help` does not pay for importing torch.
-_API = {
+from .lazy import lazy_exports  # noqa: E402
+
+# Public API, imported on first use so `featx --help` and `featx stores` do not pay for importing torch.
+_EXPORTS = {
     "create_backbone": "backbones", "list_backbones": "backbones", "register_backbone": "backbones",
-    "embed_source": "embed", "FeatxError": "errors", "open_source": "sources",
-    "FeatureStore": "store", "find_dataset": "store", "list_stores": "store", "open_store": "store",
+    "BackboneConfig": "config", "PreprocessConfig": "config",
+    "open_source": "data", "embed_source": "embed", "embed_into_store": "embed", "FeatxError": "errors",
+    "FeatureStore": "store", "describe_stores": "store", "find_dataset": "store", "list_stores": "store",
+    "open_store": "store",
+    "HEADS": "heads", "train_head": "heads", "evaluate_bundle": "heads", "predict_images": "heads",
+    "index_dataset": "search", "search_dataset": "search", "find_duplicates": "search",
+    "finetune_source": "transfer", "compare_source": "transfer",
 }
-__all__ = sorted(_API)
-
-
-def __getattr__(name: str):
-    if name in _API:
-        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
-    raise AttributeError(f"module 'featx' has no attribute {name!r}")
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

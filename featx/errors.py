@@ -1,8 +1,30 @@
-"""The library's exceptions: every mistake a user can make raises a FeatxError child."""
+"""Every exception featx raises, in one hierarchy; messages name parameters, and the skins map them to flags."""
+
+from __future__ import annotations
 
 
 class FeatxError(Exception):
-    """Base class; the CLI prints these as ``Error: …`` and exits 1, the service returns 4xx."""
+    """Base class; the CLI prints these as ``Error: …`` and exits 1, the service answers with a 4xx.
+
+    ``params`` names the library parameters the message mentions (``batch_size``, ``weights``…),
+    so a skin can say them its own way (the CLI as ``--batch-size``, ``--weights``).
+    """
+
+    status = 400  # the HTTP status a service answers with
+
+    def __init__(self, message: str, *, params: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.params = tuple(params)
+
+
+class ParameterError(FeatxError):
+    """A parameter value out of its range or of the wrong form; the message starts with its name."""
+
+    status = 422
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"{param} {message}", params=(param,))
+        self.param = param
 
 
 class BackboneError(FeatxError):
@@ -13,13 +35,45 @@ class SourceError(FeatxError):
     """A dataset source that cannot be read: missing path, empty folder, malformed manifest."""
 
 
-class StoreError(FeatxError):
-    """A feature store or dataset that does not exist, or is busy or inconsistent."""
-
-
 class ImageError(FeatxError):
     """One image that cannot be decoded; embedding records it as a failure and carries on."""
+
+    status = 422
+
+
+class StoreError(FeatxError):
+    """A feature store or dataset that does not exist or is inconsistent."""
+
+    status = 404
+
+
+class StoreBusyError(StoreError):
+    """Another process holds the store's write lock; reading still works, writing must wait."""
+
+    status = 409
+
+
+class DataError(FeatxError):
+    """A dataset that cannot serve this purpose: no labels, one class, a missing split."""
+
+    status = 409
+
+
+class BundleError(FeatxError):
+    """A head bundle that cannot be read, or that belongs to another backbone configuration."""
+
+
+class SearchError(FeatxError):
+    """An index that cannot be built, read or used with this data, or a query it cannot answer."""
 
 
 class TrainingError(FeatxError):
     """A fine-tuning run that cannot go on: bad settings, or a loss that diverged."""
+
+
+class ServiceError(FeatxError):
+    """A request the service cannot answer; ``status`` is its HTTP status."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status

@@ -9,8 +9,8 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 from timm.data import ImageNetInfo
 
+from featx.config import BackboneConfig
 from featx.backbones import (
-    BackboneConfig,
     create_backbone,
     describe_backbones,
     get_backbone_spec,
@@ -19,13 +19,14 @@ from featx.backbones import (
 )
 from featx.embed import Embedder
 from featx.errors import BackboneError
-from featx.images import load_input, normalize_batch
+from featx.data.images import load_input
+from featx.runtime import prepare_batch
 
 
 def top_label(backbone, arr: np.ndarray) -> str:
     x = torch.from_numpy(load_input(arr, backbone.config.preprocess))[None]
     with torch.inference_mode():
-        logits = backbone.model(normalize_batch(x, backbone.config.preprocess).float())
+        logits = backbone.model(prepare_batch(x, backbone.config.preprocess, torch.device("cpu")).float())
     return ImageNetInfo().index_to_description(int(logits.argmax()))
 
 
@@ -73,12 +74,14 @@ def test_unknown_backbone_names_the_known_ones():
 
 @pytest.mark.parametrize("name", ["timm:resnet18", "torchvision:resnet18"])
 def test_hub_backbones_fail_fast_offline_with_the_alternatives(name, monkeypatch):
-    import featx.backbones as backbones
+    from huggingface_hub import constants
 
-    monkeypatch.setattr(backbones, "_network_reachable", lambda *a, **k: False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    import featx.backbones.hub as hub
+
+    monkeypatch.setattr(hub, "network_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("TORCH_HOME", "/nonexistent-featx-test")  # no cached torchvision weights
-    with pytest.raises(BackboneError, match="unreachable.*efficientnet_lite0.*--weights FILE"):
+    with pytest.raises(BackboneError, match="unreachable.*efficientnet_lite0.*weights=FILE"):
         create_backbone(name)
 
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from featx.embed import Embedder, embed_source
-from featx.sources import open_source
+from featx.data.sources import open_source
 from featx.store import FeatureStore, open_store
 
 from conftest import SMALL, noisy_image, run_cli, write_bad_files, write_class_folder
@@ -223,7 +223,7 @@ def test_killed_run_loses_nothing_committed_and_resumes(tmp_path, sig):
 
 
 def test_cpu_embedding_keeps_freed_memory_in_the_heap(lite0_small):
-    from featx.embed import keep_freed_memory
+    from featx.runtime import keep_freed_memory
 
     Embedder(lite0_small)  # applies the allocator setting on CPU
     assert keep_freed_memory() is sys.platform.startswith("linux")

@@ -37,7 +37,7 @@ def test_ray_and_local_engines_write_the_same_store(tmp_path, local_ray):
     bad = write_bad_files(data / "red")
     local, remote = tmp_path / "local", tmp_path / "ray"
     run_cli("embed", data, "--image-size", TINY, "--workers", 0, "--cache", local)
-    out = run_cli("embed", data, "--image-size", TINY, "--engine", "ray", "--num-workers", 2, "--cache", remote,
+    out = run_cli("embed", data, "--image-size", TINY, "--engine", "ray", "--workers", 2, "--cache", remote,
                   "--json")
     result = json.loads(out.stdout)
     assert result["n_embedded"] == 12 and result["n_failed"] == len(bad)
@@ -66,7 +66,7 @@ def test_ray_engine_on_a_builtin_dataset_trains_like_local(tmp_path, local_ray):
 
 def test_without_ray_the_error_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
-    from featx.ray_engine import _import_ray
+    from featx.embed.ray_engine import _import_ray
 
     with pytest.raises(FeatxError, match=r"pip install 'featx\[ray\]'"):
         _import_ray()
@@ -75,5 +75,5 @@ def test_without_ray_the_error_says_how_to_install(monkeypatch, tmp_path):
 
 
 def test_ray_options_without_the_ray_engine_are_refused(tmp_path):
-    result = run_cli("embed", "digits", "--num-workers", 2, "--cache", tmp_path, ok=False)
+    result = run_cli("embed", "digits", "--address", "127.0.0.1:6379", "--cache", tmp_path, ok=False)
     assert result.exit_code == 2 and "--engine ray" in result.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featx.backbones import BackboneConfig, PreprocessConfig
+from featx.config import BackboneConfig, PreprocessConfig
 from featx.errors import StoreError
 from featx.store import FeatureStore, Member, find_dataset, list_stores, open_store
 
@@ -57,7 +57,7 @@ def test_split_selection_and_unknown_names(tmp_path):
     np.testing.assert_array_equal(Xt, X[[0, 3]])
     with pytest.raises(StoreError, match="no 'val' split"):
         store.load("ds", "val")
-    with pytest.raises(StoreError, match="no dataset 'other'.*featx embed"):
+    with pytest.raises(StoreError, match="no dataset 'other'.*Embed it first"):
         store.load("other")
 
 
@@ -92,7 +92,7 @@ def test_leftovers_of_a_crash_are_removed_and_committed_work_kept(tmp_path):
     reopened = FeatureStore(store.path)
     with reopened.writing():
         pass
-    assert sorted(p.name for p in shards.iterdir()) == [r[0] for r in reopened._db.execute("SELECT file FROM shards")]
+    assert sorted(p.name for p in shards.iterdir()) == sorted(reopened.shard_files())
     np.testing.assert_array_equal(reopened.load("ds")[0], X)
 
 
@@ -114,7 +114,7 @@ def test_find_dataset_across_stores(tmp_path):
     assert len(list_stores(tmp_path)) == 2
     assert find_dataset("only-two", tmp_path).config.name == "two"
     assert find_dataset("shared", tmp_path, backbone="one").config.name == "one"
-    with pytest.raises(StoreError, match="several stores.*--backbone"):
+    with pytest.raises(StoreError, match="several stores.*backbone=NAME"):
         find_dataset("shared", tmp_path)
     with pytest.raises(StoreError, match="no dataset 'nope'"):
         find_dataset("nope", tmp_path)

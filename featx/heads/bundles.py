@@ -1,0 +1,125 @@
+"""Head bundles: a fitted head as plain arrays plus JSON in one .npz file, written atomically, no pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..config import BackboneConfig
+from ..errors import BundleError
+from ..store.atomic import write_npz
+from .registry import HEADS
+
+FORMAT = "featx-head"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class HeadBundle:
+    """A fitted head with what it needs to be trusted: its store key, backbone config, classes, metrics."""
+
+    head: object
+    head_name: str
+    config: BackboneConfig
+    dataset: str
+    metrics: dict = field(default_factory=dict)
+    featx_version: str = __version__
+    created: float = field(default_factory=time.time)
+
+    @property
+    def store_key(self) -> str:
+        return self.config.key
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.head.classes_]
+
+    def check_config(self, config: BackboneConfig) -> None:
+        """Refuse vectors of another backbone configuration, naming both."""
+        if config.key != self.config.key or config.dim != self.config.dim:
+            raise BundleError(
+                f"this {self.head_name} head was trained on vectors of {self.config.describe()} (dim "
+                f"{self.config.dim}), but the data is {config.describe()} (dim {config.dim}). Embed the data with "
+                f"the head's backbone configuration, or train a head on this one."
+            )
+
+
+def _fitted_arrays(head) -> dict[str, np.ndarray]:
+    """The fitted attributes (``name_``) that are arrays, which are all a linear or k-NN head needs."""
+    return {k: np.asarray(v) for k, v in vars(head).items() if k.endswith("_") and isinstance(v, np.ndarray)}
+
+
+def _fitted_scalars(head) -> dict:
+    out = {}
+    for k, v in vars(head).items():
+        if k.endswith("_") and not isinstance(v, np.ndarray):
+            if isinstance(v, dict):
+                v = {str(a): b for a, b in v.items()}
+            out[k] = v
+    return out
+
+
+def save_bundle(bundle: HeadBundle, path: str | os.PathLike) -> Path:
+    """Write ``bundle`` to ``path`` via a temp file and a rename: a reader never sees half a bundle."""
+    head = bundle.head
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "featx_version": bundle.featx_version,
+        "created": bundle.created,
+        "head": bundle.head_name,
+        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in head.get_params().items()},
+        "fitted": _fitted_scalars(head),
+        "dataset": bundle.dataset,
+        "store_key": bundle.store_key,
+        "backbone": bundle.config.to_dict(),
+        "classes": bundle.classes,
+        "metrics": bundle.metrics,
+    }
+    arrays = _fitted_arrays(head)
+    # Class names as a unicode array (not object) so np.load never needs pickle.
+    arrays["classes_"] = np.asarray(bundle.classes, dtype=str)
+    return write_npz(path, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+
+
+def load_bundle(path: str | os.PathLike) -> HeadBundle:
+    """Read a bundle written by save_bundle; ``allow_pickle=False``, so a bundle cannot run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"head file {str(path)!r} does not exist; train a head on a dataset first.", params=("head",))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data["__meta__"]).decode())
+            arrays = {k: data[k] for k in data.files if k != "__meta__"}
+    except (OSError, ValueError, KeyError, json.JSONDecodeError, UnicodeDecodeError, EOFError) as e:
+        raise BundleError(f"{str(path)!r} is not a featx head bundle ({type(e).__name__}: {e}).") from None
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"{str(path)!r} is not a featx head bundle.")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise BundleError(f"{str(path)!r} was written by a newer featx ({meta.get('featx_version')}); upgrade featx.")
+    cls = HEADS.get(meta["head"])
+    if cls is None:
+        raise BundleError(f"{str(path)!r} holds an unknown head type {meta['head']!r}.")
+    params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
+    if "scaling" in cls().get_params() and "scaling" not in params:
+        params["scaling"] = "standard"  # bundles from before the option was added standardised each feature
+    head = cls(**params)
+    for k, v in meta["fitted"].items():
+        setattr(head, k, v)
+    for k, v in arrays.items():
+        setattr(head, k, v)
+    return HeadBundle(
+        head=head,
+        head_name=meta["head"],
+        config=BackboneConfig.from_dict(meta["backbone"]),
+        dataset=meta["dataset"],
+        metrics=meta.get("metrics", {}),
+        featx_version=meta.get("featx_version", "?"),
+        created=meta.get("created", 0.0),
+    )

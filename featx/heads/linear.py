@@ -1,0 +1,219 @@
+"""Linear heads (logistic regression, linear SVM, ridge) with the scikit-learn estimator contract."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..search.flat import normalize
+from .solvers import (
+    Preconditioner, cross_entropy, fit_temperature, holdout_indices, lbfgs, ridge_moments, ridge_solutions, softmax,
+    squared_hinge,
+)
+
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+ALPHA_GRID = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
+SCALINGS = ("l2", "standard")
+
+
+class _LinearHead(ClassifierMixin, BaseEstimator):
+    """Standardise, choose the regularisation on held-out data, refit on everything; linear scores.
+
+    Subclasses name their regularisation parameter (``_reg``), its grid parameter, and solve one
+    fit in ``_solve``; ``_path`` may solve a whole grid at once.
+    """
+
+    _reg = "C"
+    _grid = "Cs"
+    _native_proba = False
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        self.classes_, t = np.unique(y, return_inverse=True)
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}, not {self.scaling!r}.")
+        if self.scaling == "l2":
+            X = normalize(X)
+        self.mean_ = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+        Z = X - self.mean_  # a float32 copy, centred; variance from it avoids a float64 pass over X
+        scale = np.sqrt(np.einsum("ij,ij->j", Z, Z, dtype=np.float64) / len(Z))
+        if self.scaling == "l2":
+            # One scale for every feature: per-feature scales estimated from a few examples inflate
+            # near-constant features to the size of informative ones (see the class docstring).
+            scale[:] = np.sqrt(np.mean(scale**2))
+        scale[scale < 1e-12] = 1.0
+        self.scale_ = scale.astype(np.float32)
+        Z /= self.scale_
+        k = len(self.classes_)
+        value = getattr(self, self._reg)
+        if k < 2:
+            W, b, self.n_iter_ = np.zeros((Z.shape[1], 1), np.float32), np.zeros(1, np.float32), 1
+            chosen, calib = (value if value is not None else 1.0), None
+        else:
+            ctx = self._prepare(Z)
+            if value is None:
+                fit_idx, val_idx = holdout_indices(t, self.val_fraction, self.random_state)
+                if self.max_search_samples and len(fit_idx) > self.max_search_samples:
+                    # The grid is searched on a sample; C keeps scikit-learn's meaning (Σ loss), so
+                    # the refit on all rows regularises less per sample, as more data allows.
+                    rng = np.random.default_rng(self.random_state)
+                    fit_idx = np.sort(rng.choice(fit_idx, self.max_search_samples, replace=False))
+                grid = sorted(getattr(self, self._grid))
+                fits = self._path(Z, t, fit_idx, k, grid, ctx)
+                Zv, tv = Z[val_idx], t[val_idx]
+                self.search_ = {float(v): float(np.mean((Zv @ Wv + bv).argmax(1) == tv)) for v, (Wv, bv, _) in
+                                zip(grid, fits)}
+                # Ties go to the stronger regularisation.
+                strong_first = grid if self._reg == "C" else grid[::-1]
+                chosen = max(strong_first, key=lambda v: self.search_[float(v)])
+                best = fits[grid.index(chosen)]
+                calib, warm = (Zv @ best[0] + best[1], tv), best[:2]
+            else:
+                chosen, calib, warm = value, None, None
+            W, b, self.n_iter_ = self._solve(Z, t, k, chosen, warm, ctx)
+            if calib is None:
+                calib = (Z @ W + b, t)
+        setattr(self, self._reg + "_", float(chosen))
+        self.coef_ = np.ascontiguousarray(W.T, dtype=np.float32)
+        self.intercept_ = np.asarray(b, dtype=np.float32)
+        self.temperature_ = 1.0 if self._native_proba or calib is None else fit_temperature(*calib)
+        return self
+
+    _curvature: float | None = None  # bound on the loss's curvature, for the preconditioner
+
+    def _prepare(self, Z) -> "Preconditioner | None":
+        # One eigendecomposition serves the whole grid and the refit: it only has to be roughly right.
+        return Preconditioner(Z, self._curvature) if self._curvature else None
+
+    def _path(self, Z, t, rows, k, grid, ctx):
+        """Fits on ``rows`` of (Z, t) for every value of the grid, each warm-started from the last."""
+        Z, t = Z[rows], t[rows]
+        out, init = [], None
+        for v in grid:
+            W, b, n = self._solve(Z, t, k, v, init, ctx)
+            out.append((W, b, n))
+            init = (W, b)
+        return out
+
+    def _scores(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        if self.scaling == "l2":
+            X = normalize(X, dtype=np.float64)
+        return ((X - self.mean_) / self.scale_) @ self.coef_.T.astype(np.float64) + self.intercept_
+
+    def decision_function(self, X):
+        scores = self._scores(X)
+        if scores.shape[1] == 2:
+            return scores[:, 1] - scores[:, 0]
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def predict_proba(self, X):
+        scores = self._scores(X)
+        if scores.shape[1] == 1:
+            return np.ones((len(scores), 1))
+        return softmax(scores / self.temperature_)
+
+    def predict(self, X):
+        scores = self._scores(X)
+        return self.classes_[np.argmax(scores, axis=1)]
+
+
+class _LBFGSHead(_LinearHead):
+    """A linear head whose loss is minimised by ``_lbfgs``; subclasses give ``_loss`` and ``_curvature``."""
+
+    def __init__(self, C=None, Cs=C_GRID, max_iter=200, tol=1e-4, val_fraction=0.2, max_search_samples=10000,
+                 scaling="l2", random_state=0):
+        self.C = C
+        self.scaling = scaling
+        self.Cs = Cs
+        self.max_iter = max_iter
+        self.tol = tol
+        self.val_fraction = val_fraction
+        self.max_search_samples = max_search_samples
+        self.random_state = random_state
+
+    def _solve(self, Z, t, k, C, init, precond):
+        return lbfgs(self._loss(t, k), Z, C, k, precond, init, self.max_iter, self.tol)
+
+
+class LogisticHead(_LBFGSHead):
+    """Multinomial logistic regression on standardised features, full-batch L-BFGS in torch.
+
+    Parameters
+    ----------
+    C : inverse regularisation strength, as in scikit-learn's LogisticRegression. None chooses it
+        from ``Cs`` by accuracy on a held-out ``val_fraction`` of the training data (warm-started
+        from the strongest regularisation), then refits on all of it.
+    Cs : the grid searched when C is None.
+    max_iter : L-BFGS iterations per fit.
+    tol : stop when an iteration lowers the mean loss by less than this.
+    val_fraction : share of the training data held out for choosing C.
+    max_search_samples : the grid is fitted on at most this many training rows (None: all).
+    scaling : ``"l2"`` (default) L2-normalises each vector, centres, and divides by one overall
+        scale; ``"standard"`` standardises each feature (scikit-learn's StandardScaler). Measured on
+        digits at 96 px (seed 0), l2 gave 49.3% / 78.6% / 92.2% test accuracy at 1 / 5 / 50 shots
+        per class against 36.6% / 60.1% / 90.6%, and the same on all 60,000 Fashion-MNIST vectors
+        (89.95% against 90.00%).
+    random_state : seed of the held-out split.
+    """
+
+    _native_proba = True
+    _curvature = 0.25  # softmax cross-entropy: p(1 - p) ≤ 1/4
+    _loss = staticmethod(cross_entropy)
+
+
+class LinearSVMHead(_LBFGSHead):
+    """One-vs-rest linear SVM (squared hinge, as LinearSVC) on standardised features, L-BFGS in torch.
+
+    Probabilities are the softmax of the margins at a temperature fitted on held-out data.
+    Parameters as LogisticHead.
+    """
+
+    _curvature = 2.0  # squared hinge: 2 on the active margins
+    _loss = staticmethod(squared_hinge)
+
+
+class RidgeHead(_LinearHead):
+    """Ridge regression onto ±1 class indicators (as RidgeClassifier), solved in closed form.
+
+    The whole alpha grid shares one eigendecomposition of the Gram matrix, so the search costs
+    little more than one fit. Probabilities: softmax of the scores at a fitted temperature.
+
+    Parameters
+    ----------
+    alpha : regularisation strength, as in scikit-learn's Ridge; None chooses it from ``alphas``.
+    alphas : the grid searched when alpha is None.
+    val_fraction, random_state : the held-out split used to choose alpha.
+    max_search_samples : fit the grid on at most this many training rows (None: all; the grid is cheap).
+    scaling : as LogisticHead's.
+    """
+
+    _reg = "alpha"
+    _grid = "alphas"
+
+    def __init__(self, alpha=None, alphas=ALPHA_GRID, val_fraction=0.2, max_search_samples=None, scaling="l2",
+                 random_state=0):
+        self.alpha = alpha
+        self.scaling = scaling
+        self.alphas = alphas
+        self.val_fraction = val_fraction
+        self.max_search_samples = max_search_samples
+        self.random_state = random_state
+
+    def _prepare(self, Z) -> dict:
+        return {}  # holds the whole training set's moments once the grid search has them
+
+    def _path(self, Z, t, rows, k, grid, ctx):
+        # The moments of the held-out rows are computed too, so the refit on everything costs no pass.
+        rest = np.setdiff1d(np.arange(len(t)), rows)
+        fit = ridge_moments(Z[rows], t[rows], k)
+        ctx["all"] = tuple(a + b for a, b in zip(fit, ridge_moments(Z[rest], t[rest], k)))
+        return ridge_solutions(*fit, grid)
+
+    def _solve(self, Z, t, k, alpha, init, ctx):
+        moments = ctx.get("all") if ctx else None
+        return ridge_solutions(*(moments or ridge_moments(Z, t, k)), [alpha])[0]

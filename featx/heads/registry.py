@@ -1,0 +1,6 @@
+"""The heads featx can train, by the name the CLI, bundles and compare use."""
+
+from .knn import KNNHead
+from .linear import LinearSVMHead, LogisticHead, RidgeHead
+
+HEADS = {"logreg": LogisticHead, "ridge": RidgeHead, "linear-svm": LinearSVMHead, "knn": KNNHead}

@@ -1,0 +1,164 @@
+"""Train, evaluate and apply classifier heads on a store's datasets: the work behind train/evaluate/predict."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..backbones import Backbone
+from ..embed import embed_files
+from ..errors import DataError, ParameterError
+from ..store import FeatureStore, open_store, store_for_config
+from ..store.atomic import safe_name
+from .bundles import HeadBundle, load_bundle, save_bundle
+from .metrics import Metrics, score_predictions
+from .registry import HEADS
+
+
+@dataclass
+class TrainResult:
+    head: str
+    dataset: str
+    store: str
+    n_train: int
+    n_test: int
+    accuracy: float | None
+    macro_f1: float | None
+    train_seconds: float
+    params: dict
+    path: str
+    test: Metrics | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("test")
+        return d
+
+
+def default_head_path(store: FeatureStore, dataset: str, head: str) -> Path:
+    """``<store>/heads/<dataset>-<head>.npz``: next to the vectors it was trained on."""
+    return store.path / "heads" / f"{safe_name(dataset)}-{head}.npz"
+
+
+def _labeled(store: FeatureStore, dataset: str, split: str):
+    X, y, _, _ = store.load(dataset, split)
+    if y is None:
+        raise DataError(
+            f"dataset {dataset!r} has no labels; embed a folder with class sub-folders or a CSV with a label column."
+        )
+    return X, y
+
+
+def train_head(
+    store: FeatureStore, dataset: str, head: str = "logreg", out: str | Path | None = None, **params
+) -> TrainResult:
+    """Fit ``head`` on the dataset's train split, score it on its test split, save the bundle.
+
+    Parameters
+    ----------
+    store : the feature store holding ``dataset``.
+    dataset : dataset name in the store.
+    head : one of ``HEADS`` (logreg, ridge, linear-svm, knn).
+    out : bundle path; defaults to ``default_head_path``.
+    params : passed to the head's constructor (e.g. ``C=0.1`` to skip the search).
+    """
+    if head not in HEADS:
+        raise ParameterError("head", f"must be one of {', '.join(HEADS)}, not {head!r}.")
+    info = store.dataset(dataset)
+    if "train" not in info.splits:
+        raise DataError(f"dataset {dataset!r} has no train split (splits: {', '.join(info.splits) or 'none'}).")
+    X, y = _labeled(store, dataset, "train")
+    n_classes = len(set(y))
+    if n_classes < 2:
+        raise DataError(
+            f"dataset {dataset!r} has a single class ({y[0]!r}) in its train split; a classifier needs at least two."
+        )
+    estimator = HEADS[head](**params)
+    start = time.perf_counter()
+    estimator.fit(np.asarray(X), y)
+    seconds = time.perf_counter() - start
+    test = None
+    if "test" in info.splits:
+        Xt, yt = _labeled(store, dataset, "test")
+        test = score_predictions(yt, estimator.predict(np.asarray(Xt)))
+    chosen = {k: v for k, v in vars(estimator).items() if k.endswith("_") and isinstance(v, (int, float))
+              and k not in ("n_features_in_",)}
+    path = Path(out) if out else default_head_path(store, dataset, head)
+    metrics = {"train_seconds": seconds, "n_train": len(y), "test": test.to_dict() if test else None}
+    save_bundle(HeadBundle(estimator, head, store.config, dataset, metrics), path)
+    return TrainResult(
+        head=head,
+        dataset=dataset,
+        store=str(store.path),
+        n_train=len(y),
+        n_test=test.n if test else 0,
+        accuracy=test.accuracy if test else None,
+        macro_f1=test.macro_f1 if test else None,
+        train_seconds=round(seconds, 3),
+        params={**{k: v for k, v in estimator.get_params().items() if not isinstance(v, tuple)}, **chosen},
+        path=str(path),
+        test=test,
+    )
+
+
+def evaluate_head(bundle: HeadBundle, store: FeatureStore, dataset: str, split: str = "test") -> Metrics:
+    """The bundle's metrics on any dataset split embedded with its backbone configuration."""
+    bundle.check_config(store.config)
+    X, y = _labeled(store, dataset, split)
+    return score_predictions(y, bundle.head.predict(np.asarray(X)))
+
+
+def predict_files(
+    bundle: HeadBundle, paths: Sequence[str], backbone: Backbone, store: FeatureStore, top_k: int = 3
+) -> list[dict]:
+    """Top-k classes with probabilities for image files or folders, embedding through the cache.
+
+    Raises ImageError naming every image that cannot be read, before predicting anything.
+    """
+    check_top_k(top_k)
+    bundle.check_config(backbone.config)
+    X, found, _ = embed_files(paths, backbone, store, strict=True)
+    return [{"path": path, "predictions": preds} for path, preds in zip(found, top_classes(bundle, X, top_k))]
+
+
+def evaluate_bundle(head: str | Path, dataset: str, split: str = "test", cache: str | Path | None = None) -> dict:
+    """Score the head bundle at ``head`` on a dataset split embedded with its backbone configuration.
+
+    Returns ``{"head", "dataset", "split", **Metrics.to_dict()}``.
+    """
+    bundle = load_bundle(head)
+    with store_for_config(bundle.config, cache, dataset) as store:
+        m = evaluate_head(bundle, store, dataset, split)
+    return {"head": bundle.head_name, "dataset": dataset, "split": split, **m.to_dict()}
+
+
+def predict_images(head: str | Path, images: Sequence[str], top_k: int = 3, *, weights: str | Path | None = None,
+                   cache: str | Path | None = None) -> list[dict]:
+    """Top-k classes for image files or folders with the head bundle at ``head``.
+
+    The head's backbone is re-created (``weights``: the file it was embedded with, when not the
+    default) and new images are embedded through its store under ``cache``.
+    """
+    from ..backbones import create_backbone_for
+
+    check_top_k(top_k)
+    bundle = load_bundle(head)
+    backbone = create_backbone_for(bundle.config, weights)
+    with open_store(backbone.config, cache) as store:
+        return predict_files(bundle, list(images), backbone, store, top_k)
+
+
+def check_top_k(top_k: int) -> None:
+    if top_k < 1:
+        raise ParameterError("top_k", f"must be at least 1, not {top_k}.")
+
+
+def top_classes(bundle: HeadBundle, X: np.ndarray, top_k: int) -> list[list[dict]]:
+    """For each row of X, the head's ``top_k`` classes with their probabilities, most likely first."""
+    proba = bundle.head.predict_proba(X)
+    classes = bundle.classes
+    return [[{"label": classes[j], "probability": float(p[j])} for j in np.argsort(-p)[:top_k]] for p in proba]

@@ -1,0 +1,105 @@
+"""Runtime choices in one place: device, precision, decoding workers, the allocator, progress callbacks."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from typing import TYPE_CHECKING, Callable
+
+from .config import PRECISIONS
+from .errors import ParameterError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that need it, so importing this module stays cheap.
+
+# progress(stage, advance, total): stages such as "hash", "embed", "train", "runs"; skins draw bars from it.
+Progress = Callable[[str, int, int], None]
+
+
+def default_device() -> torch.device:
+    """CUDA when a GPU is present, else the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` → bf16 on CUDA with bf16 support or a CPU with native bf16 (AVX512-BF16/AMX), else fp32."""
+    if precision not in PRECISIONS:
+        raise ParameterError("precision", f"must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def default_workers() -> int:
+    """Decoding processes: leave one core to the forward pass, which uses all cores between batches."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def check_workers(workers: int | None) -> None:
+    if workers is not None and workers < 0:
+        raise ParameterError("workers", f"must be 0 (decode in this process) or more, not {workers}.")
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    if batch_size is not None and batch_size < 1:
+        raise ParameterError("batch_size", f"must be at least 1, not {batch_size}.")
+
+
+_MALLOC_TUNED: bool | None = None
+_MALLOC_ENABLED = True
+
+
+def set_malloc_tuning(enabled: bool) -> None:
+    """Whether ``keep_freed_memory`` may tune glibc (the CLI sets it from FEATX_MALLOC)."""
+    global _MALLOC_ENABLED
+    _MALLOC_ENABLED = enabled
+
+
+def keep_freed_memory() -> bool:
+    """Stop glibc from handing large freed blocks back to the kernel; returns whether it applied.
+
+    A CPU forward pass allocates and frees activations of tens of MB per layer. By default glibc
+    serves those with mmap and returns them with munmap, so every batch faults its memory back in
+    page by page (on 2 cores that was over half the CPU time, as system time). Serving them from the
+    heap and never trimming it roughly doubles CPU throughput. Process-wide; ``set_malloc_tuning(False)``
+    (FEATX_MALLOC=default on the command line) turns it off.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED is None:
+        _MALLOC_TUNED = False
+        if _MALLOC_ENABLED and sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                m_trim_threshold, m_mmap_max = -1, -4
+                _MALLOC_TUNED = bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+            except (OSError, AttributeError):  # not glibc
+                pass
+    return _MALLOC_TUNED
+
+
+def prepare_batch(batch: torch.Tensor, preprocess, device: torch.device) -> torch.Tensor:
+    """uint8 (N, 3, H, W) crops → the model's float input on ``device``: scaled, normalised, channels-last."""
+    import torch
+
+    x = batch.to(device, non_blocking=True).float().div_(255.0)
+    mean = torch.tensor(preprocess.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess.std, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,108 @@
+"""Similarity search over a stored dataset: queries (stored ids or image files) to ranked neighbours."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ..backbones import Backbone
+from ..embed import embed_files
+from ..errors import ParameterError, SearchError
+from ..store import FeatureStore
+from .dataset_index import open_index
+
+
+@dataclass
+class SearchAnswer:
+    """Neighbours for each query, and how the search was made."""
+
+    results: list[dict]
+    exact: bool  # no saved index: brute force
+    unindexed: int = 0  # dataset vectors the saved index does not hold yet
+    failures: list[dict] = field(default_factory=list)
+
+
+def member_info(store: FeatureStore, dataset: str) -> dict[str, tuple[str, str | None]]:
+    """Each key of the dataset with the (first) path and label it was recorded under."""
+    info: dict[str, tuple[str, str | None]] = {}
+    for m in store.members(dataset):
+        info.setdefault(m.key, (m.path, m.label))
+    return info
+
+
+def resolve_ids(keys: Sequence[str], ids: Sequence[str]) -> list[str]:
+    """Full keys among ``keys`` for ``id:KEY`` queries; a unique prefix of at least 8 characters is enough."""
+    out = []
+    for q in ids:
+        hits = [k for k in keys if k.startswith(q)] if len(q) >= 8 else [k for k in keys if k == q]
+        if len(hits) != 1:
+            why = "matches several samples" if hits else "is not a sample of this dataset"
+            raise SearchError(f"id:{q} {why}; pass a full key (search results list each sample's key).")
+        out.append(hits[0])
+    return out
+
+
+def search_dataset(
+    store: FeatureStore,
+    dataset: str,
+    queries: Sequence[str],
+    k: int = 10,
+    backbone: Backbone | None = None,
+) -> SearchAnswer:
+    """Nearest neighbours in ``dataset`` for each query: ``id:KEY``, an image file or a folder.
+
+    New images are embedded with ``backbone`` (which must match the store) through the cache.
+    Uses the dataset's saved index when there is one, exact search otherwise.
+    """
+    vi, unindexed = open_index(store, dataset)
+    if not 1 <= k <= vi.n:
+        raise ParameterError("k", f"must be between 1 and the dataset's size ({vi.n}), not {k}.")
+    labels: list[str] = []
+    vectors = []
+    id_queries = [q[3:] for q in queries if q.startswith("id:")]
+    files = [q for q in queries if not q.startswith("id:")]
+    failures: list[dict] = []
+    info = member_info(store, dataset)
+    if id_queries:
+        keys = resolve_ids(list(info), id_queries)
+        vectors.append(store.vectors(keys))
+        labels += [f"id:{k}" for k in keys]
+    if files:
+        if backbone is None:
+            raise ParameterError("backbone", "is needed to search with image files: pass the store's backbone.")
+        X, found, failures = embed_files(files, backbone, store, strict=True)
+        vectors.append(X)
+        labels += found
+    D, I = vi.search(np.concatenate(vectors), k)
+    results = [{"query": query, "results": neighbour_rows(scores, ids, vi.keys, info)}
+               for query, scores, ids in zip(labels, D, I)]
+    return SearchAnswer(results, exact=unindexed is None, unindexed=unindexed or 0, failures=failures)
+
+
+def neighbour_rows(scores: np.ndarray, ids: np.ndarray, keys: np.ndarray,
+                   info: dict[str, tuple[str, str | None]]) -> list[dict]:
+    """One query's ranked neighbours as rows: rank, key, path, label, cosine score (FAISS's -1 ids dropped)."""
+    rows = []
+    for rank, (score, i) in enumerate(((s, i) for s, i in zip(scores, ids) if i >= 0), start=1):
+        key = str(keys[i])
+        path, label = info.get(key, ("?", None))
+        rows.append({"rank": rank, "key": key, "path": path, "label": label, "score": round(float(score), 6)})
+    return rows
+
+
+def search_stored(dataset: str, queries: Sequence[str], k: int = 10, *, cache=None, backbone: str | None = None,
+                  weights=None, image_size: int | None = None, precision: str | None = None) -> SearchAnswer:
+    """Find the store holding ``dataset`` (narrowed by the backbone settings) and search it.
+
+    The backbone is re-created (with ``weights`` when given) only when a query is an image file.
+    """
+    from ..backbones import create_backbone_for
+    from ..store import find_dataset
+
+    with find_dataset(dataset, cache, backbone, image_size=image_size, precision=precision, weights=weights) as store:
+        model = None
+        if any(not q.startswith("id:") for q in queries):
+            model = create_backbone_for(store.config, weights)
+        return search_dataset(store, dataset, list(queries), k, model)

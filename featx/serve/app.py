@@ -1,0 +1,188 @@
+"""The HTTP app: /embed, /predict, /search, /health and /info over the library (FastAPI)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import numpy as np
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+
+from .. import __version__
+from ..data import content_hash, decode_input
+from ..embed import Embedder
+from ..errors import FeatxError, ImageError, ParameterError, ServiceError
+from ..heads.workflows import top_classes
+from ..search import neighbour_rows, resolve_ids
+from .batching import MicroBatcher
+from .middleware import BearerAuth, BodyLimit, error_response
+from .resources import Resources
+from .schemas import ERRORS, EmbedResponse, PredictResponse, SearchResponse
+
+MAX_K = 1000
+MAX_FILES = 64
+
+
+def check_limits(max_upload_mb: float, max_batch: int, max_wait_ms: float) -> None:
+    """Refuse limits that would make the service useless or unbounded, naming the parameter."""
+    if not max_upload_mb > 0:
+        raise ParameterError("max_upload_mb", f"must be more than 0, not {max_upload_mb}.")
+    if max_batch < 1:
+        raise ParameterError("max_batch", f"must be at least 1, not {max_batch}.")
+    if not max_wait_ms >= 0:
+        raise ParameterError("max_wait_ms", f"must be 0 or more, not {max_wait_ms}.")
+
+
+def create_app(resources: Resources, *, token: str | None = None, max_upload_mb: float = 20.0,
+               max_batch: int = 32, max_wait_ms: float = 5.0) -> FastAPI:
+    """The FastAPI application over ``resources``; concurrent requests share forward passes."""
+    check_limits(max_upload_mb, max_batch, max_wait_ms)
+    embedder = Embedder(resources.backbone)
+    preprocess = resources.backbone.config.preprocess
+    store_lock = threading.Lock()  # one SQLite connection, shared by request threads
+    state: dict = {}
+    state_lock = threading.Lock()
+
+    def batcher() -> MicroBatcher:
+        # Started on first use as well as at start-up, so an app served again after a shutdown works.
+        with state_lock:
+            if state.get("batcher") is None:
+                state["batcher"] = MicroBatcher(lambda crops: embedder.embed_crops(list(crops), max_batch),
+                                                max_batch, max_wait_ms / 1000.0)
+            return state["batcher"]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher()
+        yield
+        # uvicorn has finished the requests in flight by now (graceful shutdown): stop the worker.
+        with state_lock:
+            running = state.pop("batcher", None)
+        if running is not None:
+            running.close()
+
+    app = FastAPI(
+        title="featx", version=__version__, lifespan=lifespan,
+        description="Embed images with a frozen backbone, classify them with a trained head, and find similar "
+                    "images in an indexed dataset.",
+    )
+
+    @app.exception_handler(FeatxError)
+    async def featx_error(_request: Request, e: FeatxError):
+        return error_response(e.status, str(e))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, e: RequestValidationError):
+        parts = []
+        for err in e.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return error_response(422, "; ".join(parts) or "invalid request")
+
+    async def embed_uploads(files: list[UploadFile]) -> tuple[np.ndarray, list[str]]:
+        if not files:
+            raise ServiceError("send at least one image in the 'files' field.", 422)
+        if len(files) > MAX_FILES:
+            raise ServiceError(f"at most {MAX_FILES} images per request, not {len(files)}.", 413)
+        blobs = [await f.read() for f in files]
+
+        def decode(i: int) -> np.ndarray:
+            try:
+                return decode_input(blobs[i], preprocess)
+            except ImageError as e:
+                raise ImageError(f"{files[i].filename or f'file {i + 1}'}: {e}") from None
+
+        crops = await run_in_threadpool(lambda: [decode(i) for i in range(len(blobs))])
+        vectors = await asyncio.wrap_future(batcher().submit(np.stack(crops)))
+        return vectors, [content_hash(b) for b in blobs]
+
+    @app.get("/health", summary="Liveness: 200 while the service runs (no token needed)")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/info", summary="What is loaded: backbone, store, head, dataset and index")
+    async def info() -> dict:
+        cfg = resources.backbone.config
+        running = state.get("batcher")
+        index = resources.index
+        store = None
+        if resources.store is not None:
+            with store_lock:
+                store = await run_in_threadpool(resources.store.describe)
+        return {
+            "featx_version": __version__,
+            "backbone": {"name": cfg.name, "describe": cfg.describe(), "dim": cfg.dim,
+                         "image_size": cfg.preprocess.input_size, "precision": cfg.precision,
+                         "weights_sha256": cfg.weights_sha256},
+            "store_key": cfg.key,
+            "store": store,
+            "head": None if resources.bundle is None else {
+                "name": resources.bundle.head_name, "dataset": resources.bundle.dataset,
+                "classes": resources.bundle.classes, "metrics": resources.bundle.metrics.get("test")},
+            "dataset": resources.dataset,
+            "index": None if index is None else {
+                "kind": index.kind, "n": index.n, "recall_at_10": index.recall_at_10,
+                "exact": resources.unindexed is None, "unindexed": resources.unindexed or 0},
+            "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms,
+                         "forward_passes": running.batches if running else 0,
+                         "images": running.images if running else 0},
+        }
+
+    @app.post("/embed", response_model=EmbedResponse, responses=ERRORS,
+              summary="Feature vectors of one or more uploaded images")
+    async def embed(files: Annotated[list[UploadFile], File(description="image files")]):
+        vectors, keys = await embed_uploads(files)
+        return {"backbone": resources.backbone.name, "store_key": resources.backbone.config.key,
+                "dim": int(vectors.shape[1]),
+                "results": [{"filename": f.filename, "key": k, "vector": v.tolist()}
+                            for f, k, v in zip(files, keys, vectors)]}
+
+    @app.post("/predict", response_model=PredictResponse, responses=ERRORS,
+              summary="Top-k classes with probabilities from the loaded head")
+    async def predict(files: Annotated[list[UploadFile], File(description="image files")],
+                      top_k: Annotated[int, Query(ge=1, le=MAX_K, description="classes per image")] = 3):
+        bundle = resources.bundle
+        if bundle is None:
+            raise ServiceError("no head is loaded: start featx serve with --head FILE (from `featx train`).", 409)
+        vectors, keys = await embed_uploads(files)
+        ranked = await run_in_threadpool(top_classes, bundle, vectors, top_k)
+        return {"head": bundle.head_name, "dataset": bundle.dataset,
+                "results": [{"filename": f.filename, "key": k, "predictions": preds}
+                            for f, k, preds in zip(files, keys, ranked)]}
+
+    @app.post("/search", response_model=SearchResponse, responses=ERRORS,
+              summary="Nearest images in the dataset to uploaded images, or to a stored sample's key")
+    async def search(files: Annotated[list[UploadFile] | None, File(description="query images")] = None,
+                     key: Annotated[str | None, Form(description="or: a stored sample's key (8+ characters)")] = None,
+                     k: Annotated[int, Query(ge=1, le=MAX_K, description="neighbours per query")] = 10):
+        index = resources.index
+        if index is None or resources.store is None:
+            raise ServiceError("no dataset is loaded: start featx serve with --dataset NAME.", 409)
+        if bool(files) == (key is not None):
+            raise ServiceError("send exactly one of 'files' (query images) or 'key' (a stored sample).", 422)
+        if k > index.n:
+            raise ServiceError(f"k must be at most the dataset's size ({index.n}), not {k}.", 422)
+        if files:
+            vectors, _ = await embed_uploads(files)
+            queries = [f.filename or f"upload {i + 1}" for i, f in enumerate(files)]
+        else:
+            try:
+                full = resolve_ids(list(resources.members), [key.strip()])[0]
+            except FeatxError as e:
+                raise ServiceError(str(e).replace("id:", "key "), 404) from None
+            with store_lock:
+                vectors = resources.store.vectors([full])
+            queries = [f"key:{full}"]
+        D, I = await run_in_threadpool(index.search, vectors, k)
+        return {"dataset": resources.dataset, "exact": resources.unindexed is None,
+                "results": [{"query": q, "results": neighbour_rows(d, i, index.keys, resources.members)}
+                            for q, d, i in zip(queries, D, I)]}
+
+    app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * 2**20))
+    if token:
+        app.add_middleware(BearerAuth, token=token)
+    return app

@@ -1,0 +1,61 @@
+"""What a service serves, loaded once at start-up: the backbone, a head bundle, a dataset's store and index."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..backbones import Backbone, create_backbone, create_backbone_for
+from ..config import DEFAULT_BACKBONE
+from ..heads import HeadBundle, load_bundle
+from ..search import VectorIndex, open_index
+from ..search.query import member_info
+from ..store import FeatureStore, find_dataset, store_for_config
+
+
+@dataclass
+class Resources:
+    """What the service serves: a backbone, and optionally a head and a dataset to search."""
+
+    backbone: Backbone
+    bundle: HeadBundle | None = None
+    store: FeatureStore | None = None
+    dataset: str | None = None
+    index: VectorIndex | None = None
+    unindexed: int | None = None
+    members: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def open_resources(
+    *, dataset: str | None = None, head: str | None = None, backbone: str | None = None,
+    weights: str | os.PathLike | None = None, image_size: int | None = None, precision: str = "auto",
+    cache: str | os.PathLike | None = None,
+) -> Resources:
+    """Load the head (its backbone configuration wins), the dataset's store and index, and the backbone."""
+    bundle = load_bundle(head) if head else None
+    store = None
+    if dataset and bundle is not None:
+        store = store_for_config(bundle.config, cache, dataset)
+    elif dataset:
+        store = find_dataset(dataset, cache, backbone, image_size=image_size, precision=precision, weights=weights)
+    try:
+        if bundle is not None:
+            model = create_backbone_for(bundle.config, weights)
+        elif store is not None:
+            model = create_backbone_for(store.config, weights)
+        else:
+            model = create_backbone(backbone or DEFAULT_BACKBONE, weights=weights, image_size=image_size,
+                                    precision=precision)
+        resources = Resources(backbone=model, bundle=bundle, store=store, dataset=dataset)
+        if store is not None:
+            resources.index, resources.unindexed = open_index(store, dataset)
+            resources.members = member_info(store, dataset)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+    return resources

@@ -1,0 +1,10 @@
+"""The feature store: catalog + shards keyed by backbone configuration, crash-safe writes, finding stores."""
+
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "describe_stores": "finder", "find_dataset": "finder", "list_stores": "finder", "store_for_config": "finder",
+    "DEFAULT_CACHE": "store", "SPLIT_ORDER": "store", "Dataset": "store", "FeatureStore": "store", "Member": "store", "open_store": "store", "store_dir": "store",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,58 @@
+"""Files on disk: crash-safe writes (temporary name, fsync, rename) and safe file names."""
+
+from __future__ import annotations
+
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+
+def safe_name(name: str) -> str:
+    """``name`` reduced to characters that are safe in a file name on every system."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "unnamed"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: Path, final: Path) -> None:
+    """Make ``tmp`` durable, then atomically give it its final name."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Open a temporary sibling of ``path`` for writing; it replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_npy(path: str | os.PathLike, X: np.ndarray) -> None:
+    with atomic_write(path) as f:
+        np.save(f, X)
+
+
+def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
+    return Path(path)

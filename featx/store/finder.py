@@ -1,0 +1,98 @@
+"""Finding stores under a cache root: list and describe them, and pick the one that holds a dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..config import BackboneConfig
+from ..errors import StoreError
+from .store import CATALOG, DEFAULT_CACHE, FeatureStore, store_dir
+
+
+def list_stores(cache: str | os.PathLike | None = None) -> list[FeatureStore]:
+    """Every store under ``cache``, oldest directory name first."""
+    root = Path(cache or DEFAULT_CACHE)
+    if not root.is_dir():
+        return []
+    return [FeatureStore(d) for d in sorted(root.iterdir()) if (d / CATALOG).is_file()]
+
+
+def describe_stores(cache: str | os.PathLike | None = None) -> list[dict]:
+    """One summary per store under ``cache`` (see FeatureStore.describe), without loading any vector."""
+    rows = []
+    for store in list_stores(cache):
+        with store:
+            rows.append(store.describe())
+    return rows
+
+
+def find_dataset(
+    dataset: str,
+    cache: str | os.PathLike | None = None,
+    backbone: str | None = None,
+    *,
+    image_size: int | None = None,
+    precision: str | None = None,
+    weights: str | os.PathLike | None = None,
+    weights_sha256: str | None = None,
+) -> FeatureStore:
+    """The one store under ``cache`` holding ``dataset``, among those matching the given settings.
+
+    ``weights`` (a file) selects by its fingerprint, as ``weights_sha256`` does. Raises StoreError
+    naming the candidates when there are none or several.
+    """
+    if weights is not None:
+        from ..backbones.weights import sha256_file
+
+        weights_sha256 = sha256_file(weights)
+
+    def matches(c: BackboneConfig) -> bool:
+        return ((backbone is None or c.name == backbone)
+                and (image_size is None or c.preprocess.input_size == image_size)
+                and (precision in (None, "auto") or c.precision == precision)
+                and (weights_sha256 is None or c.weights_sha256 == weights_sha256))
+
+    stores = list_stores(cache)
+    hits = [s for s in stores if matches(s.config) and any(d.name == dataset for d in s.datasets())]
+    for s in stores:
+        if len(hits) != 1 or s is not hits[0]:
+            s.close()
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        where = str(cache or DEFAULT_CACHE)
+        narrowed = any((backbone, image_size, weights_sha256)) or precision not in (None, "auto")
+        raise StoreError(
+            f"no dataset {dataset!r} in the feature stores under {where!r}"
+            + (" with those backbone settings" if narrowed else "")
+            + f". Embed it first (name={dataset!r}), or pass cache=DIR.",
+            params=("name", "cache"),
+        )
+    names = "; ".join(h.config.describe() for h in hits)
+    raise StoreError(
+        f"dataset {dataset!r} is in several stores ({names}); choose one with backbone=NAME, image_size=PIXELS or precision=fp32|bf16.",
+        params=("backbone", "image_size", "precision"),
+    )
+
+
+def store_for_config(config: BackboneConfig, cache: str | os.PathLike | None = None,
+                     dataset: str | None = None) -> FeatureStore:
+    """The existing store of ``config`` (a head's backbone configuration) under ``cache``.
+
+    With ``dataset``, the store must hold it (the error names the datasets there).
+    """
+    path = store_dir(config, cache)
+    if not (path / CATALOG).is_file():
+        what = f"embed {dataset!r} with it first" if dataset else "embed a dataset with it first"
+        raise StoreError(f"no store for the head's backbone configuration ({config.describe()}) under "
+                         f"{str(path.parent)!r}; "
+                         f"{what}.")
+    store = FeatureStore(path)
+    if dataset is not None:
+        try:
+            store.dataset(dataset)
+        except BaseException:
+            store.close()
+            raise
+    return store

@@ -1,0 +1,410 @@
+"""The feature store: vectors in memory-mappable .npy shards, a SQLite catalog, crash-safe writes."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..config import BackboneConfig
+from ..errors import StoreBusyError, StoreError
+from .atomic import commit, safe_name, write_npy
+
+CATALOG = "catalog.sqlite"
+SHARDS = "shards"
+COMPACT_BELOW = 16384  # shards with fewer rows than this are merged after each run
+SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+_WRITING: set[str] = set()  # stores this process holds the write lock of (POSIX locks do not exclude threads)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS shards (id INTEGER PRIMARY KEY, file TEXT NOT NULL UNIQUE, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (key TEXT PRIMARY KEY, shard INTEGER NOT NULL, row INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS samples_by_shard ON samples (shard);
+CREATE TABLE IF NOT EXISTS datasets (
+    name TEXT PRIMARY KEY, source TEXT NOT NULL, n INTEGER NOT NULL, labeled INTEGER NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS members (
+    dataset TEXT NOT NULL, pos INTEGER NOT NULL, key TEXT NOT NULL, path TEXT NOT NULL,
+    label TEXT, split TEXT NOT NULL, PRIMARY KEY (dataset, pos));
+CREATE INDEX IF NOT EXISTS members_by_split ON members (dataset, split, pos);
+CREATE INDEX IF NOT EXISTS members_by_key ON members (key);
+CREATE TABLE IF NOT EXISTS failures (
+    dataset TEXT NOT NULL, path TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (dataset, path));
+"""
+
+
+DEFAULT_CACHE = Path("cache")
+
+
+def store_dir(config: BackboneConfig, cache: str | os.PathLike | None = None) -> Path:
+    """Where the store for ``config`` lives: ``<cache>/<backbone>-<key prefix>``."""
+    return Path(cache or DEFAULT_CACHE) / f"{safe_name(config.name)}-{config.key[:12]}"
+
+
+@dataclass
+class Dataset:
+    """A dataset's entry in a store's catalog."""
+
+    name: str
+    source: str
+    n: int
+    labeled: bool
+    splits: dict[str, int] = field(default_factory=dict)
+    n_failed: int = 0
+    updated: float = 0.0
+
+
+@dataclass
+class Member:
+    """One row of a dataset's membership list."""
+
+    key: str
+    path: str
+    label: str | None
+    split: str
+
+
+class FeatureStore:
+    """Vectors of one backbone configuration, addressed by content hash, grouped into datasets.
+
+    Open with :func:`open_store` (by configuration) or ``FeatureStore(path)`` (an existing store).
+    """
+
+    def __init__(self, path: str | os.PathLike, config: BackboneConfig | None = None):
+        self.path = Path(path)
+        catalog = self.path / CATALOG
+        if config is None and not catalog.is_file():
+            raise StoreError(f"{str(self.path)!r} is not a featx store (no {CATALOG}).")
+        (self.path / SHARDS).mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(catalog, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        stored = self._meta("config")
+        if stored is None:
+            if config is None:
+                raise StoreError(f"store {str(self.path)!r} has no configuration; it was never initialised.")
+            with self._transaction() as db:
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('config', ?)", (json.dumps(config.to_dict()),))
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('featx_version', ?)", (__version__,))
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
+            stored = self._meta("config")
+        self.config = BackboneConfig.from_dict(json.loads(stored))
+        if config is not None and config.key != self.config.key:
+            raise StoreError(
+                f"store {str(self.path)!r} holds vectors of {self.config.describe()}, not {config.describe()}."
+            )
+        self._lock_file = None
+        self._mmaps: dict[int, np.ndarray] = {}
+
+    # --- basics -----------------------------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        return self.config.key
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def close(self) -> None:
+        self._mmaps.clear()
+        self._db.close()
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.path)!r}, {self.config.describe()})"
+
+    def _meta(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def n_vectors(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+    def shard_files(self) -> list[str]:
+        """The shard files the catalog lists, in id order."""
+        return [f for (f,) in self._db.execute("SELECT file FROM shards ORDER BY id")]
+
+    def describe(self) -> dict:
+        """What the store holds, as ``featx stores`` and the service's /info show it."""
+        return {
+            "store": str(self.path), "key": self.key, "backbone": self.config.name, "dim": self.dim,
+            "input_size": self.config.preprocess.input_size, "precision": self.config.precision,
+            "n_vectors": self.n_vectors(), "bytes": self.size_bytes(),
+            "datasets": [{"name": d.name, "n": d.n, "splits": d.splits, "labeled": d.labeled,
+                          "n_failed": d.n_failed, "source": d.source} for d in self.datasets()],
+        }
+
+    def present(self, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` already have a vector here."""
+        keys = set(keys)
+        if not keys:
+            return set()
+        if len(keys) > 5000:
+            stored = {k for (k,) in self._db.execute("SELECT key FROM samples")}
+            return keys & stored
+        found: set[str] = set()
+        chunk = sorted(keys)
+        for i in range(0, len(chunk), 500):
+            part = chunk[i : i + 500]
+            q = f"SELECT key FROM samples WHERE key IN ({','.join('?' * len(part))})"
+            found.update(k for (k,) in self._db.execute(q, part))
+        return found
+
+    # --- writing ----------------------------------------------------------------------------
+
+    @contextmanager
+    def writing(self) -> Iterator["FeatureStore"]:
+        """Hold the store's single-writer lock; clears what an interrupted writer left behind."""
+        busy = StoreBusyError(
+            f"another featx process is writing to store {str(self.path)!r}; wait for it to finish and retry."
+        )
+        ident = os.path.realpath(self.path)
+        if ident in _WRITING:
+            raise busy
+        lock = open(self.path / "write.lock", "a+")
+        try:
+            # A POSIX record lock, not flock: it belongs to this process alone, so decoding workers
+            # forked while it is held do not keep the store locked after this process is killed.
+            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise busy from None
+        _WRITING.add(ident)
+        self._lock_file = lock
+        try:
+            self._remove_orphans()
+            yield self
+        finally:
+            self._lock_file = None
+            _WRITING.discard(ident)
+            lock.close()  # closing releases the lock
+
+    def _require_lock(self) -> None:
+        if self._lock_file is None:
+            raise RuntimeError("write to a FeatureStore inside `with store.writing():`")
+
+    def _remove_orphans(self) -> None:
+        """Shard files not in the catalog: a crash between rename and commit, or before a temp was renamed."""
+        known = {f for (f,) in self._db.execute("SELECT file FROM shards")}
+        for f in (self.path / SHARDS).iterdir():
+            if f.name not in known:
+                f.unlink(missing_ok=True)
+
+    def add(self, keys: Sequence[str], X: np.ndarray) -> None:
+        """Add one batch of vectors as a new shard: written, fsynced and renamed before the catalog commit.
+
+        A crash at any point loses at most this batch; vectors whose key is already stored are dropped.
+        """
+        self._require_lock()
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.dim or len(keys) != len(X):
+            raise StoreError(f"expected {len(keys)} vectors of dimension {self.dim}, got an array of shape {X.shape}.")
+        have = self.present(keys)
+        fresh = [i for i, k in enumerate(keys) if k not in have]
+        fresh = list({keys[i]: i for i in fresh}.values())  # one row per key
+        if not fresh:
+            return
+        name = f"{uuid.uuid4().hex}.npy"
+        write_npy(self.path / SHARDS / name, X[fresh])
+        with self._transaction() as db:
+            shard_id = db.execute("INSERT INTO shards (file, n) VALUES (?, ?)", (name, len(fresh))).lastrowid
+            db.executemany(
+                "INSERT INTO samples VALUES (?, ?, ?)", [(keys[i], shard_id, r) for r, i in enumerate(fresh)]
+            )
+
+    def record_dataset(
+        self, name: str, source: str, members: Sequence[Member], failures: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Replace dataset ``name``'s membership list and failures in one transaction."""
+        self._require_lock()
+        missing = {m.key for m in members} - self.present(m.key for m in members)
+        if missing:
+            raise StoreError(f"dataset {name!r} names {len(missing)} vectors that are not in the store.")
+        labeled = any(m.label is not None for m in members)
+        with self._transaction() as db:
+            db.execute("DELETE FROM members WHERE dataset = ?", (name,))
+            db.execute("DELETE FROM failures WHERE dataset = ?", (name,))
+            db.executemany(
+                "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?)",
+                [(name, pos, m.key, m.path, m.label, m.split) for pos, m in enumerate(members)],
+            )
+            db.executemany("INSERT OR REPLACE INTO failures VALUES (?, ?, ?)", [(name, p, r) for p, r in failures])
+            db.execute(
+                "INSERT OR REPLACE INTO datasets VALUES (?, ?, ?, ?, ?)",
+                (name, source, len(members), int(labeled), time.time()),
+            )
+
+    def compact(self, order: Sequence[str] = (), below: int = COMPACT_BELOW) -> int:
+        """Merge shards smaller than ``below`` rows into one; returns how many shards were merged.
+
+        Rows are laid out in ``order`` (keys) first, so a dataset embedded in one run reads back as a
+        contiguous slice of one memory-mapped shard.
+        """
+        self._require_lock()
+        small = self._db.execute("SELECT id, file FROM shards WHERE n < ?", (below,)).fetchall()
+        if len(small) < 2:
+            return 0
+        ids = [i for i, _ in small]
+        rows = self._db.execute(
+            f"SELECT key, shard, row FROM samples WHERE shard IN ({','.join('?' * len(ids))})", ids
+        ).fetchall()
+        where = {k: (s, r) for k, s, r in rows}
+        rank = {k: i for i, k in enumerate(dict.fromkeys(k for k in order if k in where))}
+        keys = sorted(where, key=lambda k: (rank.get(k, len(rank)), where[k]))
+        name = f"{uuid.uuid4().hex}.npy"
+        files = dict(small)
+        tmp = self.path / SHARDS / f".tmp-{name}"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(keys), self.dim))
+        self._gather([where[k] for k in keys], out=out)
+        out.flush()
+        del out
+        commit(tmp, self.path / SHARDS / name)
+        with self._transaction() as db:
+            new_id = db.execute("INSERT INTO shards (file, n) VALUES (?, ?)", (name, len(keys))).lastrowid
+            db.executemany("UPDATE samples SET shard = ?, row = ? WHERE key = ?",
+                           [(new_id, r, k) for r, k in enumerate(keys)])
+            db.execute(f"DELETE FROM shards WHERE id IN ({','.join('?' * len(ids))})", ids)
+        for shard_id in ids:
+            self._mmaps.pop(shard_id, None)
+            (self.path / SHARDS / files[shard_id]).unlink(missing_ok=True)
+        return len(ids)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def datasets(self, name: str | None = None) -> list[Dataset]:
+        """The datasets recorded in this store (or just ``name``), with split sizes and failure counts."""
+        out = []
+        q = "SELECT name, source, n, labeled, updated FROM datasets"
+        rows = self._db.execute(q + " WHERE name = ?", (name,)) if name else self._db.execute(q + " ORDER BY name")
+        for name, source, n, labeled, updated in rows.fetchall():
+            splits = dict(
+                self._db.execute(
+                    "SELECT split, COUNT(*) FROM members WHERE dataset = ? GROUP BY split", (name,)
+                ).fetchall()
+            )
+            splits = dict(sorted(splits.items(), key=lambda kv: SPLIT_ORDER.get(kv[0], 9)))
+            n_failed = self._db.execute("SELECT COUNT(*) FROM failures WHERE dataset = ?", (name,)).fetchone()[0]
+            out.append(Dataset(name, source, n, bool(labeled), splits, n_failed, updated))
+        return out
+
+    def dataset(self, name: str) -> Dataset:
+        found = self.datasets(name)
+        if found:
+            return found[0]
+        known = ", ".join(d.name for d in self.datasets()) or "none"
+        raise StoreError(
+            f"no dataset {name!r} in store {self.path.name} (datasets: {known}). Embed it first, with name={name!r}.",
+            params=("name",),
+        )
+
+    def failures(self, dataset: str) -> list[tuple[str, str]]:
+        return self._db.execute(
+            "SELECT path, reason FROM failures WHERE dataset = ? ORDER BY path", (dataset,)
+        ).fetchall()
+
+    def members(self, dataset: str, split: str | None = None) -> list[Member]:
+        q = "SELECT key, path, label, split FROM members WHERE dataset = ?"
+        args: list = [dataset]
+        if split is not None:
+            q += " AND split = ?"
+            args.append(split)
+        return [Member(*row) for row in self._db.execute(q + " ORDER BY pos", args)]
+
+    def load(
+        self, dataset: str, split: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+        """``(X, y, keys, paths)`` for a dataset, optionally one split, in the dataset's order.
+
+        X is a read-only memory map when the rows lie contiguously in one shard (a dataset embedded
+        in one run), else an array gathered from the memory-mapped shards. y is None when unlabeled.
+        """
+        info = self.dataset(dataset)
+        if split is not None and split not in info.splits:
+            have = ", ".join(info.splits) or "none"
+            raise StoreError(f"dataset {dataset!r} has no {split!r} split (splits: {have}).")
+        q = (
+            "SELECT m.key, m.path, m.label, s.shard, s.row FROM members m JOIN samples s ON s.key = m.key "
+            "WHERE m.dataset = ?" + (" AND m.split = ?" if split else "") + " ORDER BY m.pos"
+        )
+        rows = self._db.execute(q, (dataset, split) if split else (dataset,)).fetchall()
+        keys = np.array([r[0] for r in rows], dtype=str)
+        paths = np.array([r[1] for r in rows], dtype=str)
+        labels = [r[2] for r in rows]
+        y = np.array(labels, dtype=str) if info.labeled else None
+        X = self._gather([(r[3], r[4]) for r in rows])
+        return X, y, keys, paths
+
+    def vectors(self, keys: Sequence[str]) -> np.ndarray:
+        """Vectors for arbitrary stored keys, in the order given."""
+        where: dict[str, tuple[int, int]] = {}
+        uniq = list(dict.fromkeys(keys))
+        for i in range(0, len(uniq), 500):
+            part = uniq[i : i + 500]
+            q = f"SELECT key, shard, row FROM samples WHERE key IN ({','.join('?' * len(part))})"
+            where.update({k: (s, r) for k, s, r in self._db.execute(q, part)})
+        missing = [k for k in uniq if k not in where]
+        if missing:
+            raise StoreError(f"no vector for key {missing[0]!r} in store {self.path.name}.")
+        return self._gather([where[k] for k in keys])
+
+    def _shard(self, shard_id: int) -> np.ndarray:
+        if shard_id not in self._mmaps:
+            row = self._db.execute("SELECT file FROM shards WHERE id = ?", (shard_id,)).fetchone()
+            # mmap so nothing is read until rows are touched, and pages are shared between processes.
+            self._mmaps[shard_id] = np.load(self.path / SHARDS / row[0], mmap_mode="r")
+        return self._mmaps[shard_id]
+
+    def _gather(self, locations: list[tuple[int, int]], out: np.ndarray | None = None) -> np.ndarray:
+        """Rows at (shard, row) ``locations``: a zero-copy slice when contiguous, else copied into ``out``."""
+        if not locations:
+            return np.empty((0, self.dim), dtype=np.float32)
+        shard_ids = {s for s, _ in locations}
+        if out is None and len(shard_ids) == 1:
+            rows = np.fromiter((r for _, r in locations), dtype=np.int64, count=len(locations))
+            first = int(rows[0])
+            if np.array_equal(rows, np.arange(first, first + len(rows))):
+                return self._shard(locations[0][0])[first : first + len(rows)]
+        X = np.empty((len(locations), self.dim), dtype=np.float32) if out is None else out
+        by_shard: dict[int, tuple[list[int], list[int]]] = {}
+        for i, (s, r) in enumerate(locations):
+            dst, src = by_shard.setdefault(s, ([], []))
+            dst.append(i)
+            src.append(r)
+        for s, (dst, src) in by_shard.items():
+            X[dst] = self._shard(s)[src]
+        return X
+
+
+def open_store(config: BackboneConfig, cache: str | os.PathLike | None = None) -> FeatureStore:
+    """The store for a backbone configuration under ``cache``, created when it does not exist."""
+    return FeatureStore(store_dir(config, cache), config=config)

@@ -1,0 +1,13 @@
+"""Transfer: fine-tuning, K-shot subsets, frozen-versus-fine-tuned comparisons and their reports."""
+
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "load_checkpoint": "checkpoints", "save_checkpoint": "checkpoints",
+    "CompareSettings": "compare", "parse_methods": "compare", "parse_shots": "compare", "run_compare": "compare",
+    "FinetuneResult": "finetune", "FinetuneSettings": "finetune", "finetune": "finetune",
+    "LabeledSet": "subsets", "carve_validation": "subsets", "check_shots": "subsets", "draw_shots": "subsets", "labeled_splits": "subsets",
+    "compare_source": "workflows", "finetune_source": "workflows", "training_backbone": "workflows",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

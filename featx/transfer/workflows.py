@@ -1,0 +1,115 @@
+"""Whole fine-tuning and comparison runs from a source: what `featx finetune` and `featx compare` call."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from ..backbones import Backbone, create_backbone
+from ..config import DEFAULT_BACKBONE
+from ..data import Source, hash_source
+from ..errors import ParameterError
+from ..runtime import Progress, default_device
+from ..store import DEFAULT_CACHE, open_store
+from ..store.atomic import safe_name
+from .checkpoints import default_checkpoint_path
+from .compare import CompareSettings, run_compare
+from .finetune import FinetuneResult, FinetuneSettings, device_defaults, finetune
+from .subsets import draw_shots, labeled_splits
+
+
+def training_backbone(backbone: str = DEFAULT_BACKBONE, *, weights: str | os.PathLike | None = None,
+                      image_size: int | None = None, precision: str = "auto") -> tuple[Callable[[], Backbone], dict]:
+    """A factory of fresh backbones for training, and the defaults that fit this hardware.
+
+    Without ``image_size`` a CPU trains at 96 px and a GPU at the backbone's native size.
+    """
+    defaults = device_defaults(default_device())
+    size = image_size or defaults["image_size"]
+
+    def make() -> Backbone:
+        return create_backbone(backbone, weights=weights, image_size=size, precision=precision)
+
+    return make, defaults
+
+
+def _hardware_settings(settings, defaults: dict, batch_size: int | None):
+    """``settings`` with the hardware's batch size unless one was given."""
+    if batch_size is not None:
+        return replace(settings, batch_size=batch_size)
+    return replace(settings, batch_size=defaults["batch_size"])
+
+
+def finetune_source(
+    source: Source,
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    weights: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    precision: str = "auto",
+    settings: FinetuneSettings = FinetuneSettings(),
+    batch_size: int | None = None,
+    shots: int | None = None,
+    name: str | None = None,
+    out: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> FinetuneResult:
+    """Fine-tune a fresh backbone on a source's train split (or ``shots`` per class of it), score it on its test
+    split, and save the checkpoint.
+
+    Parameters
+    ----------
+    source : a labeled source with train and test splits (as ``featx embed`` records them).
+    backbone, weights, image_size, precision : the backbone to start from (image_size: 96 px on CPU by default).
+    settings : the optimisation; ``batch_size`` overrides its batch size (default: the hardware's).
+    shots : train on this many images per class of the train split (None: all of it).
+    name : the dataset's name [default: the source's].
+    out : folder for the checkpoint [default: ``<cache>/finetuned``].
+    """
+    if shots is not None and shots < 1:
+        raise ParameterError("shots", f"must be at least 1 image per class, not {shots}.")
+    make, defaults = training_backbone(backbone, weights=weights, image_size=image_size, precision=precision)
+    settings = _hardware_settings(settings, defaults, batch_size)
+    settings.check()
+    dataset = name or source.name
+    keys, _ = hash_source(source)
+    splits = labeled_splits(source, keys, dataset)
+    train = draw_shots(splits["train"], shots, settings.seed) if shots else splits["train"]
+    root = Path(out) if out else Path(cache or DEFAULT_CACHE) / "finetuned"
+    path = default_checkpoint_path(root, dataset, backbone, settings, shots)
+    return finetune(make(), source, train, splits["test"], settings, dataset=dataset, out=path, progress=progress)
+
+
+def compare_source(
+    source: Source,
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    weights: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    precision: str = "auto",
+    settings: CompareSettings = CompareSettings(),
+    batch_size: int | None = None,
+    name: str | None = None,
+    out: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict, Path]:
+    """Frozen heads against fine-tuning on the same K-shot subsets of ``source``; returns the report and its folder.
+
+    The dataset is embedded into the store of the chosen configuration under ``cache`` (reused when
+    there). ``out`` defaults to ``<cache>/compare/<dataset>-<size>px``.
+    """
+    make, defaults = training_backbone(backbone, weights=weights, image_size=image_size, precision=precision)
+    settings = _hardware_settings(settings, defaults, batch_size)
+    settings.check()
+    model = make()
+    dataset = name or source.name
+    folder = Path(out) if out else (Path(cache or DEFAULT_CACHE) / "compare"
+                                    / f"{safe_name(dataset)}-{model.config.preprocess.input_size}px")
+    with open_store(model.config, cache) as store:
+        report = run_compare(source, model, store, settings, out=folder, make_backbone=make, name=dataset,
+                             progress=progress)
+    return report, folder

@@ -1,0 +1,172 @@
+"""FAISS indexes against brute force on seeded data; search and duplicates through the CLI."""
+
+from __future__ import annotations
+
+import os
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featx.errors import SearchError as IndexError_
+from featx.search.index import build_index, load_index, recall_at_k, save_index
+from featx.search.flat import normalize
+
+from conftest import SMALL, noisy_image, run_cli
+
+
+def clustered(n=3000, d=32, centres=30, seed=0):
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, d)).astype(np.float32)
+    return (c[rng.integers(0, centres, n)] + 0.3 * rng.standard_normal((n, d))).astype(np.float32)
+
+
+def brute_force(X, Q, k):
+    S = normalize(Q) @ normalize(X).T
+    I = np.argsort(-S, axis=1)[:, :k]
+    return np.take_along_axis(S, I, 1), I
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_every_kind_agrees_with_brute_force(kind):
+    data = clustered(n=3200)
+    X, Q = data[:3000], data[3000:]  # queries from the same distribution, outside the collection
+    keys = [f"k{i}" for i in range(len(X))]
+    vi = build_index(X, keys, kind, n_queries=300)
+    D, I = vi.search(Q, 10)
+    row_of_id = np.array([int(k[1:]) for k in vi.keys])  # ids follow the order vectors were added
+    I = row_of_id[I]
+    Dt, It = brute_force(X, Q, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I, It)])
+    if kind == "flat":
+        np.testing.assert_array_equal(I, It)
+        np.testing.assert_allclose(D, Dt, atol=1e-5)
+    else:
+        assert recall >= 0.9 and vi.recall_at_10 >= 0.95
+        # every score returned is the true cosine of that pair
+        np.testing.assert_allclose(D, np.take_along_axis(normalize(Q) @ normalize(X).T, I, 1), atol=1e-5)
+
+
+def test_auto_picks_exact_for_small_and_tuned_hnsw_for_large():
+    small = build_index(clustered(n=500), [str(i) for i in range(500)], "auto")
+    assert small.kind == "flat" and small.recall_at_10 == 1.0
+    X = clustered(n=21000, d=16, centres=200)
+    big = build_index(X, [str(i) for i in range(len(X))], "auto", n_queries=300)
+    assert big.kind == "hnsw" and big.recall_at_10 >= 0.95 and big.params["efSearch"] >= 16
+    outside = clustered(n=21300, d=16, centres=200)[21000:]  # same seed: same centres, new points
+    in_id_order = normalize(X)[big.keys.astype(int)]
+    assert recall_at_k(big, in_id_order, normalize(outside)) >= 0.93
+
+
+def test_save_load_round_trip_and_corrupt_file(tmp_path):
+    X = clustered(n=400)
+    vi = build_index(X, [f"k{i}" for i in range(400)], "hnsw", n_queries=100)
+    path = save_index(vi, tmp_path / "i.npz")
+    back = load_index(path)
+    assert back.kind == "hnsw" and back.params == vi.params and sorted(back.keys) == sorted(vi.keys)
+    np.testing.assert_array_equal(back.search(X[:5], 3)[1], vi.search(X[:5], 3)[1])
+    _, I = back.search(X[:5], 1)  # ids map back to the right keys
+    assert list(back.keys[I[:, 0]]) == ["k0", "k1", "k2", "k3", "k4"]
+    (tmp_path / "bad.npz").write_bytes(b"junk")
+    with pytest.raises(IndexError_, match="not a readable featx index"):
+        load_index(tmp_path / "bad.npz")
+    with pytest.raises(IndexError_, match="k must be between 1 and"):
+        back.search(X[:1], 401)
+
+
+@pytest.fixture
+def shapes(tmp_path, cache):
+    """Tiles of scikit-learn's sample photos, plus re-encoded, resized and cropped copies of one."""
+    from sklearn.datasets import load_sample_images
+
+    folder = tmp_path / "shapes"
+    folder.mkdir()
+    photos = load_sample_images().images
+    for i in range(12):
+        photo = photos[i % 2]
+        y, x = 40 + 120 * ((i // 2) // 3), 40 + 180 * ((i // 2) % 3)
+        Image.fromarray(photo[y : y + 150, x : x + 150]).save(folder / f"img{i:02d}.png")
+    original = Image.open(folder / "img00.png").convert("RGB")
+    original.save(folder / "copy_q60.jpg", quality=60)
+    original.resize((110, 110)).save(folder / "copy_small.png")
+    original.crop((6, 6, 144, 144)).save(folder / "copy_crop.png")
+    run_cli("embed", folder, "--image-size", 128, "--workers", 0)
+    return folder
+
+
+def test_search_by_id_and_by_file(shapes, tmp_path):
+    out = json.loads(run_cli("search", "shapes", shapes / "img03.png", "-k", 3, "--json").stdout)
+    assert out[0]["results"][0]["path"].endswith("img03.png") and out[0]["results"][0]["score"] > 0.999
+    assert [r["rank"] for r in out[0]["results"]] == [1, 2, 3]
+    key = out[0]["results"][0]["key"]
+    by_id = json.loads(run_cli("search", "shapes", f"id:{key[:12]}", "-k", 2, "--json").stdout)
+    assert by_id[0]["results"][0]["key"] == key
+    text = run_cli("search", "shapes", f"id:{key}", "-k", 2)
+    assert "exact search" in text.stderr and "img03.png" in text.stdout
+
+
+def test_index_then_search_and_incremental_add(shapes, tmp_path):
+    first = json.loads(run_cli("index", "shapes", "--json").stdout)
+    assert (first["kind"], first["n"], first["dim"], first["recall_at_10"]) == ("flat", 15, 1280, 1.0)
+    assert {"dataset", "build_seconds", "bytes", "params", "path"} <= set(first)
+    noisy_image((1, 2, 3), seed=777, size=(96, 80)).save(shapes / "new.png")
+    run_cli("embed", shapes, "--image-size", 128, "--workers", 0)
+    stale = run_cli("search", "shapes", shapes / "new.png", "-k", 1)
+    assert "not searched" in stale.stderr
+    again = json.loads(run_cli("index", "shapes", "--json").stdout)
+    assert (again["n"], again["action"]) == (16, "added")
+    found = json.loads(run_cli("search", "shapes", shapes / "new.png", "-k", 1, "--json").stdout)
+    assert found[0]["results"][0]["path"].endswith("new.png")
+
+
+def test_duplicates_finds_the_copies(shapes):
+    groups = json.loads(run_cli("duplicates", "shapes", "--threshold", "0.9", "--json").stdout)
+    names = [sorted(i["path"].rsplit("/", 1)[-1] for i in g["items"]) for g in groups]
+    assert ["copy_crop.png", "copy_q60.jpg", "copy_small.png", "img00.png"] in names
+    assert all("img05.png" not in n for n in names)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["search", "nope", "id:abc"], "no dataset 'nope'"),
+        (["search", "shapes", "id:0123456789abcdef"], "is not a sample of this dataset"),
+        (["search", "shapes", "id:x", "-k", "0"], "-k must be between 1"),
+        (["search", "shapes", "id:x", "-k", "999"], "-k must be between 1"),
+        (["search", "shapes", "{bad}"], "bad.jpg: not an image"),
+        (["index", "shapes", "--kind", "lsh"], "Invalid value for '--kind'"),
+        (["duplicates", "shapes", "--threshold", "2"], "--threshold must be in"),
+    ],
+)
+def test_search_mistakes_are_explained(shapes, tmp_path, args, message):
+    (tmp_path / "bad.jpg").write_text("nope")
+    args = [a.format(bad=tmp_path / "bad.jpg") for a in args]
+    result = run_cli(*args, ok=False)
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_flat_search_on_arrays_matches_brute_force():
+    from featx.search.flat import flat_search
+
+    data = clustered(n=600)
+    D, I = flat_search(normalize(data[:500]), normalize(data[500:]), 5)
+    Dt, It = brute_force(data[:500], data[500:], 5)
+    np.testing.assert_array_equal(I, It)
+    np.testing.assert_allclose(D, Dt, atol=1e-5)
+
+
+def test_index_from_another_configuration_is_refused(shapes, tmp_path):
+    import shutil
+
+    from featx.store import list_stores
+
+    run_cli("index", "shapes")
+    run_cli("embed", shapes, "--image-size", 96, "--workers", 0)
+    stores = {s.config.preprocess.input_size: s for s in list_stores(os.environ["FEATX_CACHE"])}
+    src = next(stores[128].path.glob("indexes/*.npz"))
+    (stores[96].path / "indexes").mkdir()
+    shutil.copy(src, stores[96].path / "indexes" / src.name)
+    result = run_cli("search", "shapes", "id:x", "--image-size", 96, ok=False)
+    assert result.exit_code == 1 and "built for another backbone configuration" in result.output
