@@ -159,12 +159,6 @@ def test_user_mistakes_get_one_line_errors(tmp_path, cache, args, message):
     assert result.output.startswith(("Error:", "Usage:"))
 
 
-def test_help_explains_with_examples():
-    for command in ([], ["embed"], ["backbones"], ["stores"]):
-        out = run_cli(*command, "--help").stdout
-        assert "Example" in out or "featx embed" in out
-
-
 def _count_vectors(store_path: Path) -> int:
     db = store_path / "catalog.sqlite"
     if not db.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import click
@@ -12,7 +13,23 @@ from .output import cli_message
 
 
 class FeatxGroup(click.Group):
-    """Turns library errors into ``Error: …`` (with the parameters named as flags) and exit status 1."""
+    """Loads a command's module only when it runs (so `featx stores` imports neither torch nor scikit-learn),
+    and turns library errors into ``Error: …`` (with the parameters named as flags) and exit status 1."""
+
+    COMMANDS = {  # command → module in featx.cli
+        "backbones": "embedding", "embed": "embedding", "stores": "embedding",
+        "train": "heads", "evaluate": "heads", "predict": "heads",
+        "index": "search", "search": "search", "duplicates": "search",
+        "finetune": "transfer", "compare": "transfer", "serve": "serving",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.COMMANDS:
+            return None
+        return getattr(importlib.import_module(f".{self.COMMANDS[name]}", __name__), name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -45,6 +62,3 @@ def main() -> None:
         from ..runtime import set_malloc_tuning
 
         set_malloc_tuning(False)
-
-
-from . import embedding, heads, search, serving, transfer  # noqa: E402,F401  (the commands register on main)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import click
 
 from ..embed import ENGINES
-from . import main
 from .options import backbone_options, cache_option, data_dir_option, json_option, name_option
 from .output import Bars, echo_json
 
 
-@main.command()
+@click.command()
 @json_option
 def backbones(as_json: bool) -> None:
     """List the backbones featx can embed with.
@@ -34,7 +33,7 @@ def backbones(as_json: bool) -> None:
         click.echo(f"{r['name']:<22} {dim:>5} {size:>5}  {'yes' if r['offline'] else 'no':<8} {r['description']}")
 
 
-@main.command()
+@click.command()
 @click.argument("source")
 @backbone_options
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Images per forward pass.")
@@ -93,7 +92,7 @@ def embed(source, backbone, weights, image_size, precision, cache, batch_size, w
             click.echo(f"  {f['path']}: {f['reason']}", err=True)
 
 
-@main.command()
+@click.command()
 @cache_option
 @json_option
 def stores(cache, as_json) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import click
 
 from ..heads.registry import HEADS
-from . import main
 from .options import cache_option, json_option, selection_options
 from .output import echo_json, echo_metrics
 
 
-@main.command()
+@click.command()
 @click.argument("dataset")
 @selection_options
 @click.option("--head", "head", type=click.Choice(sorted(HEADS)), default="logreg", show_default=True,
@@ -50,7 +49,7 @@ def train(dataset, backbone, weights, image_size, precision, cache, head, out, v
     click.echo(f"saved: {result.path}")
 
 
-@main.command()
+@click.command()
 @click.argument("head", type=click.Path(dir_okay=False))
 @click.argument("dataset")
 @click.option("--split", default="test", show_default=True, help="Split to score: train, val or test.")
@@ -74,7 +73,7 @@ def evaluate(head, dataset, split, cache, verbose, as_json):
     echo_metrics(m, verbose)
 
 
-@main.command()
+@click.command()
 @click.argument("head", type=click.Path(dir_okay=False))
 @click.argument("images", nargs=-1, required=True)
 @click.option("--top-k", type=int, default=3, show_default=True, help="Classes to show per image.")

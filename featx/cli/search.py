@@ -5,12 +5,11 @@ from __future__ import annotations
 import click
 
 from ..search import KINDS
-from . import main
 from .options import json_option, selection_options
 from .output import echo_json
 
 
-@main.command()
+@click.command()
 @click.argument("dataset")
 @selection_options
 @click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,
@@ -43,7 +42,7 @@ def index(dataset, backbone, weights, image_size, precision, cache, kind, as_jso
     click.echo(f"saved: {report.path}")
 
 
-@main.command()
+@click.command()
 @click.argument("dataset")
 @click.argument("queries", nargs=-1, required=True)
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query.")
@@ -80,7 +79,7 @@ def search(dataset, queries, k, backbone, weights, image_size, precision, cache,
             click.echo(f"  {r['rank']:>3}. {r['score']:.4f}  {r['path']}{label}")
 
 
-@main.command()
+@click.command()
 @click.argument("dataset")
 @click.option("--threshold", type=float, default=0.95, show_default=True,
               help="Cosine similarity at or above which two images count as near-duplicates.")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from . import main
 from ..config import PRECISIONS
 from .options import cache_option, stack
 
@@ -21,7 +20,7 @@ serve_backbone_options = stack(
 )
 
 
-@main.command()
+@click.command()
 @click.option("--dataset", default=None, help="Stored dataset to search (POST /search); its index if built.")
 @click.option("--head", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Head bundle from `featx train` for POST /predict; its backbone configuration is used.")

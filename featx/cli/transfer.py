@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from . import main
 from .options import backbone_options, json_option, training_options
 from .output import Bars, echo_json
 
@@ -14,7 +13,7 @@ def _overrides(**values) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
-@main.command()
+@click.command()
 @click.argument("source")
 @click.option("--unfreeze", default="last-1", show_default=True,
               help="Layer groups to train: last-1 (the last stage), last-N, or all.")
@@ -70,7 +69,7 @@ def finetune(source, unfreeze, backbone, weights, image_size, precision, cache, 
                f"--image-size {result.image_size}")
 
 
-@main.command()
+@click.command()
 @click.argument("source")
 @click.option("--shots", default="1,5,10,50,100", show_default=True, help="Training images per class, comma-separated.")
 @click.option("--seeds", type=int, default=3, show_default=True, help="Subsets drawn per shots value (seeds 0..N-1).")

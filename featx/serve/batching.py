@@ -11,6 +11,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import ParameterError
+
 
 @dataclass
 class _Request:
@@ -29,7 +31,7 @@ class MicroBatcher:
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray], max_batch: int = 32, max_wait: float = 0.005):
         if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, not {max_batch}.")
+            raise ParameterError("max_batch", f"must be at least 1, not {max_batch}.")
         self.fn = fn
         self.max_batch = max_batch
         self.max_wait = max_wait

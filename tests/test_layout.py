@@ -1,0 +1,143 @@
+"""The house: library calls behind thin commands, torch-free catalog commands, errors that name parameters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from featx.errors import ParameterError, StoreBusyError, StoreError
+
+from conftest import SMALL, run_cli, write_class_folder
+
+
+def _imports_torch(code: str) -> bool:
+    """Whether running ``code`` in a fresh interpreter leaves torch imported."""
+    probe = f"import sys\n{code}\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_the_store_and_catalog_commands_never_import_torch(digits_head_cache):
+    assert not _imports_torch("import featx.store; featx.store.FeatureStore; featx.store.describe_stores")
+    cli = "from featx.cli import main\ntry:\n    main({args!r})\nexcept SystemExit:\n    pass"
+    assert not _imports_torch(cli.format(args=["--help"]))
+    assert not _imports_torch(cli.format(args=["stores", "--cache", str(digits_head_cache)]))
+    # …while the probe can tell: embedding does import it.
+    assert _imports_torch("import featx.embed; featx.embed.Embedder")
+
+
+def test_describe_stores_is_what_featx_stores_prints(digits_head_cache):
+    from featx.store import describe_stores
+
+    (summary,) = describe_stores(digits_head_cache)
+    assert summary["backbone"] == "efficientnet_lite0" and summary["input_size"] == 32
+    (digits,) = summary["datasets"]
+    assert digits["name"] == "digits" and digits["n"] == 1797 and sum(digits["splits"].values()) == 1797
+    assert summary["n_vectors"] == 1797 and summary["bytes"] > 1797 * 1280 * 4
+    printed = json.loads(run_cli("stores", "--cache", digits_head_cache, "--json").output)
+    assert printed == json.loads(json.dumps([summary]))
+
+
+def test_finetune_source_runs_the_whole_workflow_from_the_library(tmp_path):
+    from featx.data import open_source
+    from featx.transfer import FinetuneSettings, finetune_source, load_checkpoint
+
+    result = finetune_source(open_source("digits"), image_size=32, shots=2, cache=tmp_path,
+                             settings=FinetuneSettings(epochs=1, min_steps_per_epoch=1))
+    assert result.n_train + result.n_val == 20 and result.n_test > 300 and 0.0 <= result.accuracy <= 1.0
+    assert result.path == str(tmp_path / "finetuned" / "digits-efficientnet_lite0-last-1-2shot-seed0.pt")
+    assert load_checkpoint(result.path)["featx"]["classes"] == [str(i) for i in range(10)]
+    with pytest.raises(ParameterError, match="shots must be at least 1"):
+        finetune_source(open_source("digits"), shots=0, cache=tmp_path)
+
+
+def test_help_of_every_command_explains_itself_with_an_example():
+    import click
+
+    from featx.cli import main
+
+    names = main.list_commands(click.Context(main))
+    assert len(names) == 12
+    for name in names:
+        out = run_cli(name, "--help").stdout
+        assert "Example" in out and f"featx {name}" in out.split("Example", 1)[1], name
+    top = run_cli("--help").stdout
+    assert all(name in top for name in names) and "FEATX_CACHE" in top
+
+
+def test_backbones_table_lists_the_registry():
+    from featx.backbones import describe_backbones
+
+    lines = run_cli("backbones").stdout.splitlines()
+    assert lines[0].split()[:4] == ["name", "dim", "size", "offline"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    for r in describe_backbones():
+        assert r["name"] in rows
+    assert rows["efficientnet_lite0"][1:4] == ["1280", "224", "yes"]
+    assert rows["timm:NAME"][1:4] == ["-", "-", "no"]
+
+
+def test_errors_name_parameters_for_python_and_flags_for_the_command_line(tmp_path, lite0_small):
+    from featx.embed import embed_source
+    from featx.data import open_source
+    from featx.store import open_store
+
+    folder = write_class_folder(tmp_path / "c", per_class=2)
+    with open_store(lite0_small.config, tmp_path / "cache") as store:
+        with pytest.raises(ParameterError, match="^batch_size must be at least 1"):
+            embed_source(open_source(str(folder)), lite0_small, store, batch_size=0)
+    result = run_cli("embed", folder, "--batch-size", 0, "--cache", tmp_path / "cache", ok=False)
+    assert result.exit_code == 1 and result.output.startswith("Error: --batch-size must be at least 1")
+
+
+def test_create_app_refuses_bad_limits_with_a_featx_error(lite0_small):
+    from featx.serve import Resources, create_app
+
+    with pytest.raises(ParameterError, match="max_batch must be at least 1"):
+        create_app(Resources(backbone=lite0_small), max_batch=0)
+
+
+def test_embed_files_falls_back_only_when_the_store_is_busy(tmp_path, lite0_small):
+    from featx.embed import embed_files
+    from featx.store import open_store
+
+    folder = write_class_folder(tmp_path / "c", per_class=2)
+    with open_store(lite0_small.config, tmp_path / "cache") as store:
+        with store.writing():  # another writer holds the lock: vectors come uncached
+            X, found, bad = embed_files([str(folder)], lite0_small, store)
+            assert X.shape == (4, lite0_small.dim) and not bad and store.n_vectors() == 0
+            with pytest.raises(StoreBusyError):
+                with store.writing():
+                    pass
+        X2, _, _ = embed_files([str(folder)], lite0_small, store)  # free: cached
+        assert store.n_vectors() == 4
+        np.testing.assert_allclose(X, X2, atol=1e-2)
+
+    class WrongDim:  # a store whose vectors cannot take this backbone's: an error, never a silent fallback
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def add(self, keys, X):
+            raise StoreError("expected vectors of dimension 7")
+
+    folder2 = write_class_folder(tmp_path / "d", per_class=1, classes={"g": (10, 200, 10)})
+    with open_store(lite0_small.config, tmp_path / "cache") as store:
+        with pytest.raises(StoreError, match="dimension 7"):
+            embed_files([str(folder2)], lite0_small, WrongDim(store))
+
+
+def test_the_library_reads_no_environment_variable(tmp_path, monkeypatch, digits_head_cache):
+    from featx.store import list_stores
+
+    monkeypatch.setenv("FEATX_CACHE", str(digits_head_cache))
+    monkeypatch.chdir(tmp_path)
+    assert list_stores() == []  # ./cache, whatever the environment says
+    assert len(list_stores(digits_head_cache)) == 1
+    assert "digits" in run_cli("stores").output  # the command line reads FEATX_CACHE
