@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -218,3 +219,17 @@ def test_a_dataset_the_heads_store_lacks_is_named(served):
 
     with pytest.raises(StoreError, match="'nope'"):
         open_resources(dataset="nope", head=str(cache / "digits.npz"), cache=str(cache))
+
+
+def test_hostile_images_are_4xx_and_cheap(client):
+    from test_hostile_input import wide_png
+
+    started = time.perf_counter()
+    for endpoint in ("/predict", "/embed"):
+        response = client.post(endpoint, files=[("files", ("wide.png", wide_png(), "image/png"))])
+        assert response.status_code == 422 and "wide.png" in response.json()["error"]
+        assert "extreme aspect ratio" in response.json()["error"]
+    big = [("files", (f"{i}.png", png_with_size(9000, 9000), "image/png")) for i in range(16)]
+    response = client.post("/predict", files=big)
+    assert response.status_code == 413 and "million pixels" in response.json()["error"]
+    assert time.perf_counter() - started < 5.0

@@ -23,12 +23,38 @@ _RESAMPLE = {
 }
 
 
+MAX_ASPECT = 20  # longer side / shorter side; beyond it the short-side resize makes millions of pixels
+
+
+def check_geometry(width: int, height: int) -> None:
+    """Refuse sizes whose eval resize would cost far more than the image is worth.
+
+    The short side is resized to the input size, so a 200,000×10 PNG of 2 KB would become a
+    51,200,000×256 image (17 s, 4.7 GB); past MAX_ASPECT:1 the image is refused instead.
+    """
+    if min(width, height) < 1:
+        raise ImageError(f"empty image ({width}×{height} pixels)")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(f"extreme aspect ratio: {width}×{height} pixels is more than {MAX_ASPECT}:1; "
+                         "crop it to the region of interest first")
+
+
+def image_pixels(data: bytes) -> int:
+    """Width × height from the header alone (nothing decoded); 0 when it is not a readable image header."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return int(img.size[0]) * int(img.size[1])
+    except Exception:  # the decoder proper reports what is wrong with it
+        return 0
+
+
 def decode_image(data: bytes, draft_size: int | None = None) -> Image.Image:
     """Decode encoded image bytes into an upright RGB image.
 
     Raises ImageError with the reason for anything that is not a whole, sane image: empty or
-    truncated files, non-images, and images over Pillow's decompression-bomb pixel limit.
-    ``draft_size`` lets JPEG decode at a reduced scale that still covers that short side.
+    truncated files, non-images, images over Pillow's decompression-bomb pixel limit, and extreme
+    aspect ratios (checked on the header, before any pixel is decoded). ``draft_size`` lets JPEG
+    decode at a reduced scale that still covers that short side.
     """
     if not data:
         raise ImageError("empty file")
@@ -37,6 +63,7 @@ def decode_image(data: bytes, draft_size: int | None = None) -> Image.Image:
             # Pillow only warns between 1x and 2x its pixel limit; treat both as a bomb.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
+            check_geometry(*img.size)
             if draft_size and img.format == "JPEG":
                 img.draft("RGB", (draft_size, draft_size))
             img.load()
@@ -73,6 +100,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def array_to_image(arr: np.ndarray) -> Image.Image:
     """A uint8 pixel array (H, W) or (H, W, 3) as an RGB image."""
+    check_geometry(arr.shape[1], arr.shape[0])
     if arr.ndim == 2:
         return Image.fromarray(arr, "L").convert("RGB")
     return Image.fromarray(arr, "RGB")

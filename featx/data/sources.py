@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import errno
 import os
+import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +63,33 @@ class Source(ABC):
         return any(item.label is not None for item in self.items)
 
 
+MAX_FILE_BYTES = 512 * 2**20  # larger "images" are refused before they are read into memory
+
+
 class FileSource(Source):
     """Samples that are image files on disk."""
 
     def read(self, i: int) -> bytes:
-        with open(self.items[i].path, "rb") as f:
-            return f.read()
+        return read_regular_file(self.items[i].path)
+
+
+def read_regular_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file; OSError for anything else.
+
+    Opened without blocking and checked before reading, so a FIFO named ``x.png`` cannot hang a run
+    and a link to ``/dev/zero`` cannot fill the memory.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a device, FIFO or socket)")
+        if info.st_size > max_bytes:
+            raise OSError(errno.EFBIG, f"file of {info.st_size:,} bytes is over the {max_bytes:,}-byte limit")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(max_bytes + 1)
+    finally:
+        os.close(fd)
 
 
 def _is_hidden(name: str) -> bool:
@@ -74,9 +97,21 @@ def _is_hidden(name: str) -> bool:
 
 
 def _image_files(folder: Path) -> list[Path]:
+    """Image files under ``folder``, following links but visiting each real directory once.
+
+    A link back up the tree (``loop -> ..``) would otherwise make the walk endless, and a link to a
+    sibling would list its files twice.
+    """
     found = []
+    seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d)
+                             and os.path.realpath(os.path.join(dirpath, d)) not in seen)
         for name in sorted(filenames):
             if not _is_hidden(name) and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                 found.append(Path(dirpath) / name)
@@ -161,7 +196,7 @@ class FileListSource(FileSource):
             path = Path(p).expanduser()
             if path.is_dir():
                 items += [Item(str(f.resolve())) for f in _image_files(path)]
-            elif path.is_file():
+            elif path.exists():  # a device or FIFO is recorded as unreadable, not called missing
                 items.append(Item(str(path.resolve())))
             else:
                 raise SourceError(f"{str(p)!r} does not exist; pass image files or folders of images.")

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 
 from .. import __version__
 from ..data import content_hash, decode_input
+from ..data.images import image_pixels
 from ..embed import Embedder
 from ..errors import FeatxError, ImageError, ParameterError, ServiceError
 from ..heads.workflows import top_classes
@@ -25,6 +26,9 @@ from .schemas import ERRORS, EmbedResponse, PredictResponse, SearchResponse
 
 MAX_K = 1000
 MAX_FILES = 64
+# Decoding work a request may ask for: 64 twelve-megapixel photos fit, sixteen 9000×9000 PNGs (1.3 MB of
+# bytes, 10 s of decoding and +550 MB before this bound) do not.
+MAX_REQUEST_PIXELS = 800_000_000
 
 
 def check_limits(max_upload_mb: float, max_batch: int, max_wait_ms: float) -> None:
@@ -89,6 +93,11 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
         if len(files) > MAX_FILES:
             raise ServiceError(f"at most {MAX_FILES} images per request, not {len(files)}.", 413)
         blobs = [await f.read() for f in files]
+        pixels = sum(image_pixels(b) for b in blobs)  # from the headers: nothing decoded yet
+        if pixels > MAX_REQUEST_PIXELS:
+            raise ServiceError(f"the images hold {pixels / 1e6:,.0f} million pixels, more than this service decodes "
+                               f"per request ({MAX_REQUEST_PIXELS / 1e6:,.0f} million); send fewer or smaller images.",
+                               413)
 
         def decode(i: int) -> np.ndarray:
             try:
