@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 
 import click
 
@@ -17,7 +18,7 @@ class FeatxGroup(click.Group):
     and turns library errors into ``Error: …`` (with the parameters named as flags) and exit status 1."""
 
     COMMANDS = {  # command → module in featx.cli
-        "backbones": "embedding", "embed": "embedding", "stores": "embedding",
+        "backbones": "embedding", "embed": "embedding", "stores": "embedding", "verify": "embedding",
         "train": "heads", "evaluate": "heads", "predict": "heads",
         "index": "search", "search": "search", "duplicates": "search",
         "finetune": "transfer", "compare": "transfer", "serve": "serving",
@@ -36,6 +37,17 @@ class FeatxGroup(click.Group):
             return super().invoke(ctx)
         except FeatxError as e:
             raise click.ClickException(cli_message(e)) from None
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """featx's own warnings (a damaged store skipped…) as one plain line on stderr; others as Python shows them."""
+    if category.__module__.startswith("featx."):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
 
 
 @click.group(cls=FeatxGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,6 +70,7 @@ def main() -> None:
     FEATX_TOKEN and FEATX_LOG_LEVEL (featx serve), FEATX_MALLOC=default (keep glibc's
     default allocator; see the README).
     """
+    warnings.showwarning = _show_warning
     if os.environ.get("FEATX_MALLOC", "") == "default":
         from ..runtime import set_malloc_tuning
 

@@ -116,3 +116,40 @@ def stores(cache, as_json) -> None:
             splits = ", ".join(f"{k} {v}" for k, v in d["splits"].items())
             failed = f", {d['n_failed']} failed" if d["n_failed"] else ""
             click.echo(f"  {d['name']:<20} {d['n']:>7} images ({splits}){failed}")
+
+
+@click.command()
+@cache_option
+@click.option("--repair", is_flag=True,
+              help="Forget damaged shards, so the next `featx embed` of each dataset re-embeds their images.")
+@json_option
+def verify(cache, repair, as_json) -> None:
+    """Check every store: the catalog's integrity and each shard's size, header and checksum.
+
+    Exits 1 when something is damaged and --repair was not given. A store whose
+    catalog cannot be read at all is reported and skipped.
+
+    \b
+    Examples:
+      featx verify
+      featx verify --repair --json
+    """
+    from ..store import list_stores, verify_store
+
+    reports = []
+    for store in list_stores(cache):
+        with store:
+            reports.append(verify_store(store, repair))
+    if as_json:
+        echo_json(reports)
+    for r in reports if not as_json else ():
+        state = "ok" if r["ok"] else ("repaired" if r["repaired"] else "DAMAGED")
+        click.echo(f"{r['store']}: {state} ({r['n_shards']} shards)")
+        for problem in r["catalog_problems"]:
+            click.echo(f"  catalog: {problem}")
+        for d in r["damaged_shards"]:
+            click.echo(f"  shard {d['file']} ({d['n']} vectors) {d['problem']}")
+        if r["repaired"]:
+            click.echo(f"  forgot {r['vectors_forgotten']} vectors; `featx embed` each dataset again to restore them")
+    if any(not r["ok"] and not r["repaired"] for r in reports):
+        raise SystemExit(1)

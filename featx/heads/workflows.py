@@ -13,7 +13,7 @@ from ..backbones import Backbone
 from ..embed import embed_files
 from ..errors import DataError, ParameterError
 from ..store import FeatureStore, open_store, store_for_config
-from ..store.atomic import safe_name
+from ..store.atomic import name_stem
 from .bundles import HeadBundle, load_bundle, save_bundle
 from .metrics import Metrics, score_predictions
 from .registry import HEADS
@@ -41,7 +41,7 @@ class TrainResult:
 
 def default_head_path(store: FeatureStore, dataset: str, head: str) -> Path:
     """``<store>/heads/<dataset>-<head>.npz``: next to the vectors it was trained on."""
-    return store.path / "heads" / f"{safe_name(dataset)}-{head}.npz"
+    return store.path / "heads" / f"{name_stem(dataset)}-{head}.npz"
 
 
 def _labeled(store: FeatureStore, dataset: str, split: str):
@@ -75,7 +75,7 @@ def train_head(
     n_classes = len(set(y))
     if n_classes < 2:
         raise DataError(
-            f"dataset {dataset!r} has a single class ({y[0]!r}) in its train split; a classifier needs at least two."
+            f"dataset {dataset!r} has a single class ({str(y[0])!r}) in its train split; a classifier needs at least two."
         )
     estimator = HEADS[head](**params)
     start = time.perf_counter()
@@ -106,9 +106,16 @@ def train_head(
 
 
 def evaluate_head(bundle: HeadBundle, store: FeatureStore, dataset: str, split: str = "test") -> Metrics:
-    """The bundle's metrics on any dataset split embedded with its backbone configuration."""
+    """The bundle's metrics on any dataset split embedded with its backbone configuration.
+
+    Refuses a dataset whose labels share none with the head's classes: every answer would be wrong.
+    """
     bundle.check_config(store.config)
     X, y = _labeled(store, dataset, split)
+    if not set(map(str, y)) & set(bundle.classes):
+        raise DataError(f"dataset {dataset!r} has none of the head's labels: the head knows "
+                        f"{', '.join(bundle.classes[:10])}{' …' if len(bundle.classes) > 10 else ''}; the data has "
+                        f"{', '.join(sorted(set(map(str, y)))[:10])}.")
     return score_predictions(y, bundle.head.predict(np.asarray(X)))
 
 

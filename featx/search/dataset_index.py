@@ -10,13 +10,13 @@ import numpy as np
 
 from ..errors import SearchError
 from ..store import FeatureStore
-from ..store.atomic import safe_name
+from ..store.atomic import name_stem
 from .flat import flat_index, normalize
 from .index import AUTO_EXACT_BELOW, VectorIndex, build_index, check_kind, load_index, save_index, tune_index
 
 
 def index_path(store: FeatureStore, dataset: str) -> Path:
-    return store.path / "indexes" / f"{safe_name(dataset)}.npz"
+    return store.path / "indexes" / f"{name_stem(dataset)}.npz"
 
 
 def dataset_keys(store: FeatureStore, dataset: str) -> np.ndarray:
@@ -60,7 +60,7 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto") -> Inde
     start = time.perf_counter()
     old = load_index(path) if path.is_file() else None
     action = "built"
-    if old is not None and old.store_key == store.key and kind in ("auto", old.kind):
+    if old is not None and old.store_key == store.key and old.dataset == dataset and kind in ("auto", old.kind):
         have = set(old.keys.tolist())
         new = [i for i, k in enumerate(keys.tolist()) if k not in have]
         if have <= set(keys.tolist()) and not (kind == "auto" and old.kind == "flat"
@@ -98,8 +98,15 @@ def open_index(store: FeatureStore, dataset: str) -> tuple[VectorIndex, int | No
         if vi.store_key != store.key:
             raise SearchError(f"the index {str(path)!r} was built for another backbone configuration; rebuild it "
                               f"by indexing {dataset!r} again.")
-        # From the catalog alone: no vector needs reading to know what the index lacks.
-        return vi, len(set(dataset_keys(store, dataset).tolist()) - set(vi.keys.tolist()))
+        if vi.dataset != dataset:
+            raise SearchError(f"the index {str(path)!r} belongs to dataset {vi.dataset!r}, not {dataset!r}; rebuild "
+                              f"it by indexing {dataset!r} again.")
+        # From the catalog alone: no vector needs reading to know what the index lacks or holds too many of.
+        current = set(dataset_keys(store, dataset).tolist())
+        indexed = set(vi.keys.tolist())
+        if indexed <= current:
+            return vi, len(current - indexed)
+        # Samples were removed since it was built: its answers could name them. Search exactly instead.
     keys, X = dataset_vectors(store, dataset)
     return VectorIndex(index=flat_index(normalize(X)), keys=keys, kind="flat", recall_at_10=1.0, store_key=store.key,
                        dataset=dataset), None

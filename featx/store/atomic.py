@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from contextlib import contextmanager
@@ -14,6 +15,24 @@ import numpy as np
 def safe_name(name: str) -> str:
     """``name`` reduced to characters that are safe in a file name on every system."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "unnamed"
+
+
+def name_stem(name: str) -> str:
+    """A file-name stem for a user's name that no other name shares: the safe name, plus a short hash of
+    the real name whenever making it safe changed it (``"p q"`` and ``"p-q"`` stay apart)."""
+    safe = safe_name(name)
+    if safe == name:
+        return safe
+    return f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def fsync_dir(path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from ..config import BackboneConfig
@@ -10,12 +11,27 @@ from ..errors import StoreError
 from .store import CATALOG, DEFAULT_CACHE, FeatureStore, store_dir
 
 
+class DamagedStoreWarning(UserWarning):
+    """A store under the cache could not be opened and was skipped; the others still work."""
+
+
 def list_stores(cache: str | os.PathLike | None = None) -> list[FeatureStore]:
-    """Every store under ``cache``, oldest directory name first."""
+    """Every readable store under ``cache``, oldest directory name first.
+
+    A store whose catalog cannot be read is skipped with a DamagedStoreWarning naming it, so one
+    damaged store never takes down the others.
+    """
     root = Path(cache or DEFAULT_CACHE)
     if not root.is_dir():
         return []
-    return [FeatureStore(d) for d in sorted(root.iterdir()) if (d / CATALOG).is_file()]
+    stores = []
+    for d in sorted(root.iterdir()):
+        if (d / CATALOG).is_file():
+            try:
+                stores.append(FeatureStore(d))
+            except StoreError as e:
+                warnings.warn(f"skipped: {e}", DamagedStoreWarning, stacklevel=2)
+    return stores
 
 
 def describe_stores(cache: str | os.PathLike | None = None) -> list[dict]:

@@ -18,7 +18,7 @@ import numpy as np
 from .. import __version__
 from ..config import BackboneConfig
 from ..errors import StoreBusyError, StoreError
-from .atomic import commit, safe_name, write_npy
+from .atomic import commit, file_sha256, safe_name, write_npy
 
 CATALOG = "catalog.sqlite"
 SHARDS = "shards"
@@ -85,11 +85,31 @@ class FeatureStore:
         catalog = self.path / CATALOG
         if config is None and not catalog.is_file():
             raise StoreError(f"{str(self.path)!r} is not a featx store (no {CATALOG}).")
-        (self.path / SHARDS).mkdir(parents=True, exist_ok=True)
+        try:
+            (self.path / SHARDS).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the store {str(self.path)!r}: {e.strerror or e}.", params=("cache",)) from None
+        self._db = None
+        try:
+            self._open_catalog(catalog, config)
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise StoreError(f"store {str(self.path)!r} is damaged: its catalog cannot be read ({e}). Move that "
+                             "folder aside (its vectors cannot be trusted) and embed again.") from None
+        except BaseException:
+            self.close()
+            raise
+        self._lock_file = None
+        self._mmaps: dict[int, np.ndarray] = {}
+        self._missing_is_damage = False
+
+    def _open_catalog(self, catalog: Path, config: BackboneConfig | None) -> None:
         self._db = sqlite3.connect(catalog, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        if "sha256" not in {r[1] for r in self._db.execute("PRAGMA table_info(shards)")}:
+            self._db.execute("ALTER TABLE shards ADD COLUMN sha256 TEXT")  # stores from before checksums
         stored = self._meta("config")
         if stored is None:
             if config is None:
@@ -104,8 +124,6 @@ class FeatureStore:
             raise StoreError(
                 f"store {str(self.path)!r} holds vectors of {self.config.describe()}, not {config.describe()}."
             )
-        self._lock_file = None
-        self._mmaps: dict[int, np.ndarray] = {}
 
     # --- basics -----------------------------------------------------------------------------
 
@@ -118,8 +136,9 @@ class FeatureStore:
         return self.config.dim
 
     def close(self) -> None:
-        self._mmaps.clear()
-        self._db.close()
+        getattr(self, "_mmaps", {}).clear()
+        if self._db is not None:
+            self._db.close()
 
     def __enter__(self) -> "FeatureStore":
         return self
@@ -149,6 +168,13 @@ class FeatureStore:
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+    def catalog_problems(self) -> list[str]:
+        """What SQLite's quick integrity check finds wrong with the catalog (empty when healthy)."""
+        try:
+            return [r[0] for r in self._db.execute("PRAGMA quick_check") if r[0] != "ok"]
+        except sqlite3.DatabaseError as e:
+            return [str(e)]
 
     def shard_files(self) -> list[str]:
         """The shard files the catalog lists, in id order."""
@@ -203,6 +229,8 @@ class FeatureStore:
         self._lock_file = lock
         try:
             self._remove_orphans()
+            # A damaged shard would break every merge: forget it, so this run re-embeds its images.
+            self.forget_shards([d["id"] for d in self.damaged_shards()])
             yield self
         finally:
             self._lock_file = None
@@ -236,8 +264,10 @@ class FeatureStore:
             return
         name = f"{uuid.uuid4().hex}.npy"
         write_npy(self.path / SHARDS / name, X[fresh])
+        digest = file_sha256(self.path / SHARDS / name)
         with self._transaction() as db:
-            shard_id = db.execute("INSERT INTO shards (file, n) VALUES (?, ?)", (name, len(fresh))).lastrowid
+            shard_id = db.execute("INSERT INTO shards (file, n, sha256) VALUES (?, ?, ?)",
+                                  (name, len(fresh), digest)).lastrowid
             db.executemany(
                 "INSERT INTO samples VALUES (?, ?, ?)", [(keys[i], shard_id, r) for r, i in enumerate(fresh)]
             )
@@ -289,8 +319,10 @@ class FeatureStore:
         out.flush()
         del out
         commit(tmp, self.path / SHARDS / name)
+        digest = file_sha256(self.path / SHARDS / name)
         with self._transaction() as db:
-            new_id = db.execute("INSERT INTO shards (file, n) VALUES (?, ?)", (name, len(keys))).lastrowid
+            new_id = db.execute("INSERT INTO shards (file, n, sha256) VALUES (?, ?, ?)",
+                                (name, len(keys), digest)).lastrowid
             db.executemany("UPDATE samples SET shard = ?, row = ? WHERE key = ?",
                            [(new_id, r, k) for r, k in enumerate(keys)])
             db.execute(f"DELETE FROM shards WHERE id IN ({','.join('?' * len(ids))})", ids)
@@ -347,16 +379,49 @@ class FeatureStore:
 
         X is a read-only memory map when the rows lie contiguously in one shard (a dataset embedded
         in one run), else an array gathered from the memory-mapped shards. y is None when unlabeled.
+        The catalog is read as one snapshot; if a writer merged shards away meanwhile, it is read again.
         """
-        info = self.dataset(dataset)
-        if split is not None and split not in info.splits:
-            have = ", ".join(info.splits) or "none"
-            raise StoreError(f"dataset {dataset!r} has no {split!r} split (splits: {have}).")
-        q = (
-            "SELECT m.key, m.path, m.label, s.shard, s.row FROM members m JOIN samples s ON s.key = m.key "
-            "WHERE m.dataset = ?" + (" AND m.split = ?" if split else "") + " ORDER BY m.pos"
-        )
-        rows = self._db.execute(q, (dataset, split) if split else (dataset,)).fetchall()
+        return self._retrying(lambda: self._load(dataset, split))
+
+    def _retrying(self, read):
+        """Run ``read``; once more if a shard it was told about was merged away by a writer meanwhile."""
+        try:
+            return read()
+        except FileNotFoundError:
+            self._mmaps.clear()
+        self._missing_is_damage = True  # a fresh snapshot still naming a missing file: the shard is lost
+        try:
+            return read()
+        finally:
+            self._missing_is_damage = False
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same committed state (WAL)."""
+        self._db.execute("BEGIN")
+        try:
+            yield self._db
+        finally:
+            self._db.execute("COMMIT")
+
+    def _load(self, dataset: str, split: str | None):
+        with self._snapshot() as db:
+            info = self.dataset(dataset)
+            if split is not None and split not in info.splits:
+                have = ", ".join(info.splits) or "none"
+                raise StoreError(f"dataset {dataset!r} has no {split!r} split (splits: {have}).")
+            q = (
+                "SELECT m.key, m.path, m.label, s.shard, s.row FROM members m JOIN samples s ON s.key = m.key "
+                "WHERE m.dataset = ?" + (" AND m.split = ?" if split else "") + " ORDER BY m.pos"
+            )
+            rows = db.execute(q, (dataset, split) if split else (dataset,)).fetchall()
+            expected = info.splits[split] if split is not None else sum(info.splits.values())
+            # Open the shards inside the snapshot: a file opened before a merge unlinks it stays readable.
+            for shard_id in {r[3] for r in rows}:
+                self._shard(shard_id)
+        if len(rows) < expected:
+            raise StoreError(f"dataset {dataset!r} lacks {expected - len(rows)} of its {expected} vectors (lost with a "
+                             "damaged shard); embed it again to restore them.")
         keys = np.array([r[0] for r in rows], dtype=str)
         paths = np.array([r[1] for r in rows], dtype=str)
         labels = [r[2] for r in rows]
@@ -365,13 +430,19 @@ class FeatureStore:
         return X, y, keys, paths
 
     def vectors(self, keys: Sequence[str]) -> np.ndarray:
-        """Vectors for arbitrary stored keys, in the order given."""
+        """Vectors for arbitrary stored keys, in the order given (one catalog snapshot, as ``load``)."""
+        return self._retrying(lambda: self._vectors(keys))
+
+    def _vectors(self, keys: Sequence[str]) -> np.ndarray:
         where: dict[str, tuple[int, int]] = {}
         uniq = list(dict.fromkeys(keys))
-        for i in range(0, len(uniq), 500):
-            part = uniq[i : i + 500]
-            q = f"SELECT key, shard, row FROM samples WHERE key IN ({','.join('?' * len(part))})"
-            where.update({k: (s, r) for k, s, r in self._db.execute(q, part)})
+        with self._snapshot() as db:
+            for i in range(0, len(uniq), 500):
+                part = uniq[i : i + 500]
+                q = f"SELECT key, shard, row FROM samples WHERE key IN ({','.join('?' * len(part))})"
+                where.update({k: (s, r) for k, s, r in db.execute(q, part)})
+            for shard_id in {s for s, _ in where.values()}:
+                self._shard(shard_id)
         missing = [k for k in uniq if k not in where]
         if missing:
             raise StoreError(f"no vector for key {missing[0]!r} in store {self.path.name}.")
@@ -379,10 +450,69 @@ class FeatureStore:
 
     def _shard(self, shard_id: int) -> np.ndarray:
         if shard_id not in self._mmaps:
-            row = self._db.execute("SELECT file FROM shards WHERE id = ?", (shard_id,)).fetchone()
+            row = self._db.execute("SELECT file, n FROM shards WHERE id = ?", (shard_id,)).fetchone()
+            if row is None:  # merged away since the catalog was read
+                raise FileNotFoundError(f"shard {shard_id} is no longer in the catalog")
+            problem = self.shard_problem(row[0], row[1])
+            if problem == "is missing" and not self._missing_is_damage:
+                raise FileNotFoundError(f"shard {row[0]} is missing")  # maybe merged away: read the catalog again
+            if problem is not None:
+                raise StoreError(
+                    f"store {str(self.path)!r} is damaged: shard {row[0]} {problem}. Its {row[1]} vectors are lost; "
+                    "verify and repair the store (the next embed also repairs it), then embed the dataset again.")
             # mmap so nothing is read until rows are touched, and pages are shared between processes.
             self._mmaps[shard_id] = np.load(self.path / SHARDS / row[0], mmap_mode="r")
         return self._mmaps[shard_id]
+
+    def shard_problem(self, file: str, n: int) -> str | None:
+        """What is wrong with shard ``file`` of ``n`` rows from its header and size alone, or None."""
+        path = self.path / SHARDS / file
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(f)
+                offset = f.tell()
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return "is missing"
+        except (OSError, ValueError, SyntaxError) as e:
+            return f"has an unreadable header ({e})"
+        if tuple(shape) != (n, self.dim) or np.dtype(dtype) != np.float32:
+            return f"holds {dtype} {tuple(shape)}, not float32 ({n}, {self.dim})"
+        if size != offset + n * self.dim * 4:
+            return f"is {size:,} bytes, not the {offset + n * self.dim * 4:,} its header promises (truncated?)"
+        return None
+
+    def damaged_shards(self, checksums: bool = False) -> list[dict]:
+        """Shards that are missing, truncated or mislabelled (and, with ``checksums``, whose bytes changed)."""
+        out = []
+        for shard_id, file, n, digest in self._db.execute("SELECT id, file, n, sha256 FROM shards ORDER BY id"):
+            problem = self.shard_problem(file, n)
+            if problem is None and checksums and digest and file_sha256(self.path / SHARDS / file) != digest:
+                problem = "does not match its checksum (its bytes changed after it was written)"
+            if problem is not None:
+                out.append({"id": shard_id, "file": file, "n": n, "problem": problem})
+        return out
+
+    def forget_shards(self, shard_ids: Sequence[int]) -> int:
+        """Remove damaged shards and their vectors from the catalog; returns the vectors forgotten.
+
+        Datasets keep their members, so the next embed of each re-embeds exactly those images.
+        """
+        self._require_lock()
+        if not shard_ids:
+            return 0
+        marks = ",".join("?" * len(shard_ids))
+        with self._transaction() as db:
+            n = db.execute(f"DELETE FROM samples WHERE shard IN ({marks})", list(shard_ids)).rowcount
+            files = [f for (f,) in db.execute(f"SELECT file FROM shards WHERE id IN ({marks})", list(shard_ids))]
+            db.execute(f"DELETE FROM shards WHERE id IN ({marks})", list(shard_ids))
+        for shard_id, f in zip(shard_ids, files):
+            self._mmaps.pop(shard_id, None)
+            (self.path / SHARDS / f).unlink(missing_ok=True)
+        return n
 
     def _gather(self, locations: list[tuple[int, int]], out: np.ndarray | None = None) -> np.ndarray:
         """Rows at (shard, row) ``locations``: a zero-copy slice when contiguous, else copied into ``out``."""

@@ -9,7 +9,7 @@ import torch
 
 from ..backbones import Backbone
 from ..errors import BackboneError
-from ..store.atomic import atomic_write, safe_name
+from ..store.atomic import atomic_write, name_stem
 from .finetune import FinetuneNet, FinetuneResult, FinetuneSettings, classifier_prefix
 
 CHECKPOINT_FORMAT = "featx-finetuned-1"
@@ -55,5 +55,5 @@ def default_checkpoint_path(root: Path, dataset: str, backbone: str, settings: F
                             shots: int | None) -> Path:
     """``<root>/<dataset>-<backbone>-<unfreeze>[-<K>shot]-seed<S>.pt``."""
     shot = f"-{shots}shot" if shots else ""
-    return root / f"{safe_name(dataset)}-{safe_name(backbone)}-{settings.unfreeze}{shot}-seed{settings.seed}.pt"
+    return root / f"{name_stem(dataset)}-{name_stem(backbone)}-{settings.unfreeze}{shot}-seed{settings.seed}.pt"
 

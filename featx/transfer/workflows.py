@@ -13,7 +13,7 @@ from ..data import Source, hash_source
 from ..errors import ParameterError
 from ..runtime import Progress, default_device
 from ..store import DEFAULT_CACHE, open_store
-from ..store.atomic import safe_name
+from ..store.atomic import name_stem
 from .checkpoints import default_checkpoint_path
 from .compare import CompareSettings, run_compare
 from .finetune import FinetuneResult, FinetuneSettings, device_defaults, finetune
@@ -108,7 +108,7 @@ def compare_source(
     model = make()
     dataset = name or source.name
     folder = Path(out) if out else (Path(cache or DEFAULT_CACHE) / "compare"
-                                    / f"{safe_name(dataset)}-{model.config.preprocess.input_size}px")
+                                    / f"{name_stem(dataset)}-{model.config.preprocess.input_size}px")
     with open_store(model.config, cache) as store:
         report = run_compare(source, model, store, settings, out=folder, make_backbone=make, name=dataset,
                              progress=progress)
