@@ -27,7 +27,7 @@ serve_backbone_options = stack(
 @serve_backbone_options
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind; the default takes connections from this machine only.")
-@click.option("--port", type=int, default=8000, show_default=True, help="TCP port.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
 @click.option("--token", envvar="FEATX_TOKEN", default=None,
               help="Require 'Authorization: Bearer TOKEN' on every endpoint but /health [env: FEATX_TOKEN].")
 @click.option("--max-upload-mb", type=float, default=20.0, show_default=True,
@@ -62,6 +62,9 @@ def serve(dataset, head, backbone, weights, image_size, precision, cache, host, 
     from ..serve.app import check_limits
 
     check_limits(max_upload_mb, max_batch, max_wait_ms)
+    if token is not None and not token.strip():
+        raise click.BadParameter("an empty token would turn authentication off; give a real one, or leave "
+                                 "--token and FEATX_TOKEN unset.", param_hint="--token")
     resources = open_resources(dataset=dataset, head=head, backbone=backbone, weights=weights,
                                image_size=image_size, precision=precision, cache=cache)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:

@@ -97,9 +97,18 @@ def load_bundle(path: str | os.PathLike) -> HeadBundle:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(bytes(data["__meta__"]).decode())
             arrays = {k: data[k] for k in data.files if k != "__meta__"}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError, UnicodeDecodeError, EOFError) as e:
+    except Exception as e:  # a zip, npy or JSON error: whatever it is, this is no bundle featx wrote
         raise BundleError(f"{str(path)!r} is not a featx head bundle ({type(e).__name__}: {e}).") from None
-    if meta.get("format") != FORMAT:
+    try:
+        return _bundle_from(meta, arrays, path)
+    except BundleError:
+        raise
+    except Exception as e:  # metadata of the wrong types or missing fields: not a bundle featx wrote
+        raise BundleError(f"{str(path)!r} is not a featx head bundle ({type(e).__name__}: {e}).") from None
+
+
+def _bundle_from(meta: dict, arrays: dict, path: Path) -> HeadBundle:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise BundleError(f"{str(path)!r} is not a featx head bundle.")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise BundleError(f"{str(path)!r} was written by a newer featx ({meta.get('featx_version')}); upgrade featx.")

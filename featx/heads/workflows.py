@@ -11,7 +11,7 @@ import numpy as np
 
 from ..backbones import Backbone
 from ..embed import embed_files
-from ..errors import DataError, ParameterError
+from ..errors import BundleError, DataError, ParameterError
 from ..store import FeatureStore, open_store, store_for_config
 from ..store.atomic import name_stem
 from .bundles import HeadBundle, load_bundle, save_bundle
@@ -88,8 +88,16 @@ def train_head(
     chosen = {k: v for k, v in vars(estimator).items() if k.endswith("_") and isinstance(v, (int, float))
               and k not in ("n_features_in_",)}
     path = Path(out) if out else default_head_path(store, dataset, head)
+    if out is None:
+        path.parent.mkdir(exist_ok=True)
+    elif not path.parent.is_dir():
+        raise BundleError(f"cannot write the head to {str(path)!r}: folder {str(path.parent)!r} does not exist.",
+                          params=("out",))
     metrics = {"train_seconds": seconds, "n_train": len(y), "test": test.to_dict() if test else None}
-    save_bundle(HeadBundle(estimator, head, store.config, dataset, metrics), path)
+    try:
+        save_bundle(HeadBundle(estimator, head, store.config, dataset, metrics), path)
+    except OSError as e:
+        raise BundleError(f"cannot write the head to {str(path)!r}: {e.strerror or e}.", params=("out",)) from None
     return TrainResult(
         head=head,
         dataset=dataset,

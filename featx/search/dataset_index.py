@@ -82,6 +82,7 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto") -> Inde
         vi = build_index(store.vectors(keys.tolist()), keys, kind)
     vi.store_key, vi.dataset = store.key, dataset
     if action != "unchanged":
+        path.parent.mkdir(exist_ok=True)
         save_index(vi, path)
     return IndexReport(dataset=dataset, kind=vi.kind, n=vi.n, dim=vi.dim, build_seconds=round(vi.build_seconds, 3),
                        bytes=vi.nbytes(), recall_at_10=vi.recall_at_10, params=vi.params, path=str(path),

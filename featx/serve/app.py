@@ -11,6 +11,7 @@ import numpy as np
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..data import content_hash, decode_input
@@ -45,6 +46,8 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
                max_batch: int = 32, max_wait_ms: float = 5.0) -> FastAPI:
     """The FastAPI application over ``resources``; concurrent requests share forward passes."""
     check_limits(max_upload_mb, max_batch, max_wait_ms)
+    if token is not None and not token.strip():
+        raise ParameterError("token", "must not be empty: an empty token would turn authentication off.")
     embedder = Embedder(resources.backbone)
     preprocess = resources.backbone.config.preprocess
     store_lock = threading.Lock()  # one SQLite connection, shared by request threads
@@ -78,6 +81,10 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
     @app.exception_handler(FeatxError)
     async def featx_error(_request: Request, e: FeatxError):
         return error_response(e.status, str(e))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, e: StarletteHTTPException):  # 404, 405…: the same error shape
+        return error_response(e.status_code, str(e.detail), getattr(e, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, e: RequestValidationError):

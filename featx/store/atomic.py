@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -56,8 +57,8 @@ def commit(tmp: Path, final: Path) -> None:
 def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Open a temporary sibling of ``path`` for writing; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
+    # A unique temporary name: two writers of one file never share (or delete) each other's half-file.
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:12]}-{path.name}")
     try:
         with open(tmp, "wb") as f:
             yield f

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import sqlite3
 import time
 import uuid
@@ -263,7 +264,12 @@ class FeatureStore:
         if not fresh:
             return
         name = f"{uuid.uuid4().hex}.npy"
-        write_npy(self.path / SHARDS / name, X[fresh])
+        try:
+            write_npy(self.path / SHARDS / name, X[fresh])
+        except OSError as e:  # disk full, quota, read-only: nothing reached the catalog
+            raise StoreError(f"cannot write a shard to store {str(self.path)!r}: {e.strerror or e}. The store is "
+                             "unchanged and consistent (vectors written before are kept): free space and run again."
+                             ) from None
         digest = file_sha256(self.path / SHARDS / name)
         with self._transaction() as db:
             shard_id = db.execute("INSERT INTO shards (file, n, sha256) VALUES (?, ?, ?)",
@@ -314,6 +320,10 @@ class FeatureStore:
         name = f"{uuid.uuid4().hex}.npy"
         files = dict(small)
         tmp = self.path / SHARDS / f".tmp-{name}"
+        # A merge rewrites its rows: without room for them, leave the shards as they are (readable, just
+        # more of them) rather than die half-way with a bus error on a full disk.
+        if shutil.disk_usage(self.path).free < 2 * len(keys) * self.dim * 4 + (64 << 20):
+            return 0
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(keys), self.dim))
         self._gather([where[k] for k in keys], out=out)
         out.flush()

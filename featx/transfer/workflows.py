@@ -79,6 +79,7 @@ def finetune_source(
     splits = labeled_splits(source, keys, dataset)
     train = draw_shots(splits["train"], shots, settings.seed) if shots else splits["train"]
     root = Path(out) if out else Path(cache or DEFAULT_CACHE) / "finetuned"
+    root.mkdir(parents=True, exist_ok=True)
     path = default_checkpoint_path(root, dataset, backbone, settings, shots)
     return finetune(make(), source, train, splits["test"], settings, dataset=dataset, out=path, progress=progress)
 
