@@ -48,7 +48,7 @@ def test_train_every_head_reaches_full_accuracy_and_saves(colours, head, tmp_pat
     assert (evaluated["n"], evaluated["accuracy"]) == (24, 1.0)
 
     preds = json.loads(run_cli("predict", out, root / "data" / "test" / "green", "--top-k", 2, "--cache", cache,
-                               "--json").stdout)
+                               "--json").stdout)["results"]
     assert len(preds) == 3 and all(p["predictions"][0]["label"] == "green" for p in preds)
     assert all(len(p["predictions"]) == 2 and p["predictions"][0]["probability"] >= p["predictions"][1]["probability"]
                for p in preds)
@@ -71,7 +71,7 @@ def test_predict_embeds_new_images_once_and_reuses_the_cache(colours, tmp_path):
     from featx.store import list_stores
 
     before = list_stores(cache)[0].n_vectors()
-    out = json.loads(run_cli("predict", head, new, "--cache", cache, "--json").stdout)
+    out = json.loads(run_cli("predict", head, new, "--cache", cache, "--json").stdout)["results"]
     assert out[0]["predictions"][0]["label"] == "red"
     assert list_stores(cache)[0].n_vectors() == before + 1
     run_cli("predict", head, new, "--cache", cache)
@@ -143,6 +143,20 @@ def test_predict_names_unreadable_images(colours, tmp_path):
     bad.write_text("not an image")
     result = run_cli("predict", head, bad, "--cache", cache, ok=False)
     assert result.exit_code == 1 and "bad.jpg: not an image" in result.output
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i, colour in enumerate(("red", "green", "blue")):
+        noisy_image(COLOURS[colour], seed=777 + i).save(folder / f"{colour}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    (folder / "text.jpg").write_text("not an image")
+    result = run_cli("predict", head, folder, "--cache", cache)
+    lines = result.stdout.splitlines()
+    predicted = {Path(line.split(": ")[0]).name: line.split(": ")[1].split()[0] for line in lines}
+    assert len(lines) == 3 and predicted == {"red.png": "red", "green.png": "green", "blue.png": "blue"}
+    assert "skipped 2 image(s)" in result.stderr and "broken.png" in result.stderr and "text.jpg" in result.stderr
+    answer = json.loads(run_cli("predict", head, folder, "--cache", cache, "--json").stdout)
+    assert len(answer["results"]) == 3 and sorted(Path(f["path"]).name for f in answer["failures"]) == [
+        "broken.png", "text.jpg"]
     result = run_cli("predict", head, tmp_path / "missing.jpg", "--cache", cache, ok=False)
     assert result.exit_code == 1 and "does not exist" in result.output
 

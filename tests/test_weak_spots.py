@@ -5,7 +5,11 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
+import stat
+import subprocess
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,7 @@ import pytest
 
 from featx.errors import BundleError, ParameterError, StoreError
 
-from conftest import SMALL, run_cli, write_class_folder
+from conftest import SMALL, noisy_image, run_cli, write_class_folder
 
 
 def _embed(folder, *args) -> dict:
@@ -119,4 +123,102 @@ def test_the_service_answers_every_error_in_one_shape(digits_head_cache):
     with TestClient(create_app(resources)) as client:
         for response in (client.get("/predict"), client.get("/nowhere"), client.delete("/embed")):
             assert response.status_code in (404, 405) and set(response.json()) == {"error"}
+        multipart = {"content-type": "multipart/form-data; boundary=abc"}
+        chunked = client.post("/predict", content=(b"x" * 2**20 for _ in range(30)), headers=multipart)
+        assert chunked.status_code == 413 and set(chunked.json()) == {"error"}
+        parts = b"".join(b'--abc\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nx\r\n' % i for i in range(1200))
+        for response in (client.post("/predict", content=parts + b"--abc--\r\n", headers=multipart),
+                         client.post("/predict", content=b"xx", headers={"content-type": "multipart/form-data"})):
+            assert response.status_code == 400 and set(response.json()) == {"error"}
     resources.close()
+
+
+@contextmanager
+def read_only_view(folder: Path):
+    """``folder`` as a user without write access sees it: a read-only bind mount (root), or chmod (others)."""
+    if os.geteuid() != 0:
+        paths = [folder, *folder.rglob("*")]
+        modes = {p: p.stat().st_mode for p in paths}
+        for p in paths:
+            p.chmod(modes[p] & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        try:
+            yield folder
+        finally:
+            for p in reversed(paths):
+                p.chmod(modes[p])
+        return
+    view = folder.with_name(folder.name + "-ro")
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", "-o", "ro", folder, view], capture_output=True).returncode != 0:
+        pytest.skip("this machine cannot make a read-only mount")
+    try:
+        if os.access(view, os.W_OK):
+            pytest.skip("the bind mount came up writable")
+        yield view
+    finally:
+        subprocess.run(["umount", view], check=True)
+
+
+def test_a_read_only_cache_can_still_be_read(tmp_path, cache):
+    folder = write_class_folder(tmp_path / "data", per_class=3)
+    _embed(folder)
+    with read_only_view(cache) as view:
+        listing = run_cli("stores", "--cache", view)
+        assert "data" in listing.output and "warning" not in listing.output
+        trained = json.loads(run_cli("train", "data", "--cache", view, "--out", tmp_path / "h.npz", "--json").output)
+        assert trained["n_train"] > 0 and (tmp_path / "h.npz").is_file()
+        answer = json.loads(run_cli("search", "data", folder / "red" / "0.png", "-k", 2, "--cache", view,
+                                    "--json").output)
+        assert answer[0]["results"][0]["label"] == "red"
+        new = tmp_path / "new.png"
+        noisy_image((30, 30, 220), seed=4242).save(new)
+        predicted = json.loads(run_cli("predict", tmp_path / "h.npz", new, "--cache", view, "--json").output)
+        assert predicted["results"][0]["predictions"][0]["label"] == "blue"
+        for args in (("train", "data"), ("index", "data"), ("embed", folder, "--image-size", SMALL, "--workers", 0)):
+            result = run_cli(*args, "--cache", view, ok=False)
+            assert result.exit_code == 1 and "read-only" in result.output and "Traceback" not in result.output
+
+
+def test_file_names_with_control_characters_cannot_forge_output_lines(tmp_path, cache):
+    folder = write_class_folder(tmp_path / "data", per_class=3)
+    forged = folder / "red" / "x\nError: forged\x1b[2J.png"
+    noisy_image((220, 30, 30), seed=99).save(forged, "PNG")
+    (folder / "blue" / "bad\nwarning: forged.jpg").write_text("not an image")
+    embedded = run_cli("embed", folder, "--image-size", SMALL, "--workers", 0)
+    searched = run_cli("search", "data", forged, "-k", 7)
+    for output in (embedded.output, searched.output):
+        assert not any(line.startswith(("Error: forged", "warning: forged")) for line in output.splitlines())
+        assert "\x1b" not in output
+    assert "bad\\nwarning: forged.jpg" in embedded.output and "x\\nError: forged\\x1b[2J.png" in searched.output
+
+
+def test_two_trainings_writing_one_head_file_at_once_both_succeed(tmp_path, cache):
+    import sys
+
+    folder = write_class_folder(tmp_path / "data", per_class=3)
+    _embed(folder)
+    out = tmp_path / "same.npz"
+    command = [sys.executable, "-m", "featx", "train", "data", "--out", str(out)]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [(p.wait(timeout=120), p.stdout.read()) for p in runs]
+    assert all(rc == 0 for rc, _ in outputs), outputs
+    from featx.heads import load_bundle
+
+    assert load_bundle(out).classes == ["blue", "red"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("args", [("finetune", "digits", "--epochs", 0), ("finetune", "digits", "--shots", 0),
+                                  ("compare", "digits", "--shots", 0), ("compare", "digits", "--epochs", 0)])
+def test_zero_is_invalid_not_the_default(args):
+    result = run_cli(*args, ok=False)
+    assert result.exit_code in (1, 2) and f"{args[2]}" in result.output and "Traceback" not in result.output
+    assert "0" in result.output
+
+
+def test_an_empty_featx_cache_means_the_default_not_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FEATX_CACHE", "")
+    (tmp_path / "stray-store").mkdir()
+    result = run_cli("stores")
+    assert "under cache" in result.output

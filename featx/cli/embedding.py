@@ -6,7 +6,7 @@ import click
 
 from ..embed import ENGINES
 from .options import backbone_options, cache_option, data_dir_option, json_option, name_option
-from .output import Bars, echo_json
+from .output import Bars, echo_json, printable
 
 
 @click.command()
@@ -89,7 +89,7 @@ def embed(source, backbone, weights, image_size, precision, cache, batch_size, w
     if result.failures:
         click.echo(f"skipped {len(result.failures)} file(s) that could not be used:", err=True)
         for f in result.failures:
-            click.echo(f"  {f['path']}: {f['reason']}", err=True)
+            click.echo(f"  {printable(f['path'])}: {printable(f['reason'])}", err=True)
 
 
 @click.command()
@@ -115,7 +115,7 @@ def stores(cache, as_json) -> None:
         for d in r["datasets"]:
             splits = ", ".join(f"{k} {v}" for k, v in d["splits"].items())
             failed = f", {d['n_failed']} failed" if d["n_failed"] else ""
-            click.echo(f"  {d['name']:<20} {d['n']:>7} images ({splits}){failed}")
+            click.echo(f"  {printable(d['name']):<20} {d['n']:>7} images ({splits}){failed}")
 
 
 @click.command()

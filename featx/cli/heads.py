@@ -6,7 +6,7 @@ import click
 
 from ..heads.registry import HEADS
 from .options import cache_option, json_option, selection_options
-from .output import echo_json, echo_metrics
+from .output import echo_json, echo_metrics, printable
 
 
 @click.command()
@@ -85,7 +85,9 @@ def predict(head, images, top_k, weights, cache, as_json):
     """Classify image files or folders with a saved head.
 
     New images are embedded with the head's backbone configuration; images
-    already in the store are not embedded again.
+    already in the store are not embedded again. Images that cannot be read
+    are listed on stderr and the others are predicted; the exit status is 1
+    only when no image could be read. --json prints {"results", "failures"}.
 
     \b
     Example:
@@ -93,9 +95,13 @@ def predict(head, images, top_k, weights, cache, as_json):
     """
     from ..heads import predict_images
 
-    results = predict_images(head, images, top_k, weights=weights, cache=cache)
+    answer = predict_images(head, images, top_k, weights=weights, cache=cache)
     if as_json:
-        return echo_json(results)
-    for r in results:
-        preds = ", ".join(f"{p['label']} {p['probability']:.1%}" for p in r["predictions"])
-        click.echo(f"{r['path']}: {preds}")
+        return echo_json(answer)
+    for r in answer["results"]:
+        preds = ", ".join(f"{printable(p['label'])} {p['probability']:.1%}" for p in r["predictions"])
+        click.echo(f"{printable(r['path'])}: {preds}")
+    if answer["failures"]:
+        click.echo(f"skipped {len(answer['failures'])} image(s) that could not be read:", err=True)
+        for f in answer["failures"]:
+            click.echo(f"  {printable(f['path'])}: {printable(f['reason'])}", err=True)

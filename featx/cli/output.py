@@ -13,13 +13,22 @@ from ..errors import FeatxError
 FLAGS = {"k": "-k"}  # parameters whose flag is not --name-with-dashes
 
 
+# Control characters in a file name could forge an output line or drive the terminal: shown escaped.
+_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7f, 0xa0)]} | {0x0a: "\\n", 0x0d: "\\r", 0x09: "\\t"}
+
+
+def printable(text) -> str:
+    """``text`` with control characters written as escapes, so it prints on one line as itself."""
+    return str(text).translate(_ESCAPES)
+
+
 def flag(param: str) -> str:
     return FLAGS.get(param, "--" + param.replace("_", "-"))
 
 
 def cli_message(e: FeatxError) -> str:
-    """The error's message with the parameters it names written as this CLI's flags."""
-    text = str(e)
+    """The error's message, on one line, with the parameters it names written as this CLI's flags."""
+    text = printable(e)
     for param in e.params:
         if text.startswith(param + " "):  # "batch_size must be …"
             text = flag(param) + text[len(param):]

@@ -6,7 +6,7 @@ import click
 
 from ..search import KINDS
 from .options import json_option, selection_options
-from .output import echo_json
+from .output import echo_json, printable
 
 
 @click.command()
@@ -73,10 +73,10 @@ def search(dataset, queries, k, backbone, weights, image_size, precision, cache,
         click.echo(f"({answer.unindexed} vectors added since the index was built are not searched; "
                    "run `featx index` again)", err=True)
     for q in answer.results:
-        click.echo(f"{q['query']}:")
+        click.echo(f"{printable(q['query'])}:")
         for r in q["results"]:
             label = f"  [{r['label']}]" if r["label"] is not None else ""
-            click.echo(f"  {r['rank']:>3}. {r['score']:.4f}  {r['path']}{label}")
+            click.echo(f"  {r['rank']:>3}. {r['score']:.4f}  {printable(r['path'])}{printable(label)}")
 
 
 @click.command()
@@ -107,4 +107,4 @@ def duplicates(dataset, threshold, backbone, weights, image_size, precision, cac
     for n, g in enumerate(groups, start=1):
         click.echo(f"group {n}: {g['size']} images (similarity >= {g['min_score']:.4f})")
         for item in g["items"]:
-            click.echo(f"  {item['path']}")
+            click.echo(f"  {printable(item['path'])}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .options import backbone_options, json_option, training_options
-from .output import Bars, echo_json
+from .output import Bars, echo_json, printable
 
 
 def _overrides(**values) -> dict:
@@ -63,7 +63,7 @@ def finetune(source, unfreeze, backbone, weights, image_size, precision, cache, 
     if result.failures:
         click.echo(f"skipped {result.n_failed} image(s) that could not be read:", err=True)
         for f in result.failures:
-            click.echo(f"  {f}", err=True)
+            click.echo(f"  {printable(f)}", err=True)
     click.echo(f"saved: {result.path}")
     click.echo(f"embed with it: featx embed {source} --backbone {backbone} --weights {result.path} "
                f"--image-size {result.image_size}")

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..backbones import Backbone
 from ..embed import embed_files
-from ..errors import BundleError, DataError, ParameterError
+from ..errors import BundleError, DataError, ImageError, ParameterError
 from ..store import FeatureStore, open_store, store_for_config
 from ..store.atomic import name_stem
 from .bundles import HeadBundle, load_bundle, save_bundle
@@ -88,6 +88,9 @@ def train_head(
     chosen = {k: v for k, v in vars(estimator).items() if k.endswith("_") and isinstance(v, (int, float))
               and k not in ("n_features_in_",)}
     path = Path(out) if out else default_head_path(store, dataset, head)
+    if out is None and store.read_only:
+        raise BundleError(f"store {str(store.path)!r} is read-only here, so the head cannot be saved beside it: "
+                          "pass --out FILE.", params=("out",))
     if out is None:
         path.parent.mkdir(exist_ok=True)
     elif not path.parent.is_dir():
@@ -129,15 +132,21 @@ def evaluate_head(bundle: HeadBundle, store: FeatureStore, dataset: str, split: 
 
 def predict_files(
     bundle: HeadBundle, paths: Sequence[str], backbone: Backbone, store: FeatureStore, top_k: int = 3
-) -> list[dict]:
+) -> dict:
     """Top-k classes with probabilities for image files or folders, embedding through the cache.
 
-    Raises ImageError naming every image that cannot be read, before predicting anything.
+    Returns ``{"results": [{"path", "predictions"}], "failures": [{"path", "reason"}]}``: the images
+    that can be read are predicted, the others listed. Raises ImageError, naming each one, only
+    when no image can be read.
     """
     check_top_k(top_k)
     bundle.check_config(backbone.config)
-    X, found, _ = embed_files(paths, backbone, store, strict=True)
-    return [{"path": path, "predictions": preds} for path, preds in zip(found, top_classes(bundle, X, top_k))]
+    X, found, failures = embed_files(paths, backbone, store)
+    if not found:
+        listed = "; ".join(f"{f['path']}: {f['reason']}" for f in failures)
+        raise ImageError(f"no image could be read ({listed}).")
+    results = [{"path": path, "predictions": preds} for path, preds in zip(found, top_classes(bundle, X, top_k))]
+    return {"results": results, "failures": failures}
 
 
 def evaluate_bundle(head: str | Path, dataset: str, split: str = "test", cache: str | Path | None = None) -> dict:
@@ -152,8 +161,8 @@ def evaluate_bundle(head: str | Path, dataset: str, split: str = "test", cache: 
 
 
 def predict_images(head: str | Path, images: Sequence[str], top_k: int = 3, *, weights: str | Path | None = None,
-                   cache: str | Path | None = None) -> list[dict]:
-    """Top-k classes for image files or folders with the head bundle at ``head``.
+                   cache: str | Path | None = None) -> dict:
+    """Top-k classes for image files or folders with the head bundle at ``head`` (see :func:`predict_files`).
 
     The head's backbone is re-created (``weights``: the file it was embedded with, when not the
     default) and new images are embedded through its store under ``cache``.

@@ -55,6 +55,9 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto") -> Inde
     (FAISS can add to flat, IVF and HNSW indexes); anything else rebuilds it.
     """
     check_kind(kind)
+    if store.read_only:
+        raise SearchError(f"store {str(store.path)!r} is read-only here, so an index cannot be saved beside it; "
+                          "`featx search` still answers, by exact search.")
     keys = dataset_keys(store, dataset)
     path = index_path(store, dataset)
     start = time.perf_counter()

@@ -23,19 +23,30 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await self._too_large(scope, receive, send)
-        seen = 0
+        seen, too_large, responded = 0, False, False
 
         async def counted():
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
+                too_large = True
                 raise _TooLarge
             return message
 
+        async def guarded(message):
+            # The form parser turns any error while reading into its own 400; once the limit is passed, that
+            # answer is dropped and the 413 below is sent instead.
+            nonlocal responded
+            if not too_large:
+                responded = True
+                await send(message)
+
         try:
-            await self.app(scope, counted, send)
+            await self.app(scope, counted, guarded)
         except _TooLarge:
+            pass
+        if too_large and not responded:
             await self._too_large(scope, receive, send)
 
     async def _too_large(self, scope, receive, send):

@@ -86,13 +86,21 @@ class FeatureStore:
         catalog = self.path / CATALOG
         if config is None and not catalog.is_file():
             raise StoreError(f"{str(self.path)!r} is not a featx store (no {CATALOG}).")
-        try:
-            (self.path / SHARDS).mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"cannot create the store {str(self.path)!r}: {e.strerror or e}.", params=("cache",)) from None
+        # A store on a read-only disk or owned by someone else is still readable: SQLite's WAL mode
+        # needs write access even to read, so such a catalog is opened read-only instead.
+        self.read_only = catalog.is_file() and not (os.access(self.path, os.W_OK) and os.access(catalog, os.W_OK))
+        if not self.read_only:
+            try:
+                (self.path / SHARDS).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create the store {str(self.path)!r}: {e.strerror or e}.",
+                                 params=("cache",)) from None
         self._db = None
         try:
-            self._open_catalog(catalog, config)
+            if self.read_only:
+                self._open_catalog_read_only(catalog, config)
+            else:
+                self._open_catalog(catalog, config)
         except sqlite3.DatabaseError as e:
             self.close()
             raise StoreError(f"store {str(self.path)!r} is damaged: its catalog cannot be read ({e}). Move that "
@@ -111,9 +119,22 @@ class FeatureStore:
         self._db.executescript(_SCHEMA)
         if "sha256" not in {r[1] for r in self._db.execute("PRAGMA table_info(shards)")}:
             self._db.execute("ALTER TABLE shards ADD COLUMN sha256 TEXT")  # stores from before checksums
+        self._check_config(config)
+
+    def _open_catalog_read_only(self, catalog: Path, config: BackboneConfig | None) -> None:
+        uri = catalog.resolve().as_uri()
+        try:  # sees a writer's latest commits when the WAL's files are there to read
+            self._db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            self._db.execute("SELECT COUNT(*) FROM meta").fetchone()
+        except sqlite3.OperationalError:  # no -shm file and no right to make one: read the file as it stands
+            self._db.close()
+            self._db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+        self._check_config(config)
+
+    def _check_config(self, config: BackboneConfig | None) -> None:
         stored = self._meta("config")
         if stored is None:
-            if config is None:
+            if config is None or self.read_only:
                 raise StoreError(f"store {str(self.path)!r} has no configuration; it was never initialised.")
             with self._transaction() as db:
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('config', ?)", (json.dumps(config.to_dict()),))
@@ -215,6 +236,10 @@ class FeatureStore:
         busy = StoreBusyError(
             f"another featx process is writing to store {str(self.path)!r}; wait for it to finish and retry."
         )
+        if self.read_only:
+            raise StoreError(f"store {str(self.path)!r} is read-only here (a read-only disk, or another user's "
+                             "files): featx can read it but not add to it. Pass --cache DIR on a writable disk.",
+                             params=("cache",))
         ident = os.path.realpath(self.path)
         if ident in _WRITING:
             raise busy
@@ -498,7 +523,9 @@ class FeatureStore:
     def damaged_shards(self, checksums: bool = False) -> list[dict]:
         """Shards that are missing, truncated or mislabelled (and, with ``checksums``, whose bytes changed)."""
         out = []
-        for shard_id, file, n, digest in self._db.execute("SELECT id, file, n, sha256 FROM shards ORDER BY id"):
+        checksummed = "sha256" in {r[1] for r in self._db.execute("PRAGMA table_info(shards)")}  # absent: old store
+        query = f"SELECT id, file, n, {'sha256' if checksummed else 'NULL'} FROM shards ORDER BY id"
+        for shard_id, file, n, digest in self._db.execute(query):
             problem = self.shard_problem(file, n)
             if problem is None and checksums and digest and file_sha256(self.path / SHARDS / file) != digest:
                 problem = "does not match its checksum (its bytes changed after it was written)"
