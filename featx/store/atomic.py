@@ -67,9 +67,23 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
         tmp.unlink(missing_ok=True)
 
 
-def write_npy(path: str | os.PathLike, X: np.ndarray) -> None:
+class _Hashing:
+    """A writable file that also hashes what passes through it."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.sha = f, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        return self.f.write(data)
+
+
+def write_npy(path: str | os.PathLike, X: np.ndarray) -> str:
+    """Write ``X`` as ``.npy`` atomically; returns the SHA-256 of the file's bytes (hashed as written)."""
     with atomic_write(path) as f:
-        np.save(f, X)
+        hashing = _Hashing(f)
+        np.save(hashing, X)
+    return hashing.sha.hexdigest()
 
 
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:

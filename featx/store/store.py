@@ -290,12 +290,11 @@ class FeatureStore:
             return
         name = f"{uuid.uuid4().hex}.npy"
         try:
-            write_npy(self.path / SHARDS / name, X[fresh])
+            digest = write_npy(self.path / SHARDS / name, X[fresh])
         except OSError as e:  # disk full, quota, read-only: nothing reached the catalog
             raise StoreError(f"cannot write a shard to store {str(self.path)!r}: {e.strerror or e}. The store is "
                              "unchanged and consistent (vectors written before are kept): free space and run again."
                              ) from None
-        digest = file_sha256(self.path / SHARDS / name)
         with self._transaction() as db:
             shard_id = db.execute("INSERT INTO shards (file, n, sha256) VALUES (?, ?, ?)",
                                   (name, len(fresh), digest)).lastrowid
