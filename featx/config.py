@@ -13,19 +13,32 @@ PRECISIONS = ("auto", "fp32", "bf16")  # what a backbone can be asked to run at
 STORED_PRECISIONS = ("fp32", "bf16")  # what a store can have been embedded at
 
 
+CROPS = ("center", "full")  # timm's eval crop of the centre, or the whole image resized to a square
+FINAL = "final"  # the backbone's pooled pre-logits features: the one layer a store held before recipes
+STAGES = "stages"  # shorthand for every stage's output (pooled) plus the final features
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """How an image becomes the model's input: resize the short side, centre-crop, normalise."""
+    """How an image becomes the model's input: resize the short side, centre-crop (or take the whole
+    image, ``crop="full"``), normalise."""
 
     input_size: int
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    crop: str = "center"
+
+    def __post_init__(self):
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {', '.join(CROPS)}, not {self.crop!r}")
 
     @property
     def resize_size(self) -> int:
-        """Short side before the centre crop, as timm's eval transform computes it."""
+        """Short side before the crop, as timm's eval transform computes it (the input size for ``full``)."""
+        if self.crop == "full":
+            return self.input_size
         return math.floor(self.input_size / self.crop_pct)
 
 
@@ -39,16 +52,45 @@ class BackboneConfig:
     dim: int
     precision: str = "fp32"
     pooling: str = "avg"
-    layer: str = "pre_logits"
+    layer: str = "pre_logits"  # what the FINAL layer is
+    layers: tuple[str, ...] = (FINAL,)  # the taps concatenated into each vector, in order
+    layer_dims: tuple[int, ...] = ()  # their widths; empty means one layer of ``dim``
+
+    def __post_init__(self):
+        widths = self.layer_dims or (self.dim,)
+        if len(widths) != len(self.layers) or sum(widths) != self.dim:
+            raise ValueError(f"layers {self.layers} with widths {widths} do not make {self.dim} dimensions")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        # Settings at their pre-recipe defaults are left out, so every store made before recipes
+        # existed keeps its key (and its vectors stay found).
+        if self.layers == (FINAL,):
+            del d["layers"], d["layer_dims"]
+        if self.preprocess.crop == "center":
+            del d["preprocess"]["crop"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "BackboneConfig":
         pre = d["preprocess"]
         pre = PreprocessConfig(**{**pre, "mean": tuple(pre["mean"]), "std": tuple(pre["std"])})
-        return cls(**{**d, "preprocess": pre})
+        extra = {"layers": tuple(d.get("layers", (FINAL,))), "layer_dims": tuple(d.get("layer_dims", ()))}
+        return cls(**{**d, "preprocess": pre, **extra})
+
+    def columns(self) -> dict[str, tuple[int, int]]:
+        """Each stored layer's column range ``(start, stop)`` in the vectors, in order."""
+        out, start = {}, 0
+        for name, width in zip(self.layers, self.layer_dims or (self.dim,)):
+            out[name] = (start, start + width)
+            start += width
+        return out
+
+    @property
+    def recipe(self) -> str:
+        """The layers and crop in a few words, e.g. ``final, center crop``."""
+        layers = ", ".join(self.layers) if len(self.layers) <= 3 else f"{len(self.layers)} layers"
+        return f"{layers}; {self.preprocess.crop} crop"
 
     @property
     def key(self) -> str:
@@ -57,4 +99,5 @@ class BackboneConfig:
 
     def describe(self) -> str:
         p = self.preprocess
-        return f"{self.name} @ {p.input_size}px, {self.precision}, weights {self.weights_sha256[:12]}"
+        recipe = "" if self.layers == (FINAL,) and p.crop == "center" else f" ({self.recipe})"
+        return f"{self.name} @ {p.input_size}px, {self.precision}, weights {self.weights_sha256[:12]}{recipe}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,10 +11,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import DEFAULT_BACKBONE, BackboneConfig, PreprocessConfig
+from ..config import CROPS, DEFAULT_BACKBONE, FINAL, BackboneConfig, PreprocessConfig
 from ..errors import BackboneError, ParameterError
 from ..runtime import default_device, resolve_precision
 from .hub import create_timm, create_torchvision
+from .layers import LayerExtractor, Tap, list_taps, resolve_layers
 from .registry import get_backbone_spec
 from .weights import load_state, load_weights_file, sha256_file
 
@@ -79,6 +81,8 @@ def create_backbone(
     image_size: int | None = None,
     precision: str = "auto",
     device: str | torch.device | None = None,
+    layers: str | tuple[str, ...] | None = None,
+    crop: str = "center",
 ) -> Backbone:
     """Build a frozen backbone.
 
@@ -89,8 +93,13 @@ def create_backbone(
     image_size : input resolution; defaults to the backbone's native size.
     precision : ``auto``, ``fp32`` or ``bf16``; ``auto`` picks bf16 where the hardware runs it natively.
     device : where to run; defaults to CUDA when present, else CPU.
+    layers : ``final`` (the default), ``stages`` (every stage's output, average-pooled, plus the final
+        features) or a comma list of tap names (``list_taps``); concatenated in network order.
+    crop : ``center`` (timm's eval crop) or ``full`` (the whole image resized to the input size).
     """
     check_image_size(image_size)
+    if crop not in CROPS:
+        raise ParameterError("crop", f"must be one of {', '.join(CROPS)}, not {crop!r}.")
     device = torch.device(device) if device is not None else default_device()
     precision = resolve_precision(precision, device)
     if name.startswith("timm:"):
@@ -117,9 +126,15 @@ def create_backbone(
     model = _freeze(model).to(device)
     if device.type == "cpu" or precision == "bf16":
         model = model.to(memory_format=torch.channels_last)
-    extractor = FeatureExtractor(model, features)
+    pre = dataclasses.replace(pre, crop=crop)
+    taps = resolve_layers(layers, list_taps(model), name)
+    names = tuple(t.name for t in taps)
+    extractor = FeatureExtractor(model, features) if names == (FINAL,) else LayerExtractor(model, taps)
     dim = _feature_dim(extractor, pre, device)
-    config = BackboneConfig(name=name, weights_sha256=fingerprint, preprocess=pre, dim=dim, precision=precision)
+    stage_widths = tuple(t.channels for t in taps if t.name != FINAL)
+    widths = stage_widths + ((dim - sum(stage_widths),) if names[-1] == FINAL else ())
+    config = BackboneConfig(name=name, weights_sha256=fingerprint, preprocess=pre, dim=dim, precision=precision,
+                            layers=names, layer_dims=widths if len(taps) > 1 else ())
     return Backbone(config=config, model=model, extractor=extractor)
 
 
@@ -132,9 +147,25 @@ def _feature_dim(extractor: nn.Module, pre: PreprocessConfig, device: torch.devi
 def create_backbone_for(config: BackboneConfig, weights: str | os.PathLike | None = None) -> Backbone:
     """Re-create the backbone that made a store's (or a head's) vectors; refuses one that differs."""
     backbone = create_backbone(config.name, weights=weights, image_size=config.preprocess.input_size,
-                               precision=config.precision)
+                               precision=config.precision, layers=config.layers, crop=config.preprocess.crop)
     if backbone.config.key != config.key:
         hint = "" if weights else " It was embedded with other weights: pass them as weights=FILE."
         raise BackboneError(f"cannot re-create {config.describe()}: this machine gives "
                             f"{backbone.config.describe()}.{hint}", params=("weights",))
     return backbone
+
+
+def backbone_taps(name: str) -> list[Tap]:
+    """The layers ``name`` can embed from (``--layers``), read off the architecture; no weights needed."""
+    if name.startswith("torchvision:"):
+        return [Tap(FINAL, None, None, None)]
+    if name.startswith("timm:"):
+        import timm
+
+        try:
+            model = timm.create_model(name[5:], pretrained=False)
+        except RuntimeError as e:  # timm: "Unknown model (...)"
+            raise BackboneError(f"{name}: {e}", params=("backbone",)) from None
+    else:
+        model = get_backbone_spec(name).build()
+    return list_taps(model)

@@ -5,22 +5,27 @@ from __future__ import annotations
 import click
 
 from ..embed import ENGINES
-from .options import backbone_options, cache_option, data_dir_option, json_option, name_option
+from .options import backbone_options, cache_option, data_dir_option, json_option, name_option, recipe_options
 from .output import Bars, echo_json, printable
 
 
 @click.command()
+@click.option("--layers", "layers_of", metavar="NAME", default=None,
+              help="List the layers NAME can embed from (for `featx embed --layers`) instead.")
 @json_option
-def backbones(as_json: bool) -> None:
-    """List the backbones featx can embed with.
+def backbones(layers_of: str | None, as_json: bool) -> None:
+    """List the backbones featx can embed with, or one backbone's layers.
 
     'offline' says whether the weights are on this machine now; hub backbones
     (timm:NAME, torchvision:NAME) need a network or --weights FILE.
 
     \b
-    Example:
+    Examples:
       featx backbones --json
+      featx backbones --layers efficientnet_lite0
     """
+    if layers_of is not None:
+        return _echo_layers(layers_of, as_json)
     from ..backbones import describe_backbones
 
     rows = describe_backbones()
@@ -33,9 +38,23 @@ def backbones(as_json: bool) -> None:
         click.echo(f"{r['name']:<22} {dim:>5} {size:>5}  {'yes' if r['offline'] else 'no':<8} {r['description']}")
 
 
+def _echo_layers(name: str, as_json: bool) -> None:
+    from ..backbones import backbone_taps
+
+    rows = [{"name": t.name, "channels": t.channels, "reduction": t.reduction} for t in backbone_taps(name)]
+    if as_json:
+        return echo_json(rows)
+    click.echo(f"{'layer':<16} {'dims':>6} {'stride':>6}")
+    for r in rows:
+        stride = r["reduction"] or "-"
+        click.echo(f"{r['name']:<16} {r['channels'] or '-':>6} {stride:>6}")
+    click.echo("stages = all of them; each stage's output is average-pooled to its channel count.")
+
+
 @click.command()
 @click.argument("source")
 @backbone_options
+@recipe_options
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Images per forward pass.")
 @click.option("--workers", type=int, default=None,
               help="Local engine: decoding processes, 0 decodes in the main process [default: cores - 1]. "
@@ -53,8 +72,8 @@ def backbones(as_json: bool) -> None:
 
 
 @json_option
-def embed(source, backbone, weights, image_size, precision, cache, batch_size, workers, name, data_dir, engine,
-          address, as_json):
+def embed(source, backbone, weights, image_size, precision, cache, layers, crop, batch_size, workers, name, data_dir,
+          engine, address, as_json):
     """Embed a dataset into the feature store, reusing every vector already there.
 
     SOURCE is a folder of images (class sub-folders give labels), a CSV manifest
@@ -66,6 +85,7 @@ def embed(source, backbone, weights, image_size, precision, cache, batch_size, w
     \b
     Examples:
       featx embed digits
+      featx embed fashion-mnist --layers stages
       featx embed ./photos --name holidays --json
       featx embed fashion-mnist --backbone efficientnet_lite1 --batch-size 128
       featx embed /shared/photos --engine ray --address 10.0.0.5:6379 --cache /shared/cache
@@ -78,7 +98,7 @@ def embed(source, backbone, weights, image_size, precision, cache, batch_size, w
     src = open_source(source, name=name, data_dir=data_dir)
     with Bars() as bars:
         result = embed_into_store(src, backbone=backbone, weights=weights, image_size=image_size,
-                                  precision=precision, cache=cache, name=name, batch_size=batch_size,
+                                  precision=precision, layers=layers, crop=crop, cache=cache, name=name, batch_size=batch_size,
                                   workers=workers, engine=engine, address=address, progress=bars)
     if as_json:
         return echo_json(result.to_dict())
@@ -86,6 +106,7 @@ def embed(source, backbone, weights, image_size, precision, cache, batch_size, w
     click.echo(f"{result.dataset}: {result.n_total} images, {result.n_embedded} embedded, {result.n_reused} reused, "
                f"{result.n_failed} failed in {result.seconds:.1f}s ({speed})")
     click.echo(f"store: {result.store} ({result.backbone}, dim {result.dim})")
+    click.echo(f"recipe: layers {', '.join(result.layers)}; {result.crop} crop")
     if result.failures:
         click.echo(f"skipped {len(result.failures)} file(s) that could not be used:", err=True)
         for f in result.failures:
@@ -112,6 +133,7 @@ def stores(cache, as_json) -> None:
     for r in rows:
         click.echo(f"{r['store']}  {r['backbone']} @ {r['input_size']}px {r['precision']}, dim {r['dim']}, "
                    f"{r['n_vectors']} vectors, {r['bytes'] / 1e6:.1f} MB")
+        click.echo(f"  recipe: layers {', '.join(r['layers'])}; {r['crop']} crop")
         for d in r["datasets"]:
             splits = ", ".join(f"{k} {v}" for k, v in d["splits"].items())
             failed = f", {d['n_failed']} failed" if d["n_failed"] else ""

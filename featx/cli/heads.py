@@ -16,9 +16,11 @@ from .output import echo_json, echo_metrics, printable
               help="Classifier: logistic regression, ridge, linear SVM, or FAISS k-NN.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Bundle file to write [default: <store>/heads/<dataset>-<head>.npz].")
+@click.option("--use-layers", default=None,
+              help="Train on these of the store's layers only (comma list; `featx stores` shows them) [default: all].")
 @click.option("--verbose", "-v", is_flag=True, help="Also print the confusion matrix.")
 @json_option
-def train(dataset, backbone, weights, image_size, precision, cache, head, out, verbose, as_json):
+def train(dataset, where, cache, head, out, use_layers, verbose, as_json):
     """Train a classifier head on a stored dataset's vectors, in seconds.
 
     Fits on the train split, choosing the regularisation (logreg/linear-svm C,
@@ -29,12 +31,13 @@ def train(dataset, backbone, weights, image_size, precision, cache, head, out, v
     Examples:
       featx train digits
       featx train fashion-mnist --head knn --json
+      featx train fashion-mnist --layers stages --use-layers blocks.4,blocks.6
     """
     from ..heads import train_head
     from ..store import find_dataset
 
-    with find_dataset(dataset, cache, backbone, image_size=image_size, precision=precision, weights=weights) as store:
-        result = train_head(store, dataset, head, out)
+    with find_dataset(dataset, cache, **where) as store:
+        result = train_head(store, dataset, head, out, use_layers=use_layers)
     if as_json:
         return echo_json(result.to_dict())
     chosen = ", ".join(f"{k.rstrip('_')}={v:g}" for k, v in result.params.items() if k.endswith("_")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
-from ..config import DEFAULT_BACKBONE, PRECISIONS, STORED_PRECISIONS
+from ..config import CROPS, DEFAULT_BACKBONE, PRECISIONS, STORED_PRECISIONS
 
 
 def stack(*options):
@@ -39,16 +41,42 @@ backbone_options = stack(
     cache_option,
 )
 
+# The recipe: which layers make a vector and how an image is cropped (embed).
+recipe_options = stack(
+    click.option("--layers", default="final", show_default=True,
+                 help="final (pooled pre-logits features), stages (every stage's output, average-pooled, plus "
+                      "final) or a comma list of layer names (`featx backbones --layers NAME` lists them)."),
+    click.option("--crop", type=click.Choice(CROPS), default=None,
+                 help="center: timm's eval crop; full: the whole image resized to the input size "
+                      "[default: full for the built-in datasets, center for folders and CSVs]."),
+)
+
 # Which existing store holds a dataset, when several configurations embedded it (train, index, search…).
-selection_options = stack(
+# The command receives them as one dict, ``where``, for ``find_dataset(dataset, cache, **where)``.
+_selection = stack(
     click.option("--backbone", default=None, help="Backbone of the store [default: the only store with DATASET]."),
     click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
                  help="Weights file the store was embedded with (also re-creates the backbone for image queries)."),
     click.option("--image-size", type=int, default=None, help="Input size the store was embedded at [default: any]."),
     click.option("--precision", type=click.Choice(STORED_PRECISIONS), default=None,
                  help="Precision the store was embedded at [default: any]."),
+    click.option("--layers", default=None,
+                 help="Recipe the store was embedded with: final, stages or a list of layers [default: any]."),
+    click.option("--crop", type=click.Choice(CROPS), default=None, help="Crop the store was embedded with "
+                                                                         "[default: any]."),
     cache_option,
 )
+SELECTION = ("backbone", "weights", "image_size", "precision", "layers", "crop")
+
+
+def selection_options(fn):
+    @functools.wraps(fn)
+    def command(**kwargs):
+        where = {name: kwargs.pop(name) for name in SELECTION}
+        return fn(where=where, **kwargs)
+
+    return _selection(command)
+
 
 # What finetune and compare share beyond the backbone: the training budget and the data.
 training_options = stack(

@@ -15,7 +15,7 @@ from .output import echo_json, printable
 @click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,
               help="auto: exact search for small collections, HNSW tuned to recall@10 >= 0.95 for large ones.")
 @json_option
-def index(dataset, backbone, weights, image_size, precision, cache, kind, as_json):
+def index(dataset, where, cache, kind, as_json):
     """Build (or update) a FAISS index over a dataset for fast similarity search.
 
     Vectors are L2-normalised, so scores are cosine similarities. Approximate
@@ -31,7 +31,7 @@ def index(dataset, backbone, weights, image_size, precision, cache, kind, as_jso
     from ..search import index_dataset
     from ..store import find_dataset
 
-    with find_dataset(dataset, cache, backbone, image_size=image_size, precision=precision, weights=weights) as store:
+    with find_dataset(dataset, cache, **where) as store:
         report = index_dataset(store, dataset, kind)
     if as_json:
         return echo_json(report.to_dict())
@@ -48,7 +48,7 @@ def index(dataset, backbone, weights, image_size, precision, cache, kind, as_jso
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query.")
 @selection_options
 @json_option
-def search(dataset, queries, k, backbone, weights, image_size, precision, cache, as_json):
+def search(dataset, queries, k, where, cache, as_json):
     """Find the images in DATASET that look most like each query.
 
     A QUERY is an image file, a folder of images, or id:KEY for a stored sample.
@@ -63,8 +63,7 @@ def search(dataset, queries, k, backbone, weights, image_size, precision, cache,
     """
     from ..search.query import search_stored
 
-    answer = search_stored(dataset, list(queries), k, cache=cache, backbone=backbone, weights=weights,
-                           image_size=image_size, precision=precision)
+    answer = search_stored(dataset, list(queries), k, cache=cache, **where)
     if as_json:
         return echo_json(answer.results)
     if answer.exact:
@@ -85,7 +84,7 @@ def search(dataset, queries, k, backbone, weights, image_size, precision, cache,
               help="Cosine similarity at or above which two images count as near-duplicates.")
 @selection_options
 @json_option
-def duplicates(dataset, threshold, backbone, weights, image_size, precision, cache, as_json):
+def duplicates(dataset, threshold, where, cache, as_json):
     """List groups of near-duplicate images in a dataset.
 
     Finds re-encoded, resized or lightly cropped copies through the index (exact
@@ -98,7 +97,7 @@ def duplicates(dataset, threshold, backbone, weights, image_size, precision, cac
     from ..search import find_duplicates
     from ..store import find_dataset
 
-    with find_dataset(dataset, cache, backbone, image_size=image_size, precision=precision, weights=weights) as store:
+    with find_dataset(dataset, cache, **where) as store:
         groups = find_duplicates(store, dataset, threshold)
     if as_json:
         return echo_json(groups)

@@ -107,17 +107,22 @@ def array_to_image(arr: np.ndarray) -> Image.Image:
 
 
 def resize_short_side(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
-    """The short side resized to ``cfg.resize_size``, aspect ratio kept (timm's eval resize)."""
+    """The short side resized to ``cfg.resize_size``, aspect ratio kept (timm's eval resize); with
+    ``crop="full"``, the whole image resized to the input size's square."""
     w, h = img.size
     short = cfg.resize_size
-    size = (short, max(1, int(short * h / w))) if w <= h else (max(1, int(short * w / h)), short)
+    if cfg.crop == "full":
+        size = (short, short)
+    else:
+        size = (short, max(1, int(short * h / w))) if w <= h else (max(1, int(short * w / h)), short)
     if size == (w, h):
         return img
     return img.resize(size, _RESAMPLE.get(cfg.interpolation, Image.Resampling.BICUBIC))
 
 
 def resize_and_crop(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
-    """timm's eval transform on a PIL image: short side to ``resize_size``, centre crop; uint8 (3, H, W)."""
+    """timm's eval transform on a PIL image: short side to ``resize_size``, centre crop (nothing left to
+    crop with ``crop="full"``); uint8 (3, H, W)."""
     img = resize_short_side(img, cfg)
     w, h = img.size
     side = cfg.input_size

@@ -50,6 +50,7 @@ class Source(ABC):
     name: str
     description: str
     items: list[Item]
+    crop = "center"  # the crop that suits it when the user names none: photos are framed loosely
 
     @abstractmethod
     def read(self, i: int) -> bytes | np.ndarray:
@@ -209,6 +210,8 @@ class FileListSource(FileSource):
 
 class ArraySource(Source):
     """Samples held in memory as uint8 pixel arrays (the built-in datasets)."""
+
+    crop = "full"  # digits and Fashion-MNIST fill the frame: a centre crop would cut the object's edges
 
     def __init__(self, name: str, description: str, images: np.ndarray, items: list[Item]):
         self.name = name

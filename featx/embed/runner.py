@@ -30,6 +30,8 @@ class EmbedResult:
     store: str
     backbone: str
     dim: int
+    layers: list[str]
+    crop: str
     n_total: int
     n_embedded: int
     n_reused: int
@@ -136,6 +138,8 @@ def embed_source(
         store=str(store.path),
         backbone=backbone.name,
         dim=backbone.dim,
+        layers=list(backbone.config.layers),
+        crop=backbone.config.preprocess.crop,
         n_total=n,
         n_embedded=n_embedded,
         n_reused=len(members) - n_embedded,
@@ -197,6 +201,8 @@ def embed_into_store(
     weights: str | os.PathLike | None = None,
     image_size: int | None = None,
     precision: str = "auto",
+    layers: str | None = None,
+    crop: str | None = None,
     cache: str | os.PathLike | None = None,
     name: str | None = None,
     batch_size: int = 64,
@@ -208,7 +214,8 @@ def embed_into_store(
     """Create the backbone, open (or create) its store under ``cache``, and embed ``source`` into it.
 
     ``engine`` is ``local`` (``workers``: decoding processes) or ``ray`` (``workers``: backbone actors;
-    ``address``: the cluster to join, default a local Ray instance).
+    ``address``: the cluster to join, default a local Ray instance). ``layers`` and ``crop`` make the
+    recipe (see ``create_backbone``); ``crop`` defaults to what suits the source (``source.crop``).
     """
     from ..backbones import create_backbone
     from ..store import open_store
@@ -218,7 +225,8 @@ def embed_into_store(
     check_batch_size(batch_size)
     if engine == "local":
         check_workers(workers)
-    model = create_backbone(backbone, weights=weights, image_size=image_size, precision=precision)
+    model = create_backbone(backbone, weights=weights, image_size=image_size, precision=precision, layers=layers,
+                            crop=crop or source.crop)
     runner = None
     if engine == "ray":
         from .ray_engine import RayEngine

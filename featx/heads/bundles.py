@@ -14,6 +14,7 @@ from .. import __version__
 from ..config import BackboneConfig
 from ..errors import BundleError
 from ..store.atomic import write_npz
+from ..store.columns import LayerSelection, select_layers
 from .registry import HEADS
 
 FORMAT = "featx-head"
@@ -31,6 +32,15 @@ class HeadBundle:
     metrics: dict = field(default_factory=dict)
     featx_version: str = __version__
     created: float = field(default_factory=time.time)
+    layers: tuple[str, ...] | None = None  # the recipe's layers it reads (None: all of them)
+
+    def selection(self) -> LayerSelection:
+        """The columns of the store's vectors this head reads."""
+        return select_layers(self.config, self.layers)
+
+    def features(self, X: np.ndarray) -> np.ndarray:
+        """The head's input from vectors of its store (its layers' columns)."""
+        return self.selection().take(X)
 
     @property
     def store_key(self) -> str:
@@ -81,6 +91,7 @@ def save_bundle(bundle: HeadBundle, path: str | os.PathLike) -> Path:
         "backbone": bundle.config.to_dict(),
         "classes": bundle.classes,
         "metrics": bundle.metrics,
+        "layers": None if bundle.layers is None else list(bundle.layers),
     }
     arrays = _fitted_arrays(head)
     # Class names as a unicode array (not object) so np.load never needs pickle.
@@ -123,6 +134,9 @@ def _bundle_from(meta: dict, arrays: dict, path: Path) -> HeadBundle:
         setattr(head, k, v)
     for k, v in arrays.items():
         setattr(head, k, v)
+    layers = meta.get("layers")
+    if layers is not None and not (isinstance(layers, list) and all(isinstance(n, str) for n in layers)):
+        raise BundleError(f"{str(path)!r} is not a featx head bundle (its layers are {layers!r}).")
     return HeadBundle(
         head=head,
         head_name=meta["head"],
@@ -131,4 +145,5 @@ def _bundle_from(meta: dict, arrays: dict, path: Path) -> HeadBundle:
         metrics=meta.get("metrics", {}),
         featx_version=meta.get("featx_version", "?"),
         created=meta.get("created", 0.0),
+        layers=None if layers is None else tuple(layers),
     )

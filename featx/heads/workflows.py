@@ -13,6 +13,7 @@ from ..backbones import Backbone
 from ..embed import embed_files
 from ..errors import BundleError, DataError, ImageError, ParameterError
 from ..store import FeatureStore, open_store, store_for_config
+from ..store.columns import select_layers
 from ..store.atomic import name_stem
 from .bundles import HeadBundle, load_bundle, save_bundle
 from .metrics import Metrics, score_predictions
@@ -31,6 +32,7 @@ class TrainResult:
     train_seconds: float
     params: dict
     path: str
+    layers: list[str] = field(default_factory=list)
     test: Metrics | None = None
 
     def to_dict(self) -> dict:
@@ -39,9 +41,10 @@ class TrainResult:
         return d
 
 
-def default_head_path(store: FeatureStore, dataset: str, head: str) -> Path:
-    """``<store>/heads/<dataset>-<head>.npz``: next to the vectors it was trained on."""
-    return store.path / "heads" / f"{name_stem(dataset)}-{head}.npz"
+def default_head_path(store: FeatureStore, dataset: str, head: str, layers: Sequence[str] | None = None) -> Path:
+    """``<store>/heads/<dataset>-<head>[-<layers>].npz``: next to the vectors it was trained on."""
+    part = "" if layers is None else "-" + name_stem("+".join(layers))
+    return store.path / "heads" / f"{name_stem(dataset)}-{head}{part}.npz"
 
 
 def _labeled(store: FeatureStore, dataset: str, split: str):
@@ -54,7 +57,8 @@ def _labeled(store: FeatureStore, dataset: str, split: str):
 
 
 def train_head(
-    store: FeatureStore, dataset: str, head: str = "logreg", out: str | Path | None = None, **params
+    store: FeatureStore, dataset: str, head: str = "logreg", out: str | Path | None = None, *,
+    use_layers: str | Sequence[str] | None = None, **params
 ) -> TrainResult:
     """Fit ``head`` on the dataset's train split, score it on its test split, save the bundle.
 
@@ -64,10 +68,13 @@ def train_head(
     dataset : dataset name in the store.
     head : one of ``HEADS`` (logreg, ridge, linear-svm, knn).
     out : bundle path; defaults to ``default_head_path``.
+    use_layers : the recipe's layers to train on (a comma list or names; default all). Several layers
+        are normalised block by block (the head's ``blocks``), so each counts alike.
     params : passed to the head's constructor (e.g. ``C=0.1`` to skip the search).
     """
     if head not in HEADS:
         raise ParameterError("head", f"must be one of {', '.join(HEADS)}, not {head!r}.")
+    selection = select_layers(store.config, use_layers)
     info = store.dataset(dataset)
     if "train" not in info.splits:
         raise DataError(f"dataset {dataset!r} has no train split (splits: {', '.join(info.splits) or 'none'}).")
@@ -77,17 +84,20 @@ def train_head(
         raise DataError(
             f"dataset {dataset!r} has a single class ({str(y[0])!r}) in its train split; a classifier needs at least two."
         )
+    if selection.blocks and "blocks" in HEADS[head]().get_params():
+        params.setdefault("blocks", selection.blocks)
     estimator = HEADS[head](**params)
     start = time.perf_counter()
-    estimator.fit(np.asarray(X), y)
+    estimator.fit(selection.take(np.asarray(X)), y)
     seconds = time.perf_counter() - start
     test = None
     if "test" in info.splits:
         Xt, yt = _labeled(store, dataset, "test")
-        test = score_predictions(yt, estimator.predict(np.asarray(Xt)))
+        test = score_predictions(yt, estimator.predict(selection.take(np.asarray(Xt))))
     chosen = {k: v for k, v in vars(estimator).items() if k.endswith("_") and isinstance(v, (int, float))
               and k not in ("n_features_in_",)}
-    path = Path(out) if out else default_head_path(store, dataset, head)
+    layers = None if use_layers is None else selection.layers
+    path = Path(out) if out else default_head_path(store, dataset, head, layers)
     if out is None and store.read_only:
         raise BundleError(f"store {str(store.path)!r} is read-only here, so the head cannot be saved beside it: "
                           "pass --out FILE.", params=("out",))
@@ -98,7 +108,7 @@ def train_head(
                           params=("out",))
     metrics = {"train_seconds": seconds, "n_train": len(y), "test": test.to_dict() if test else None}
     try:
-        save_bundle(HeadBundle(estimator, head, store.config, dataset, metrics), path)
+        save_bundle(HeadBundle(estimator, head, store.config, dataset, metrics, layers=layers), path)
     except OSError as e:
         raise BundleError(f"cannot write the head to {str(path)!r}: {e.strerror or e}.", params=("out",)) from None
     return TrainResult(
@@ -112,6 +122,7 @@ def train_head(
         train_seconds=round(seconds, 3),
         params={**{k: v for k, v in estimator.get_params().items() if not isinstance(v, tuple)}, **chosen},
         path=str(path),
+        layers=list(selection.layers),
         test=test,
     )
 
@@ -127,7 +138,7 @@ def evaluate_head(bundle: HeadBundle, store: FeatureStore, dataset: str, split: 
         raise DataError(f"dataset {dataset!r} has none of the head's labels: the head knows "
                         f"{', '.join(bundle.classes[:10])}{' …' if len(bundle.classes) > 10 else ''}; the data has "
                         f"{', '.join(sorted(set(map(str, y)))[:10])}.")
-    return score_predictions(y, bundle.head.predict(np.asarray(X)))
+    return score_predictions(y, bundle.head.predict(bundle.features(np.asarray(X))))
 
 
 def predict_files(
@@ -183,6 +194,6 @@ def check_top_k(top_k: int) -> None:
 
 def top_classes(bundle: HeadBundle, X: np.ndarray, top_k: int) -> list[list[dict]]:
     """For each row of X, the head's ``top_k`` classes with their probabilities, most likely first."""
-    proba = bundle.head.predict_proba(X)
+    proba = bundle.head.predict_proba(bundle.features(np.asarray(X)))
     classes = bundle.classes
     return [[{"label": classes[j], "probability": float(p[j])} for j in np.argsort(-p)[:top_k]] for p in proba]

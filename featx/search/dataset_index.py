@@ -11,8 +11,14 @@ import numpy as np
 from ..errors import SearchError
 from ..store import FeatureStore
 from ..store.atomic import name_stem
+from ..store.columns import select_layers
 from .flat import flat_index, normalize
 from .index import AUTO_EXACT_BELOW, VectorIndex, build_index, check_kind, load_index, save_index, tune_index
+
+
+def layer_blocks(store: FeatureStore) -> tuple[int, ...] | None:
+    """The widths of the store's layers when it holds several: search normalises each on its own."""
+    return select_layers(store.config).blocks
 
 
 def index_path(store: FeatureStore, dataset: str) -> Path:
@@ -63,17 +69,18 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto") -> Inde
     start = time.perf_counter()
     old = load_index(path) if path.is_file() else None
     action = "built"
-    if old is not None and old.store_key == store.key and old.dataset == dataset and kind in ("auto", old.kind):
+    if (old is not None and old.store_key == store.key and old.dataset == dataset and kind in ("auto", old.kind)
+            and old.blocks == layer_blocks(store)):
         have = set(old.keys.tolist())
         new = [i for i, k in enumerate(keys.tolist()) if k not in have]
         if have <= set(keys.tolist()) and not (kind == "auto" and old.kind == "flat"
                                                   and len(keys) >= AUTO_EXACT_BELOW):
             if new:
                 # Only the new vectors are read, unless retuning needs the indexed ones too.
-                fresh = normalize(store.vectors(keys[new].tolist()))
+                fresh = normalize(store.vectors(keys[new].tolist()), blocks=old.blocks)
                 if old.kind != "flat" and len(new) >= 100:
                     # The new vectors are outside queries for the index as it stands: retune on them.
-                    tune_index(old, normalize(store.vectors(old.keys.tolist())), fresh)
+                    tune_index(old, normalize(store.vectors(old.keys.tolist()), blocks=old.blocks), fresh)
                 old.index.add(fresh)
                 old.keys = np.concatenate([old.keys, keys[new]])
                 action = "added"
@@ -82,7 +89,7 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto") -> Inde
             vi = old
             vi.build_seconds = time.perf_counter() - start
     if action == "built":
-        vi = build_index(store.vectors(keys.tolist()), keys, kind)
+        vi = build_index(store.vectors(keys.tolist()), keys, kind, blocks=layer_blocks(store))
     vi.store_key, vi.dataset = store.key, dataset
     if action != "unchanged":
         path.parent.mkdir(exist_ok=True)
@@ -112,5 +119,6 @@ def open_index(store: FeatureStore, dataset: str) -> tuple[VectorIndex, int | No
             return vi, len(current - indexed)
         # Samples were removed since it was built: its answers could name them. Search exactly instead.
     keys, X = dataset_vectors(store, dataset)
-    return VectorIndex(index=flat_index(normalize(X)), keys=keys, kind="flat", recall_at_10=1.0, store_key=store.key,
-                       dataset=dataset), None
+    blocks = layer_blocks(store)
+    return VectorIndex(index=flat_index(normalize(X, blocks=blocks)), keys=keys, kind="flat", recall_at_10=1.0,
+                       store_key=store.key, dataset=dataset, blocks=blocks), None

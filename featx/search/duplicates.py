@@ -5,7 +5,6 @@ from __future__ import annotations
 from ..errors import ParameterError
 from ..store import FeatureStore
 from .dataset_index import open_index
-from .flat import normalize
 
 
 def find_duplicates(store: FeatureStore, dataset: str, threshold: float = 0.95, k: int = 10) -> list[dict]:
@@ -19,8 +18,7 @@ def find_duplicates(store: FeatureStore, dataset: str, threshold: float = 0.95, 
         raise ParameterError("threshold", f"must be in (0, 1], not {threshold}.")
     vi, _ = open_index(store, dataset)
     keys = vi.keys.tolist()
-    X = normalize(store.vectors(keys))
-    D, I = vi.search(X, min(k + 1, vi.n))
+    D, I = vi.search(store.vectors(keys), min(k + 1, vi.n))  # it normalises as it was built
     parent = list(range(len(keys)))
 
     def find(a: int) -> int:

@@ -5,10 +5,24 @@ from __future__ import annotations
 import numpy as np
 
 
-def normalize(X: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """A C-contiguous copy of X with rows scaled to unit length, so inner product is cosine similarity."""
+def normalize(X: np.ndarray, dtype=np.float32, blocks: tuple[int, ...] | None = None) -> np.ndarray:
+    """A C-contiguous copy of X with rows scaled to unit length, so inner product is cosine similarity.
+
+    With ``blocks`` (the widths of consecutive column blocks: the layers of a multi-layer recipe),
+    each block is scaled to length 1/sqrt(number of blocks) instead, so every layer weighs the same
+    whatever its width and activation scale, and rows still have unit length.
+    """
     X = np.array(X, dtype=dtype, order="C", copy=True)
-    X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    if not blocks or len(blocks) == 1:
+        X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        return X
+    if sum(blocks) != X.shape[1]:
+        raise ValueError(f"blocks {tuple(blocks)} do not add up to the {X.shape[1]} columns")
+    start = 0
+    for width in blocks:
+        part = X[:, start : start + width]
+        part /= np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12) * np.sqrt(len(blocks))
+        start += width
     return X
 
 

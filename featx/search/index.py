@@ -33,6 +33,7 @@ class VectorIndex:
     build_seconds: float = 0.0
     store_key: str = ""
     dataset: str = ""
+    blocks: tuple[int, ...] | None = None  # layer widths of a multi-layer recipe, normalised one by one
 
     @property
     def n(self) -> int:
@@ -49,14 +50,14 @@ class VectorIndex:
         """Cosine similarities D and positions I (into ``keys``) of the k nearest, for each query row."""
         if not 1 <= k <= self.n:
             raise SearchError(f"k must be between 1 and the collection size ({self.n}), not {k}.", params=("k",))
-        Q = normalize(Q)
         if Q.shape[1] != self.dim:
             raise SearchError(f"queries have {Q.shape[1]} dimensions, but the index expects {self.dim}.")
+        Q = normalize(Q, blocks=self.blocks)
         return self.index.search(Q, k)
 
 
 def build_index(X: np.ndarray, keys, kind: str = "auto", *, target_recall: float = TARGET_RECALL,
-                n_queries: int = 1000, seed: int = 0) -> VectorIndex:
+                n_queries: int = 1000, seed: int = 0, blocks: tuple[int, ...] | None = None) -> VectorIndex:
     """Build an index of ``kind`` over rows of X (normalised here); approximate kinds are tuned.
 
     ``auto`` picks exact search below AUTO_EXACT_BELOW vectors and HNSW above: its graph adds
@@ -65,10 +66,11 @@ def build_index(X: np.ndarray, keys, kind: str = "auto", *, target_recall: float
 
     Approximate kinds are tuned on real outside queries: ``n_queries`` sampled vectors are held
     back, the rest indexed, nprobe / efSearch raised until recall@10 of the held-back vectors
-    against exact search reaches ``target_recall``, and only then are they added.
+    against exact search reaches ``target_recall``, and only then are they added. ``blocks``: the
+    layer widths of a multi-layer recipe, each normalised on its own (see ``normalize``).
     """
     check_kind(kind)
-    X = normalize(X)
+    X = normalize(X, blocks=blocks)
     keys = np.asarray(keys, dtype=str)
     n, d = X.shape
     if n == 0:
@@ -90,7 +92,7 @@ def build_index(X: np.ndarray, keys, kind: str = "auto", *, target_recall: float
         index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
         params = {"M": 32, "efConstruction": 80}
-    vi = VectorIndex(index=index, keys=keys, kind=kind, params=params)
+    vi = VectorIndex(index=index, keys=keys, kind=kind, params=params, blocks=blocks)
     if kind == "flat":
         index.add(X)
         vi.recall_at_10 = 1.0
@@ -144,7 +146,8 @@ def tune_index(vi: VectorIndex, base: np.ndarray, queries: np.ndarray, *,
 def save_index(vi: VectorIndex, path: str | os.PathLike) -> Path:
     """Index bytes, keys and metadata in one .npz, via a temp file and a rename."""
     meta = {"format": FORMAT, "kind": vi.kind, "params": vi.params, "recall_at_10": vi.recall_at_10,
-            "build_seconds": vi.build_seconds, "store_key": vi.store_key, "dataset": vi.dataset}
+            "build_seconds": vi.build_seconds, "store_key": vi.store_key, "dataset": vi.dataset,
+            "blocks": list(vi.blocks) if vi.blocks else None}
     return write_npz(path, index=faiss.serialize_index(vi.index), keys=vi.keys,
                      meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
 
@@ -162,7 +165,8 @@ def load_index(path: str | os.PathLike) -> VectorIndex:
         raise SearchError(f"{str(path)!r} is not a featx index; rebuild it (index the dataset again).")
     vi = VectorIndex(index=index, keys=keys, kind=meta["kind"], params=meta.get("params", {}),
                      recall_at_10=meta.get("recall_at_10"), build_seconds=meta.get("build_seconds", 0.0),
-                     store_key=meta.get("store_key", ""), dataset=meta.get("dataset", ""))
+                     store_key=meta.get("store_key", ""), dataset=meta.get("dataset", ""),
+                     blocks=tuple(meta["blocks"]) if meta.get("blocks") else None)
     if "nprobe" in vi.params:
         index.nprobe = vi.params["nprobe"]
     if "efSearch" in vi.params:

@@ -92,16 +92,16 @@ def neighbour_rows(scores: np.ndarray, ids: np.ndarray, keys: np.ndarray,
     return rows
 
 
-def search_stored(dataset: str, queries: Sequence[str], k: int = 10, *, cache=None, backbone: str | None = None,
-                  weights=None, image_size: int | None = None, precision: str | None = None) -> SearchAnswer:
-    """Find the store holding ``dataset`` (narrowed by the backbone settings) and search it.
+def search_stored(dataset: str, queries: Sequence[str], k: int = 10, *, cache=None, weights=None,
+                  **where) -> SearchAnswer:
+    """Find the store holding ``dataset`` (narrowed by ``where``: find_dataset's settings) and search it.
 
     The backbone is re-created (with ``weights`` when given) only when a query is an image file.
     """
     from ..backbones import create_backbone_for
     from ..store import find_dataset
 
-    with find_dataset(dataset, cache, backbone, image_size=image_size, precision=precision, weights=weights) as store:
+    with find_dataset(dataset, cache, weights=weights, **where) as store:
         model = None
         if any(not q.startswith("id:") for q in queries):
             model = create_backbone_for(store.config, weights)

@@ -6,7 +6,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ..config import BackboneConfig
+from ..config import FINAL, STAGES, BackboneConfig
 from ..errors import StoreError
 from .store import CATALOG, DEFAULT_CACHE, FeatureStore, store_dir
 
@@ -52,11 +52,14 @@ def find_dataset(
     precision: str | None = None,
     weights: str | os.PathLike | None = None,
     weights_sha256: str | None = None,
+    layers: str | None = None,
+    crop: str | None = None,
 ) -> FeatureStore:
     """The one store under ``cache`` holding ``dataset``, among those matching the given settings.
 
-    ``weights`` (a file) selects by its fingerprint, as ``weights_sha256`` does. Raises StoreError
-    naming the candidates when there are none or several.
+    ``weights`` (a file) selects by its fingerprint, as ``weights_sha256`` does; ``layers`` (``final``,
+    ``stages`` or a comma list) and ``crop`` by recipe. Raises StoreError naming the candidates when
+    there are none or several.
     """
     if weights is not None:
         from ..backbones.weights import sha256_file
@@ -67,7 +70,9 @@ def find_dataset(
         return ((backbone is None or c.name == backbone)
                 and (image_size is None or c.preprocess.input_size == image_size)
                 and (precision in (None, "auto") or c.precision == precision)
-                and (weights_sha256 is None or c.weights_sha256 == weights_sha256))
+                and (weights_sha256 is None or c.weights_sha256 == weights_sha256)
+                and (layers is None or recipe_has_layers(c, layers))
+                and (crop is None or c.preprocess.crop == crop))
 
     stores = list_stores(cache)
     hits = [s for s in stores if matches(s.config) and any(d.name == dataset for d in s.datasets())]
@@ -78,7 +83,7 @@ def find_dataset(
         return hits[0]
     if not hits:
         where = str(cache or DEFAULT_CACHE)
-        narrowed = any((backbone, image_size, weights_sha256)) or precision not in (None, "auto")
+        narrowed = any((backbone, image_size, weights_sha256, layers, crop)) or precision not in (None, "auto")
         raise StoreError(
             f"no dataset {dataset!r} in the feature stores under {where!r}"
             + (" with those backbone settings" if narrowed else "")
@@ -87,9 +92,16 @@ def find_dataset(
         )
     names = "; ".join(h.config.describe() for h in hits)
     raise StoreError(
-        f"dataset {dataset!r} is in several stores ({names}); choose one with backbone=NAME, image_size=PIXELS or precision=fp32|bf16.",
-        params=("backbone", "image_size", "precision"),
+        f"dataset {dataset!r} is in several stores ({names}); choose one with backbone=NAME, image_size=PIXELS, precision=fp32|bf16, layers=final|stages or crop=center|full.",
+        params=("backbone", "image_size", "precision", "layers", "crop"),
     )
+
+
+def recipe_has_layers(config: BackboneConfig, layers: str) -> bool:
+    """Whether ``config``'s recipe is the one ``--layers`` names (``stages``: every stage tap plus final)."""
+    if layers == STAGES:
+        return len(config.layers) > 1 and config.layers[-1] == FINAL
+    return set(config.layers) == {n.strip() for n in layers.split(",")}
 
 
 def store_for_config(config: BackboneConfig, cache: str | os.PathLike | None = None,

@@ -207,6 +207,8 @@ class FeatureStore:
         return {
             "store": str(self.path), "key": self.key, "backbone": self.config.name, "dim": self.dim,
             "input_size": self.config.preprocess.input_size, "precision": self.config.precision,
+            "layers": list(self.config.layers), "crop": self.config.preprocess.crop,
+            "columns": {name: list(span) for name, span in self.config.columns().items()},
             "n_vectors": self.n_vectors(), "bytes": self.size_bytes(),
             "datasets": [{"name": d.name, "n": d.n, "splits": d.splits, "labeled": d.labeled,
                           "n_failed": d.n_failed, "source": d.source} for d in self.datasets()],
