@@ -29,17 +29,17 @@ def spied(monkeypatch):
 
 def test_tiny_compare_on_digits(tmp_path, cache, spied):
     out = tmp_path / "report"
-    run_cli("compare", "digits", "--shots", "1,3", "--seeds", 2, "--methods", "logreg,knn,finetune-last",
+    run_cli("compare", "digits", "--shots", "1,3", "--seeds", 2, "--methods", "logreg,logreg-stages,knn,finetune-last",
             "--image-size", TINY, "--epochs", 1, "--batch-size", 16, "--out", out)
 
     # Every method received the same subset for each (shots, seed), and the same test split.
-    assert len(spied) == 2 * 2 * 3
+    assert len(spied) == 2 * 2 * 4
     by_draw = {}
     for call in spied:
         by_draw.setdefault((call["shots"], call["seed"]), []).append(call)
     assert len(by_draw) == 4
     for (shots, _), calls in by_draw.items():
-        assert {c["method"] for c in calls} == {"logreg", "knn", "finetune-last"}
+        assert {c["method"] for c in calls} == {"logreg", "logreg-stages", "knn", "finetune-last"}
         assert all(c["keys"] == calls[0]["keys"] for c in calls)
         assert len(calls[0]["keys"]) == shots * 10
     assert by_draw[(3, 0)][0]["keys"] != by_draw[(3, 1)][0]["keys"]
@@ -48,7 +48,9 @@ def test_tiny_compare_on_digits(tmp_path, cache, spied):
     report = json.loads((out / "report.json").read_text())
     assert report["complete"] and report["image_size"] == TINY and report["n_test"] == len(spied[0]["test"])
     assert report["embedding"]["n_images"] == 1797 and report["embedding"]["seconds"] > 0
-    assert len(report["runs"]) == 12
+    assert len(report["runs"]) == 16
+    # One stages store serves both frozen logreg arms; the built-in digits are full-frame.
+    assert report["layers"][-1] == "final" and len(report["layers"]) > 1 and report["crop"] == "full"
     for run in report["runs"]:
         assert run["status"] == "ok", run
         assert sorted(report["subsets"][f"{run['shots']}/{run['seed']}"]["keys"]) == \
@@ -57,13 +59,13 @@ def test_tiny_compare_on_digits(tmp_path, cache, spied):
             assert run[key] is not None, key
         assert 0.0 <= run["accuracy"] <= 1.0
     md = (out / "report.md").read_text()
-    assert "| shots/class | logreg | knn | finetune-last |" in md
+    assert "| shots/class | logreg | logreg-stages | knn | finetune-last |" in md
     assert "## Test accuracy (%), mean ± std over seeds" in md and "Embedding (1,797 images" in md
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Run again with the same budget: every run is reused, nothing retrains.
     spied.clear()
-    run_cli("compare", "digits", "--shots", "1,3", "--seeds", 2, "--methods", "logreg,knn,finetune-last",
+    run_cli("compare", "digits", "--shots", "1,3", "--seeds", 2, "--methods", "logreg,logreg-stages,knn,finetune-last",
             "--image-size", TINY, "--epochs", 1, "--batch-size", 16, "--out", out)
     assert spied == []
     assert json.loads((out / "report.json").read_text())["runs"] == report["runs"]
@@ -86,7 +88,7 @@ def test_a_failing_run_is_recorded_and_the_rest_go_on(tmp_path, cache, monkeypat
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--methods", "logreg,svm"], "unknown method 'svm'; choose from logreg, ridge, linear-svm, knn, finetune-last"),
+    (["--methods", "logreg,svm"], "unknown method 'svm'; choose from logreg, ridge, linear-svm, knn, logreg-stages"),
     (["--shots", "1,x"], "--shots must be comma-separated whole numbers"),
     (["--shots", "0,5"], "--shots must be positive"),
     (["--shots", "1000"], "--shots 1000 is more than the smallest class has"),

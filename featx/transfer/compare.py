@@ -11,20 +11,23 @@ from typing import Callable
 import numpy as np
 
 from ..backbones import Backbone
+from ..config import FINAL
 from ..data import Source, hash_source
 from ..embed import embed_source
 from ..errors import ParameterError
 from ..heads import HEADS, score_predictions
 from ..runtime import Progress
 from ..store import FeatureStore
+from ..store.columns import select_layers
 from .finetune import FinetuneSettings, finetune
 from .measure import Measure
 from .report import write_json, write_report
 from .subsets import LabeledSet, check_shots, draw_shots, labeled_splits, splits_from_members
 
 DEFAULT_SHOTS = (1, 5, 10, 50, 100)
-DEFAULT_METHODS = ("logreg", "knn", "finetune-last", "finetune-all")
+DEFAULT_METHODS = ("logreg", "logreg-stages", "knn", "finetune-last", "finetune-all")
 FINETUNE_METHODS = {"finetune-last": "last-1", "finetune-all": "all"}
+STAGES_SUFFIX = "-stages"  # a frozen head on every stage's pooled output plus the final features
 REPORT_FORMAT = "featx-compare-1"
 
 
@@ -49,7 +52,7 @@ class CompareSettings:
 
 
 def method_names() -> list[str]:
-    return [*HEADS, *FINETUNE_METHODS]
+    return [*HEADS, *(h + STAGES_SUFFIX for h in HEADS), *FINETUNE_METHODS]
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -92,12 +95,15 @@ class Experiment:
         return self._test_vectors
 
 
-def run_frozen_head(exp: Experiment, head: str, train: LabeledSet, seed: int) -> dict:
-    """A classical head on the cached vectors of ``train``: fit, then predict the test split."""
-    X = exp.store.vectors(train.keys)
-    Xt = exp.test_vectors()
+def run_frozen_head(exp: Experiment, head: str, train: LabeledSet, seed: int, layers: str | None = FINAL) -> dict:
+    """A classical head on the cached vectors of ``train`` (``layers``: their columns; None: all the
+    store's layers, normalised block by block): fit, then predict the test split."""
+    selection = select_layers(exp.store.config, layers)
+    X = selection.take(exp.store.vectors(train.keys))
+    Xt = selection.take(exp.test_vectors())
     with Measure() as measured:
-        estimator = HEADS[head](random_state=seed)
+        blocks = {"blocks": selection.blocks} if selection.blocks else {}
+        estimator = HEADS[head](random_state=seed, **blocks)
         started = time.perf_counter()
         estimator.fit(X, train.labels.astype(str))
         train_seconds = time.perf_counter() - started
@@ -125,8 +131,8 @@ def run_finetuned(exp: Experiment, unfreeze: str, train: LabeledSet, seed: int) 
     return {k: getattr(result, k) for k in keep}
 
 
-def _frozen(head: str):
-    return lambda exp, train, seed: run_frozen_head(exp, head, train, seed)
+def _frozen(head: str, layers: str | None = FINAL):
+    return lambda exp, train, seed: run_frozen_head(exp, head, train, seed, layers)
 
 
 def _finetuned(unfreeze: str):
@@ -136,6 +142,7 @@ def _finetuned(unfreeze: str):
 # method name → run(experiment, train subset, seed) → measurements
 METHODS: dict[str, Callable[[Experiment, LabeledSet, int], dict]] = {
     **{h: _frozen(h) for h in HEADS},
+    **{h + STAGES_SUFFIX: _frozen(h, None) for h in HEADS},
     **{m: _finetuned(u) for m, u in FINETUNE_METHODS.items()},
 }
 
@@ -200,6 +207,8 @@ def run_compare(
         "store_key": store.key,
         "image_size": pre.input_size,
         "precision": backbone.config.precision,
+        "crop": pre.crop,
+        "layers": list(backbone.config.layers),
         "device": str(backbone.device),
         "settings": {**asdict(settings), "shots": list(settings.shots), "methods": list(settings.methods)},
         "classes": train.classes,

@@ -85,6 +85,9 @@ def render_markdown(report: dict) -> str:
         f"{s['seeds']} seed(s) per shots value; fine-tuning: up to {s['epochs']} epochs, batch {s['batch_size']}, "
         f"lr {s['lr']:g}; {report['n_test']:,} test images, the same for every method.",
         "",
+        f"Images: {report.get('crop', 'center')} crop for every method. Frozen methods read the final layer; "
+        f"`*-stages` ones also every stage's output, average-pooled ({', '.join(report.get('layers', ['final']))}).",
+        "",
         f"Embedding ({e['n_images']:,} images; once, then cached, so not in the frozen methods' seconds): "
         f"{e['seconds']:.1f} s, {e['n_embedded']:,} embedded"
         + (f" at {e['images_per_second']:.0f} images/s" if e["n_embedded"] else "")

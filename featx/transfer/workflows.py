@@ -8,29 +8,31 @@ from pathlib import Path
 from typing import Callable
 
 from ..backbones import Backbone, create_backbone
-from ..config import DEFAULT_BACKBONE
+from ..config import DEFAULT_BACKBONE, STAGES
 from ..data import Source, hash_source
 from ..errors import ParameterError
 from ..runtime import Progress, default_device
 from ..store import DEFAULT_CACHE, open_store
 from ..store.atomic import name_stem
 from .checkpoints import default_checkpoint_path
-from .compare import CompareSettings, run_compare
+from .compare import STAGES_SUFFIX, CompareSettings, run_compare
 from .finetune import FinetuneResult, FinetuneSettings, device_defaults, finetune
 from .subsets import draw_shots, labeled_splits
 
 
 def training_backbone(backbone: str = DEFAULT_BACKBONE, *, weights: str | os.PathLike | None = None,
-                      image_size: int | None = None, precision: str = "auto") -> tuple[Callable[[], Backbone], dict]:
-    """A factory of fresh backbones for training, and the defaults that fit this hardware.
+                      image_size: int | None = None, precision: str = "auto", crop: str = "center",
+                      ) -> tuple[Callable[..., Backbone], dict]:
+    """A factory of fresh backbones for training (``make(layers=None)``), and the defaults that fit this hardware.
 
     Without ``image_size`` a CPU trains at 96 px and a GPU at the backbone's native size.
     """
     defaults = device_defaults(default_device())
     size = image_size or defaults["image_size"]
 
-    def make() -> Backbone:
-        return create_backbone(backbone, weights=weights, image_size=size, precision=precision)
+    def make(layers: str | None = None) -> Backbone:
+        return create_backbone(backbone, weights=weights, image_size=size, precision=precision, layers=layers,
+                               crop=crop)
 
     return make, defaults
 
@@ -71,7 +73,8 @@ def finetune_source(
     """
     if shots is not None and shots < 1:
         raise ParameterError("shots", f"must be at least 1 image per class, not {shots}.")
-    make, defaults = training_backbone(backbone, weights=weights, image_size=image_size, precision=precision)
+    make, defaults = training_backbone(backbone, weights=weights, image_size=image_size, precision=precision,
+                                       crop=source.crop)
     settings = _hardware_settings(settings, defaults, batch_size)
     settings.check()
     dataset = name or source.name
@@ -101,12 +104,15 @@ def compare_source(
     """Frozen heads against fine-tuning on the same K-shot subsets of ``source``; returns the report and its folder.
 
     The dataset is embedded into the store of the chosen configuration under ``cache`` (reused when
-    there). ``out`` defaults to ``<cache>/compare/<dataset>-<size>px``.
+    there), with every stage's layer when a ``*-stages`` method asks for them (the plain frozen
+    methods then read the final layer's columns: one forward pass serves both). Every method sees
+    the source's crop. ``out`` defaults to ``<cache>/compare/<dataset>-<size>px``.
     """
-    make, defaults = training_backbone(backbone, weights=weights, image_size=image_size, precision=precision)
+    make, defaults = training_backbone(backbone, weights=weights, image_size=image_size, precision=precision,
+                                       crop=source.crop)
     settings = _hardware_settings(settings, defaults, batch_size)
     settings.check()
-    model = make()
+    model = make(STAGES if any(m.endswith(STAGES_SUFFIX) for m in settings.methods) else None)
     dataset = name or source.name
     folder = Path(out) if out else (Path(cache or DEFAULT_CACHE) / "compare"
                                     / f"{name_stem(dataset)}-{model.config.preprocess.input_size}px")

@@ -1,0 +1,190 @@
+"""Recipes: which layers make a vector and how an image is cropped; stores, heads and indexes keep them apart."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from featx.config import BackboneConfig
+from featx.errors import BundleError, ParameterError, StoreError
+
+from conftest import SMALL, noisy_image, run_cli, write_class_folder
+
+
+def _embed(folder, *args) -> dict:
+    return json.loads(run_cli("embed", folder, "--image-size", SMALL, "--workers", 0, "--json", *args).output)
+
+
+@pytest.fixture(scope="module")
+def lite0_stages():
+    from featx.backbones import create_backbone
+
+    return create_backbone("efficientnet_lite0", image_size=SMALL, layers="stages", precision="fp32")
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_every_registered_backbone_lists_its_stage_taps(name):
+    from featx.backbones import backbone_taps, get_backbone_spec
+
+    taps = backbone_taps(name)
+    model = get_backbone_spec(name).build()
+    assert [t.name for t in taps] == [d["module"] for d in model.feature_info] + ["final"]
+    assert [t.channels for t in taps[:-1]] == [d["num_chs"] for d in model.feature_info]
+    assert taps[-1].channels == get_backbone_spec(name).dim
+
+
+def test_backbones_layers_command_lists_the_taps_and_bad_names_list_the_valid_ones(tmp_path, cache):
+    listing = json.loads(run_cli("backbones", "--layers", "efficientnet_lite0", "--json").output)
+    names = [r["name"] for r in listing]
+    assert names[-1] == "final" and "blocks.6" in names
+    folder = write_class_folder(tmp_path / "data", per_class=2)
+    result = run_cli("embed", folder, "--image-size", SMALL, "--layers", "blocks.9,final", ok=False)
+    assert result.exit_code == 1 and "'blocks.9' is not a layer" in result.output
+    assert "--layers" in result.output and all(n in result.output for n in names)
+
+
+def test_a_stages_vector_is_each_stage_pooled_then_the_final_features(lite0_stages):
+    import torch
+
+    from featx.backbones import create_backbone
+
+    cfg = lite0_stages.config
+    assert cfg.layers[-1] == "final" and len(cfg.layers) == len(cfg.layer_dims) > 1
+    assert sum(cfg.layer_dims) == cfg.dim and list(cfg.columns().values())[-1][1] == cfg.dim
+    x = torch.rand(2, 3, SMALL, SMALL)
+    with torch.inference_mode():
+        got = lite0_stages.extractor(x).numpy()
+        _, stages = lite0_stages.model.forward_intermediates(x)
+    cols = cfg.columns()
+    for name, t in zip(cfg.layers, stages):
+        a, b = cols[name]
+        np.testing.assert_allclose(got[:, a:b], t.mean((2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    final = create_backbone("efficientnet_lite0", image_size=SMALL, precision="fp32")
+    with torch.inference_mode():
+        a, b = cols["final"]
+        np.testing.assert_allclose(got[:, a:b], final.extractor(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_configs_from_before_recipes_keep_their_store_keys(lite0_small):
+    old = lite0_small.config.to_dict()
+    assert "layers" not in old and "crop" not in old["preprocess"]
+    assert BackboneConfig.from_dict(old).key == lite0_small.config.key
+    full = BackboneConfig.from_dict({**old, "preprocess": {**old["preprocess"], "crop": "full"}})
+    assert full.key != lite0_small.config.key and full.preprocess.resize_size == SMALL
+
+
+def test_block_normalisation_weighs_every_layer_alike():
+    from featx.search.flat import normalize
+
+    X = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
+    X[:, :2] *= 1000.0  # a loud, narrow layer
+    Z = normalize(X, blocks=(2, 5))
+    np.testing.assert_allclose(np.linalg.norm(Z[:, :2], axis=1), np.sqrt(0.5), rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(Z[:, 2:], axis=1), np.sqrt(0.5), rtol=1e-5)
+    with pytest.raises(ValueError):
+        normalize(X, blocks=(2, 4))
+
+
+def test_layers_and_crop_make_new_stores_that_never_mix(tmp_path, cache):
+    folder = write_class_folder(tmp_path / "data", per_class=3)
+    plain = _embed(folder)
+    assert (plain["layers"], plain["crop"]) == (["final"], "center")  # a folder of photos: centre crop
+    full = _embed(folder, "--crop", "full")
+    stages = _embed(folder, "--layers", "stages", "--crop", "full")
+    assert len({plain["store"], full["store"], stages["store"]}) == 3
+    assert (plain["dim"], full["dim"]) == (1280, 1280) and stages["dim"] > 1280
+    assert stages["n_embedded"] == 6 and full["n_embedded"] == 6  # nothing borrowed across recipes
+
+    from featx.store import FeatureStore, find_dataset
+
+    a, b = FeatureStore(plain["store"]), FeatureStore(full["store"])
+    keys = [m.key for m in a.members("data")]
+    assert keys == [m.key for m in b.members("data")]
+    assert not np.allclose(a.vectors(keys), b.vectors(keys))  # the crop changed what the model saw
+    a.close(), b.close()
+
+    with pytest.raises(StoreError, match="several stores"):
+        find_dataset("data", cache)
+    with find_dataset("data", cache, layers="stages") as store:
+        assert store.path.as_posix() == stages["store"]
+    with find_dataset("data", cache, layers="final", crop="center") as store:
+        assert store.path.as_posix() == plain["store"]
+    listing = run_cli("stores").output
+    assert "recipe: layers final; center crop" in listing and "full crop" in listing
+
+
+def test_built_in_datasets_default_to_the_whole_frame(cache):
+    result = run_cli("embed", "digits", "--image-size", 32, "--workers", 0)
+    assert "recipe: layers final; full crop" in result.output
+
+
+def test_a_head_on_some_layers_equals_one_trained_on_those_columns(tmp_path, cache):
+    from featx.heads import LogisticHead, load_bundle
+    from featx.store import find_dataset
+
+    folder = write_class_folder(tmp_path / "data", per_class=8, classes={
+        "red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 40)})
+    _embed(folder, "--layers", "stages")
+    trained = json.loads(run_cli("train", "data", "--use-layers", "blocks.4,blocks.6", "--json").output)
+    assert trained["layers"] == ["blocks.4", "blocks.6"] and "blocks.4" in trained["path"]
+    bundle = load_bundle(trained["path"])
+    with find_dataset("data", cache) as store:
+        cols = store.config.columns()
+        X, y, _, _ = store.load("data", "train")
+        Xt, _, _, _ = store.load("data", "test")
+        config = store.config
+    take = lambda M: np.concatenate([M[:, slice(*cols["blocks.4"])], M[:, slice(*cols["blocks.6"])]], axis=1)
+    alone = LogisticHead(blocks=(cols["blocks.4"][1] - cols["blocks.4"][0],
+                                 cols["blocks.6"][1] - cols["blocks.6"][0])).fit(take(np.asarray(X)), y)
+    assert bundle.layers == ("blocks.4", "blocks.6") and bundle.config.key == config.key
+    np.testing.assert_allclose(bundle.head.coef_, alone.coef_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(bundle.head.predict(bundle.features(np.asarray(Xt))), alone.predict(take(Xt)))
+
+    # Predicting new files re-creates the head's recipe by itself.
+    new = tmp_path / "new.png"
+    noisy_image((30, 200, 40), seed=5150).save(new)
+    answer = json.loads(run_cli("predict", trained["path"], new, "--json").output)
+    assert answer["results"][0]["predictions"][0]["label"] == "green"
+
+    with pytest.raises(ParameterError, match="'nope' is not a layer of this store's vectors; it holds: blocks.0"):
+        with find_dataset("data", cache) as store:
+            from featx.heads import train_head
+
+            train_head(store, "data", use_layers="nope")
+
+
+def test_a_head_of_one_recipe_refuses_vectors_of_another(tmp_path, cache):
+    folder = write_class_folder(tmp_path / "data", per_class=3)
+    _embed(folder, "--layers", "stages")
+    head = json.loads(run_cli("train", "data", "--json").output)["path"]
+    _embed(folder)
+    result = run_cli("evaluate", head, "data", "--split", "train", ok=True)  # the head finds its own store
+    assert "accuracy" in result.output
+    from featx.heads import load_bundle
+    from featx.store import find_dataset
+
+    with find_dataset("data", cache, layers="final") as store, pytest.raises(BundleError, match="trained on vectors of"):
+        load_bundle(head).check_config(store.config)
+
+
+def test_the_service_predicts_and_searches_with_a_multi_layer_recipe(tmp_path, cache):
+    from fastapi.testclient import TestClient
+
+    from featx.serve import create_app, open_resources
+
+    folder = write_class_folder(tmp_path / "data", per_class=4)
+    _embed(folder, "--layers", "blocks.6,final", "--crop", "full")
+    head = json.loads(run_cli("train", "data", "--json").output)["path"]
+    query = tmp_path / "q.png"
+    noisy_image((30, 30, 220), seed=777).save(query)
+    resources = open_resources(head=head, dataset="data", cache=str(cache))
+    assert resources.backbone.config.layers == ("blocks.6", "final")
+    with TestClient(create_app(resources)) as client:
+        files = {"files": ("q.png", query.read_bytes(), "image/png")}
+        predicted = client.post("/predict", files=files).json()
+        assert predicted["results"][0]["predictions"][0]["label"] == "blue"
+        found = client.post("/search?k=2", files=files).json()
+        assert {r["label"] for r in found["results"][0]["results"]} == {"blue"}
+    resources.close()
