@@ -10,6 +10,7 @@ and prints images/s for both, their ratio, and the test accuracy of logistic-reg
 on each set of vectors (they should agree within 0.5 points).
 
     .venv/bin/python benchmarks/bench_embed.py [--train 2000] [--test 3000] [--batch-size 64]
+    .venv/bin/python benchmarks/bench_embed.py --recipes-only [--rounds 3]   # --layers stages vs final
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ def baseline_embed(files, batch_size: int) -> tuple[np.ndarray, float]:
     return np.concatenate(out), time.perf_counter() - start
 
 
-def featx_embed(root: Path, cache: Path, batch_size: int, precision: str = "auto", ray: bool = False):
+def featx_embed(root: Path, cache: Path, batch_size: int, precision: str = "auto", ray: bool = False,
+                layers: str | None = None):
     start = time.perf_counter()
-    backbone = create_backbone("efficientnet_lite0", precision=precision)
+    backbone = create_backbone("efficientnet_lite0", precision=precision, layers=layers)
     source = FolderSource(root, name="fmnist-jpeg")
     engine = None
     if ray:
@@ -99,9 +101,14 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     ap.add_argument("--ray", action="store_true", help="also embed with --engine ray (a local Ray instance)")
     ap.add_argument("--ray-only", action="store_true", help="only featx's local engine against the Ray engine")
+    ap.add_argument("--recipes-only", action="store_true",
+                    help="only the cost of --layers stages against final (alternating rounds)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of --recipes-only")
     args = ap.parse_args()
     if args.ray_only:
         return compare_engines(args)
+    if args.recipes_only:
+        return compare_recipes(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "images"
@@ -159,6 +166,41 @@ def compare_engines(args, root: Path | None = None, files=None, local_ips: float
         ray_ips = len(files) / ray_s
         print(f"featx embed --engine ray (local Ray, start-up included): {ray_ips:7.1f} images/s ({ray_s:.1f} s); "
               f"{ray_ips / local_ips:.2f}x the local engine")
+
+
+def compare_recipes(args) -> None:
+    """The multi-layer recipe against the final layer alone: same images, fresh stores, alternating rounds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "images"
+        files = write_jpegs(root, args.train, args.test)
+        speed: dict[str, list[float]] = {"final": [], "stages": []}
+        size: dict[str, int] = {}
+        for r in range(args.rounds):
+            for layers in ("final", "stages"):
+                cache = Path(tmp) / f"cache-{layers}-{r}"
+                X, _, seconds, _ = featx_embed(root, cache, args.batch_size, layers=layers)
+                speed[layers].append(len(files) / seconds)
+                size[layers] = sum(f.stat().st_size for f in cache.rglob("*.npy"))
+                print(f"round {r + 1} --layers {layers}: {speed[layers][-1]:.1f} images/s, dim {X.shape[1]}", flush=True)
+        f, s = np.median(speed["final"]), np.median(speed["stages"])
+        print(f"{len(files)} JPEGs at 224 px, median of {args.rounds}: final {f:.1f}, stages {s:.1f} images/s "
+              f"({s / f:.3f}x); shards {size['final'] / 1e6:.1f} MB vs {size['stages'] / 1e6:.1f} MB "
+              f"({size['stages'] / size['final']:.2f}x)")
+    # The forward pass alone, without decoding or the store: what the extra taps cost the model.
+    from featx.embed.mapper import Embedder
+
+    embedders = {layers: Embedder(create_backbone("efficientnet_lite0", layers=layers)) for layers in speed}
+    x = torch.randint(0, 256, (args.batch_size, 3, 224, 224), dtype=torch.uint8)
+    times: dict[str, list[float]] = {layers: [] for layers in embedders}
+    for r in range(2 * args.rounds + 1):
+        for layers, embedder in embedders.items():
+            started = time.perf_counter()
+            embedder(x)
+            if r:  # the first round warms up
+                times[layers].append(time.perf_counter() - started)
+    f, s = np.median(times["final"]), np.median(times["stages"])
+    print(f"forward pass of {args.batch_size} images alone, median of {2 * args.rounds}: final {f:.3f} s, "
+          f"stages {s:.3f} s ({f / s:.3f}x the speed)")
 
 
 if __name__ == "__main__":

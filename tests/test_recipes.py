@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,29 @@ def test_the_service_predicts_and_searches_with_a_multi_layer_recipe(tmp_path, c
         found = client.post("/search?k=2", files=files).json()
         assert {r["label"] for r in found["results"][0]["results"]} == {"blue"}
     resources.close()
+
+
+def test_index_and_search_on_some_layers_match_exact_search_on_those_columns(tmp_path, cache):
+    from featx.search.flat import flat_search, normalize
+    from featx.store import find_dataset
+
+    folder = write_class_folder(tmp_path / "data", per_class=5)
+    _embed(folder, "--layers", "stages")
+    built = json.loads(run_cli("index", "data", "--use-layers", "blocks.1,blocks.2", "--json").output)
+    assert "blocks.1" in Path(built["path"]).name and built["dim"] == 24 + 40
+    whole = json.loads(run_cli("index", "data", "--json").output)
+    assert whole["path"] != built["path"] and whole["dim"] > 1280
+    query = folder / "red" / "0.png"
+    answer = json.loads(run_cli("search", "data", query, "-k", 10, "--use-layers", "blocks.1,blocks.2",
+                                "--json").output)
+    with find_dataset("data", cache) as store:
+        cols = store.config.columns()
+        members = store.members("data")
+        keys = [m.key for m in members]
+        X = store.vectors(keys)
+        take = lambda M: np.concatenate([M[:, slice(*cols["blocks.1"])], M[:, slice(*cols["blocks.2"])]], axis=1)
+        row = keys.index(next(m.key for m in members if m.path == str(query)))
+        D, I = flat_search(normalize(take(X), blocks=(24, 40)), normalize(take(X[row : row + 1]), blocks=(24, 40)), 10)
+    np.testing.assert_allclose([r["score"] for r in answer[0]["results"]], D[0], rtol=1e-4, atol=1e-5)
+    result = run_cli("search", "data", query, "--use-layers", "blocks.3", ok=False)
+    assert result.exit_code == 1 and "'blocks.3' is not a layer" in result.output

@@ -105,3 +105,10 @@ def test_a_dataset_without_a_test_split_is_refused(tmp_path, cache):
     result = run_cli("compare", tmp_path / "data", "--image-size", TINY, "--shots", 1, "--out", tmp_path / "r",
                      ok=False)
     assert result.exit_code == 1 and "has no labeled test split" in result.output, result.output
+
+
+def test_the_command_line_default_methods_are_the_librarys():
+    from featx.cli.transfer import DEFAULT_METHODS_TEXT
+
+    assert DEFAULT_METHODS_TEXT == ",".join(compare.DEFAULT_METHODS)
+    assert DEFAULT_METHODS_TEXT in run_cli("compare", "--help").output.replace("\n", "").replace(" ", "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..heads.registry import HEADS
-from .options import cache_option, json_option, selection_options
+from .options import cache_option, json_option, selection_options, use_layers_option
 from .output import echo_json, echo_metrics, printable
 
 
@@ -16,8 +16,7 @@ from .output import echo_json, echo_metrics, printable
               help="Classifier: logistic regression, ridge, linear SVM, or FAISS k-NN.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Bundle file to write [default: <store>/heads/<dataset>-<head>.npz].")
-@click.option("--use-layers", default=None,
-              help="Train on these of the store's layers only (comma list; `featx stores` shows them) [default: all].")
+@use_layers_option
 @click.option("--verbose", "-v", is_flag=True, help="Also print the confusion matrix.")
 @json_option
 def train(dataset, where, cache, head, out, use_layers, verbose, as_json):

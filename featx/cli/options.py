@@ -78,6 +78,10 @@ def selection_options(fn):
     return _selection(command)
 
 
+use_layers_option = click.option(
+    "--use-layers", default=None,
+    help="Use these of the store's layers only (a comma list; `featx stores` shows them) [default: all].")
+
 # What finetune and compare share beyond the backbone: the training budget and the data.
 training_options = stack(
     click.option("--epochs", type=click.IntRange(min=1), default=None,

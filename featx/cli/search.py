@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..search import KINDS
-from .options import json_option, selection_options
+from .options import json_option, selection_options, use_layers_option
 from .output import echo_json, printable
 
 
@@ -14,8 +14,9 @@ from .output import echo_json, printable
 @selection_options
 @click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,
               help="auto: exact search for small collections, HNSW tuned to recall@10 >= 0.95 for large ones.")
+@use_layers_option
 @json_option
-def index(dataset, where, cache, kind, as_json):
+def index(dataset, where, cache, kind, use_layers, as_json):
     """Build (or update) a FAISS index over a dataset for fast similarity search.
 
     Vectors are L2-normalised, so scores are cosine similarities. Approximate
@@ -32,7 +33,7 @@ def index(dataset, where, cache, kind, as_json):
     from ..store import find_dataset
 
     with find_dataset(dataset, cache, **where) as store:
-        report = index_dataset(store, dataset, kind)
+        report = index_dataset(store, dataset, kind, use_layers)
     if as_json:
         return echo_json(report.to_dict())
     params = ", ".join(f"{k}={v}" for k, v in report.params.items())
@@ -47,8 +48,9 @@ def index(dataset, where, cache, kind, as_json):
 @click.argument("queries", nargs=-1, required=True)
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query.")
 @selection_options
+@use_layers_option
 @json_option
-def search(dataset, queries, k, where, cache, as_json):
+def search(dataset, queries, k, where, cache, use_layers, as_json):
     """Find the images in DATASET that look most like each query.
 
     A QUERY is an image file, a folder of images, or id:KEY for a stored sample.
@@ -63,7 +65,7 @@ def search(dataset, queries, k, where, cache, as_json):
     """
     from ..search.query import search_stored
 
-    answer = search_stored(dataset, list(queries), k, cache=cache, **where)
+    answer = search_stored(dataset, list(queries), k, cache=cache, use_layers=use_layers, **where)
     if as_json:
         return echo_json(answer.results)
     if answer.exact:
@@ -83,8 +85,9 @@ def search(dataset, queries, k, where, cache, as_json):
 @click.option("--threshold", type=float, default=0.95, show_default=True,
               help="Cosine similarity at or above which two images count as near-duplicates.")
 @selection_options
+@use_layers_option
 @json_option
-def duplicates(dataset, threshold, where, cache, as_json):
+def duplicates(dataset, threshold, where, cache, use_layers, as_json):
     """List groups of near-duplicate images in a dataset.
 
     Finds re-encoded, resized or lightly cropped copies through the index (exact
@@ -98,7 +101,7 @@ def duplicates(dataset, threshold, where, cache, as_json):
     from ..store import find_dataset
 
     with find_dataset(dataset, cache, **where) as store:
-        groups = find_duplicates(store, dataset, threshold)
+        groups = find_duplicates(store, dataset, threshold, use_layers=use_layers)
     if as_json:
         return echo_json(groups)
     if not groups:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import click
 
 from .options import backbone_options, json_option, training_options
+
+# The library's compare.DEFAULT_METHODS, written out so that --help needs no torch (a test keeps them equal).
+DEFAULT_METHODS_TEXT = "logreg,logreg-stages,knn,finetune-last,finetune-all"
 from .output import Bars, echo_json, printable
 
 
@@ -73,8 +76,10 @@ def finetune(source, unfreeze, backbone, weights, image_size, precision, cache, 
 @click.argument("source")
 @click.option("--shots", default="1,5,10,50,100", show_default=True, help="Training images per class, comma-separated.")
 @click.option("--seeds", type=int, default=3, show_default=True, help="Subsets drawn per shots value (seeds 0..N-1).")
-@click.option("--methods", default="logreg,knn,finetune-last,finetune-all", show_default=True,
-              help="Comma-separated: frozen heads (logreg, ridge, linear-svm, knn) and finetune-last, finetune-all.")
+@click.option("--methods", default=None,
+              help="Comma-separated: frozen heads (logreg, ridge, linear-svm, knn) on the final layer, the same "
+                   "with -stages (on every stage's output too), finetune-last, finetune-all "
+                   f"[default: {DEFAULT_METHODS_TEXT}].")
 @backbone_options
 @training_options
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -100,7 +105,8 @@ def compare(source, shots, seeds, methods, backbone, weights, image_size, precis
     from ..transfer import CompareSettings, compare_source, parse_methods, parse_shots
     from ..transfer.report import render_markdown, summarize
 
-    settings = CompareSettings(shots=parse_shots(shots), seeds=seeds, methods=parse_methods(methods),
+    settings = CompareSettings(shots=parse_shots(shots), seeds=seeds,
+                               methods=parse_methods(methods or DEFAULT_METHODS_TEXT),
                                **_overrides(epochs=epochs, lr=lr))
     settings.check()
     src = open_source(source, name=name, data_dir=data_dir)

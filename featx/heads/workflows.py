@@ -13,7 +13,7 @@ from ..backbones import Backbone
 from ..embed import embed_files
 from ..errors import BundleError, DataError, ImageError, ParameterError
 from ..store import FeatureStore, open_store, store_for_config
-from ..store.columns import select_layers
+from ..store.columns import layers_suffix, select_layers
 from ..store.atomic import name_stem
 from .bundles import HeadBundle, load_bundle, save_bundle
 from .metrics import Metrics, score_predictions
@@ -43,8 +43,7 @@ class TrainResult:
 
 def default_head_path(store: FeatureStore, dataset: str, head: str, layers: Sequence[str] | None = None) -> Path:
     """``<store>/heads/<dataset>-<head>[-<layers>].npz``: next to the vectors it was trained on."""
-    part = "" if layers is None else "-" + name_stem("+".join(layers))
-    return store.path / "heads" / f"{name_stem(dataset)}-{head}{part}.npz"
+    return store.path / "heads" / f"{name_stem(dataset)}-{head}{layers_suffix(layers)}.npz"
 
 
 def _labeled(store: FeatureStore, dataset: str, split: str):

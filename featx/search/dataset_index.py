@@ -5,24 +5,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from ..errors import SearchError
 from ..store import FeatureStore
 from ..store.atomic import name_stem
-from ..store.columns import select_layers
+from ..store.columns import layers_suffix, select_layers
 from .flat import flat_index, normalize
 from .index import AUTO_EXACT_BELOW, VectorIndex, build_index, check_kind, load_index, save_index, tune_index
 
 
-def layer_blocks(store: FeatureStore) -> tuple[int, ...] | None:
-    """The widths of the store's layers when it holds several: search normalises each on its own."""
-    return select_layers(store.config).blocks
-
-
-def index_path(store: FeatureStore, dataset: str) -> Path:
-    return store.path / "indexes" / f"{name_stem(dataset)}.npz"
+def index_path(store: FeatureStore, dataset: str, layers: Sequence[str] | None = None) -> Path:
+    """``<store>/indexes/<dataset>[-<layers>].npz``; ``layers`` None means all the store's layers."""
+    return store.path / "indexes" / f"{name_stem(dataset)}{layers_suffix(layers)}.npz"
 
 
 def dataset_keys(store: FeatureStore, dataset: str) -> np.ndarray:
@@ -31,10 +28,26 @@ def dataset_keys(store: FeatureStore, dataset: str) -> np.ndarray:
     return np.array(list(dict.fromkeys(m.key for m in store.members(dataset))), dtype=str)
 
 
-def dataset_vectors(store: FeatureStore, dataset: str) -> tuple[np.ndarray, np.ndarray]:
-    """Unique keys of a dataset (first occurrence order) and their vectors."""
-    keys = dataset_keys(store, dataset)
-    return keys, store.vectors(keys.tolist())
+class SearchView:
+    """What search reads of a store: the chosen layers' columns (all by default), normalised layer by layer."""
+
+    def __init__(self, store: FeatureStore, dataset: str, use_layers: str | Sequence[str] | None = None):
+        self.store, self.dataset = store, dataset
+        self.selection = select_layers(store.config, use_layers)
+        self.layers = None if use_layers is None else self.selection.layers  # None: the store's whole recipe
+        self.path = index_path(store, dataset, self.layers)
+
+    @property
+    def blocks(self) -> tuple[int, ...] | None:
+        return self.selection.blocks
+
+    def vectors(self, keys) -> np.ndarray:
+        return self.selection.take(self.store.vectors(list(keys)))
+
+    def fits(self, vi: VectorIndex) -> bool:
+        """Whether a saved index was built from this view's vectors."""
+        return (vi.store_key == self.store.key and vi.dataset == self.dataset and vi.blocks == self.blocks
+                and vi.layers == self.layers)
 
 
 @dataclass
@@ -54,8 +67,9 @@ class IndexReport:
         return dict(vars(self))
 
 
-def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto") -> IndexReport:
-    """Build or update the index of a dataset, saved beside its store.
+def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
+                  use_layers: str | Sequence[str] | None = None) -> IndexReport:
+    """Build or update the index of a dataset (of ``use_layers`` of its recipe; default all), saved beside its store.
 
     An existing index of the same kind gains the dataset's new vectors when none were removed
     (FAISS can add to flat, IVF and HNSW indexes); anything else rebuilds it.
@@ -64,23 +78,23 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto") -> Inde
     if store.read_only:
         raise SearchError(f"store {str(store.path)!r} is read-only here, so an index cannot be saved beside it; "
                           "`featx search` still answers, by exact search.")
+    view = SearchView(store, dataset, use_layers)
     keys = dataset_keys(store, dataset)
-    path = index_path(store, dataset)
+    path = view.path
     start = time.perf_counter()
     old = load_index(path) if path.is_file() else None
     action = "built"
-    if (old is not None and old.store_key == store.key and old.dataset == dataset and kind in ("auto", old.kind)
-            and old.blocks == layer_blocks(store)):
+    if old is not None and view.fits(old) and kind in ("auto", old.kind):
         have = set(old.keys.tolist())
         new = [i for i, k in enumerate(keys.tolist()) if k not in have]
         if have <= set(keys.tolist()) and not (kind == "auto" and old.kind == "flat"
                                                   and len(keys) >= AUTO_EXACT_BELOW):
             if new:
                 # Only the new vectors are read, unless retuning needs the indexed ones too.
-                fresh = normalize(store.vectors(keys[new].tolist()), blocks=old.blocks)
+                fresh = normalize(view.vectors(keys[new]), blocks=view.blocks)
                 if old.kind != "flat" and len(new) >= 100:
                     # The new vectors are outside queries for the index as it stands: retune on them.
-                    tune_index(old, normalize(store.vectors(old.keys.tolist()), blocks=old.blocks), fresh)
+                    tune_index(old, normalize(view.vectors(old.keys), blocks=view.blocks), fresh)
                 old.index.add(fresh)
                 old.keys = np.concatenate([old.keys, keys[new]])
                 action = "added"
@@ -89,8 +103,8 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto") -> Inde
             vi = old
             vi.build_seconds = time.perf_counter() - start
     if action == "built":
-        vi = build_index(store.vectors(keys.tolist()), keys, kind, blocks=layer_blocks(store))
-    vi.store_key, vi.dataset = store.key, dataset
+        vi = build_index(view.vectors(keys), keys, kind, blocks=view.blocks)
+    vi.store_key, vi.dataset, vi.layers = store.key, dataset, view.layers
     if action != "unchanged":
         path.parent.mkdir(exist_ok=True)
         save_index(vi, path)
@@ -99,11 +113,13 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto") -> Inde
                        action=action)
 
 
-def open_index(store: FeatureStore, dataset: str) -> tuple[VectorIndex, int | None]:
-    """The dataset's saved index and how many of its vectors it lacks; or, without a saved index,
-    an exact one built now and None.
+def open_index(store: FeatureStore, dataset: str,
+               use_layers: str | Sequence[str] | None = None) -> tuple[VectorIndex, int | None]:
+    """The dataset's saved index (of ``use_layers``; default all) and how many of its vectors it
+    lacks; or, without a saved index, an exact one built now and None.
     """
-    path = index_path(store, dataset)
+    view = SearchView(store, dataset, use_layers)
+    path = view.path
     if path.is_file():
         vi = load_index(path)
         if vi.store_key != store.key:
@@ -112,13 +128,16 @@ def open_index(store: FeatureStore, dataset: str) -> tuple[VectorIndex, int | No
         if vi.dataset != dataset:
             raise SearchError(f"the index {str(path)!r} belongs to dataset {vi.dataset!r}, not {dataset!r}; rebuild "
                               f"it by indexing {dataset!r} again.")
+        if not view.fits(vi):
+            raise SearchError(f"the index {str(path)!r} was built from other layers; rebuild it by indexing "
+                              f"{dataset!r} again.")
         # From the catalog alone: no vector needs reading to know what the index lacks or holds too many of.
         current = set(dataset_keys(store, dataset).tolist())
         indexed = set(vi.keys.tolist())
         if indexed <= current:
             return vi, len(current - indexed)
         # Samples were removed since it was built: its answers could name them. Search exactly instead.
-    keys, X = dataset_vectors(store, dataset)
-    blocks = layer_blocks(store)
-    return VectorIndex(index=flat_index(normalize(X, blocks=blocks)), keys=keys, kind="flat", recall_at_10=1.0,
-                       store_key=store.key, dataset=dataset, blocks=blocks), None
+    keys = dataset_keys(store, dataset)
+    return VectorIndex(index=flat_index(normalize(view.vectors(keys), blocks=view.blocks)), keys=keys, kind="flat",
+                       recall_at_10=1.0, store_key=store.key, dataset=dataset, blocks=view.blocks,
+                       layers=view.layers), None

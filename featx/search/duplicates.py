@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from ..errors import ParameterError
 from ..store import FeatureStore
+from ..store.columns import select_layers
 from .dataset_index import open_index
 
 
-def find_duplicates(store: FeatureStore, dataset: str, threshold: float = 0.95, k: int = 10) -> list[dict]:
+def find_duplicates(store: FeatureStore, dataset: str, threshold: float = 0.95, k: int = 10,
+                    use_layers: str | None = None) -> list[dict]:
     """Groups of near-duplicates: samples whose cosine similarity is at least ``threshold``.
 
     Neighbours come from the dataset's index (exact search when it has none); groups are the
@@ -16,9 +18,10 @@ def find_duplicates(store: FeatureStore, dataset: str, threshold: float = 0.95, 
     """
     if not 0.0 < threshold <= 1.0:
         raise ParameterError("threshold", f"must be in (0, 1], not {threshold}.")
-    vi, _ = open_index(store, dataset)
+    vi, _ = open_index(store, dataset, use_layers)
     keys = vi.keys.tolist()
-    D, I = vi.search(store.vectors(keys), min(k + 1, vi.n))  # it normalises as it was built
+    vectors = select_layers(store.config, use_layers).take(store.vectors(keys))
+    D, I = vi.search(vectors, min(k + 1, vi.n))  # it normalises as it was built
     parent = list(range(len(keys)))
 
     def find(a: int) -> int:

@@ -34,6 +34,7 @@ class VectorIndex:
     store_key: str = ""
     dataset: str = ""
     blocks: tuple[int, ...] | None = None  # layer widths of a multi-layer recipe, normalised one by one
+    layers: tuple[str, ...] | None = None  # the recipe's layers it holds (None: all of them)
 
     @property
     def n(self) -> int:
@@ -147,7 +148,7 @@ def save_index(vi: VectorIndex, path: str | os.PathLike) -> Path:
     """Index bytes, keys and metadata in one .npz, via a temp file and a rename."""
     meta = {"format": FORMAT, "kind": vi.kind, "params": vi.params, "recall_at_10": vi.recall_at_10,
             "build_seconds": vi.build_seconds, "store_key": vi.store_key, "dataset": vi.dataset,
-            "blocks": list(vi.blocks) if vi.blocks else None}
+            "blocks": list(vi.blocks) if vi.blocks else None, "layers": list(vi.layers) if vi.layers else None}
     return write_npz(path, index=faiss.serialize_index(vi.index), keys=vi.keys,
                      meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
 
@@ -166,7 +167,8 @@ def load_index(path: str | os.PathLike) -> VectorIndex:
     vi = VectorIndex(index=index, keys=keys, kind=meta["kind"], params=meta.get("params", {}),
                      recall_at_10=meta.get("recall_at_10"), build_seconds=meta.get("build_seconds", 0.0),
                      store_key=meta.get("store_key", ""), dataset=meta.get("dataset", ""),
-                     blocks=tuple(meta["blocks"]) if meta.get("blocks") else None)
+                     blocks=tuple(meta["blocks"]) if meta.get("blocks") else None,
+                     layers=tuple(meta["layers"]) if meta.get("layers") else None)
     if "nprobe" in vi.params:
         index.nprobe = vi.params["nprobe"]
     if "efSearch" in vi.params:

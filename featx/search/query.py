@@ -11,6 +11,7 @@ from ..backbones import Backbone
 from ..embed import embed_files
 from ..errors import ParameterError, SearchError
 from ..store import FeatureStore
+from ..store.columns import select_layers
 from .dataset_index import open_index
 
 
@@ -50,13 +51,16 @@ def search_dataset(
     queries: Sequence[str],
     k: int = 10,
     backbone: Backbone | None = None,
+    use_layers: str | Sequence[str] | None = None,
 ) -> SearchAnswer:
     """Nearest neighbours in ``dataset`` for each query: ``id:KEY``, an image file or a folder.
 
     New images are embedded with ``backbone`` (which must match the store) through the cache.
-    Uses the dataset's saved index when there is one, exact search otherwise.
+    Uses the dataset's saved index when there is one, exact search otherwise. ``use_layers``: search
+    on some of the recipe's layers (as ``featx index --use-layers`` indexed them); default all.
     """
-    vi, unindexed = open_index(store, dataset)
+    vi, unindexed = open_index(store, dataset, use_layers)
+    selection = select_layers(store.config, use_layers)
     if not 1 <= k <= vi.n:
         raise ParameterError("k", f"must be between 1 and the dataset's size ({vi.n}), not {k}.")
     labels: list[str] = []
@@ -67,13 +71,13 @@ def search_dataset(
     info = member_info(store, dataset)
     if id_queries:
         keys = resolve_ids(list(info), id_queries)
-        vectors.append(store.vectors(keys))
+        vectors.append(selection.take(store.vectors(keys)))
         labels += [f"id:{k}" for k in keys]
     if files:
         if backbone is None:
             raise ParameterError("backbone", "is needed to search with image files: pass the store's backbone.")
         X, found, failures = embed_files(files, backbone, store, strict=True)
-        vectors.append(X)
+        vectors.append(selection.take(X))
         labels += found
     D, I = vi.search(np.concatenate(vectors), k)
     results = [{"query": query, "results": neighbour_rows(scores, ids, vi.keys, info)}
@@ -93,7 +97,7 @@ def neighbour_rows(scores: np.ndarray, ids: np.ndarray, keys: np.ndarray,
 
 
 def search_stored(dataset: str, queries: Sequence[str], k: int = 10, *, cache=None, weights=None,
-                  **where) -> SearchAnswer:
+                  use_layers: str | None = None, **where) -> SearchAnswer:
     """Find the store holding ``dataset`` (narrowed by ``where``: find_dataset's settings) and search it.
 
     The backbone is re-created (with ``weights`` when given) only when a query is an image file.
@@ -105,4 +109,4 @@ def search_stored(dataset: str, queries: Sequence[str], k: int = 10, *, cache=No
         model = None
         if any(not q.startswith("id:") for q in queries):
             model = create_backbone_for(store.config, weights)
-        return search_dataset(store, dataset, list(queries), k, model)
+        return search_dataset(store, dataset, list(queries), k, model, use_layers)

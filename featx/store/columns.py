@@ -9,6 +9,7 @@ import numpy as np
 
 from ..config import BackboneConfig
 from ..errors import ParameterError
+from .atomic import name_stem
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class LayerSelection:
         if self.spans == ((0, self.total),):
             return X
         return np.concatenate([X[:, a:b] for a, b in self.spans], axis=1)
+
+
+def layers_suffix(layers: Sequence[str] | None) -> str:
+    """What a derived file's name gains for a subset of layers (``-blocks.4-blocks.6-<hash>``); "" for all."""
+    return "" if layers is None else "-" + name_stem("+".join(layers))
 
 
 def select_layers(config: BackboneConfig, layers: str | Sequence[str] | None = None) -> LayerSelection:
