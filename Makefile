@@ -49,7 +49,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_heads.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_service.py
-	$(BIN)/python benchmarks/bench_recipes.py --pooling
+	$(BIN)/python benchmarks/bench_recipes.py --pooling --normalisation
 	$(BIN)/python benchmarks/bench_embed.py --recipes-only --train 1500 --test 0
 	$(BIN)/featx compare fashion-mnist --out benchmarks/out/compare-fashion-mnist
 

@@ -11,11 +11,12 @@ one forward pass serves every layer subset), then trains featx's default logreg 
 and prints test accuracy and head training seconds. Vectors go to the feature store under
 ``--cache``, so a rerun (or a later `featx embed --layers stages`) reuses them.
 
-``--pooling`` adds a probe of how stage outputs are pooled (average, max, average over a 2x2
+``--normalisation`` compares ways of scaling the stages + final vector for the head (Fashion-MNIST
+at 112 px and digits at 224 px, whole image). ``--pooling`` adds a probe of how stage outputs are pooled (average, max, average over a 2x2
 grid) on 10,000 training and 5,000 test images of Fashion-MNIST at 112 px, whole image, all
 three from the same forward pass.
 
-    .venv/bin/python benchmarks/bench_recipes.py [--sizes 112,224] [--datasets fashion-mnist,digits] [--pooling]
+    .venv/bin/python benchmarks/bench_recipes.py [--sizes 112,224] [--datasets fashion-mnist,digits] [--pooling] [--normalisation]
 """
 
 from __future__ import annotations
@@ -98,6 +99,28 @@ def pooling_probe(n_train: int = 10000, n_test: int = 5000, size: int = 112) -> 
     return rows
 
 
+def normalisation_probe(cache: str, dataset: str = "fashion-mnist", size: int = 112, crop: str = "full") -> list[dict]:
+    """How the stages + final vector is scaled before the default logreg: per layer block (featx's
+    default), one L2 norm over the whole vector, or per-feature standardisation."""
+    backbone = create_backbone("efficientnet_lite0", image_size=size, layers="stages", crop=crop)
+    source = open_source(dataset)
+    blocks = tuple(b - a for a, b in backbone.config.columns().values())
+    rows = []
+    with open_store(backbone.config, cache) as store:
+        embed_source(source, backbone, store)  # reuses the vectors recipe_rows stored
+        X, y, _, _ = store.load(source.name, "train")
+        Xt, yt, _, _ = store.load(source.name, "test")
+        for name, params in (("per layer block (default)", {"blocks": blocks}), ("whole vector L2", {}),
+                             ("standardise each feature", {"scaling": "standard"})):
+            started = time.perf_counter()
+            head = LogisticHead(**params).fit(np.asarray(X), y)
+            seconds = time.perf_counter() - started
+            acc = score_predictions(yt, head.predict(np.asarray(Xt))).accuracy
+            rows.append({"scaling": name, "accuracy": acc, "train_seconds": round(seconds, 2), "C": head.C_})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="112,224")
@@ -105,6 +128,8 @@ def main() -> None:
     parser.add_argument("--crops", default="center,full")
     parser.add_argument("--cache", default="cache")
     parser.add_argument("--pooling", action="store_true", help="also run the pooling probe")
+    parser.add_argument("--normalisation", action="store_true",
+                        help="also compare ways of scaling a multi-layer vector for the head (112 px, full)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,6 +142,12 @@ def main() -> None:
     for r in rows:
         print(f"| {r['dataset']} | {r['size']} | {r['crop']} | {r['layers']} | {r['dim']:,} | "
               f"{r['accuracy']:.2%} | {r['train_seconds']:.1f} |")
+    if args.normalisation:
+        print()
+        for dataset, size in (("fashion-mnist", 112), ("digits", 224)):
+            for r in normalisation_probe(args.cache, dataset, size):
+                print(f"{dataset} {size} px, {r['scaling']}: {r['accuracy']:.2%}, head {r['train_seconds']} s "
+                      f"(C={r['C']:g})")
     if args.pooling:
         print()
         for r in pooling_probe():
