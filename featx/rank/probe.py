@@ -1,0 +1,41 @@
+"""The k-fold probe: the default head's accuracy on a candidate's vectors of the sample, with an interval."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from ..heads import LogisticHead
+
+
+@dataclass(frozen=True)
+class ProbeScore:
+    """Out-of-fold accuracy of the head on the sample, and a 95% bootstrap interval around it."""
+
+    accuracy: float
+    low: float
+    high: float
+    folds: tuple[float, ...]  # each fold's accuracy
+
+
+def kfold_accuracy(X: np.ndarray, y: np.ndarray, *, folds: int = 5, blocks: tuple[int, ...] | None = None,
+                   seed: int = 0, n_bootstrap: int = 2000) -> ProbeScore:
+    """Train featx's default logreg head on k−1 folds and predict the k-th, for every fold.
+
+    The interval resamples the out-of-fold predictions (each sample predicted once, by a head that
+    did not see it), so it reflects how many samples the estimate rests on.
+    """
+    y = np.asarray(y).astype(str)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    correct = np.zeros(len(y), dtype=bool)
+    per_fold = []
+    for train, test in splitter.split(X, y):
+        head = LogisticHead(blocks=blocks, random_state=seed).fit(X[train], y[train])
+        correct[test] = head.predict(X[test]) == y[test]
+        per_fold.append(float(correct[test].mean()))
+    rng = np.random.default_rng(seed)
+    means = correct[rng.integers(0, len(y), size=(n_bootstrap, len(y)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return ProbeScore(float(correct.mean()), float(low), float(high), tuple(per_fold))
