@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 PRECISIONS = ("auto", "fp32", "bf16")  # what a backbone can be asked to run at
@@ -16,6 +17,11 @@ STORED_PRECISIONS = ("fp32", "bf16")  # what a store can have been embedded at
 CROPS = ("center", "full")  # timm's eval crop of the centre, or the whole image resized to a square
 FINAL = "final"  # the backbone's pooled pre-logits features: the one layer a store held before recipes
 STAGES = "stages"  # shorthand for every stage's output (pooled) plus the final features
+
+
+def layer_names(layers: str | Sequence[str]) -> list[str]:
+    """``--layers`` / ``--use-layers`` as names: a comma list or a sequence."""
+    return [n.strip() for n in layers.split(",")] if isinstance(layers, str) else list(layers)
 
 
 @dataclass(frozen=True)

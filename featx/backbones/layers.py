@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import FINAL, STAGES
+from ..config import FINAL, STAGES, layer_names
 from ..errors import ParameterError
 
 
@@ -39,7 +39,7 @@ def resolve_layers(layers: str | tuple[str, ...] | list[str] | None, taps: list[
     """``final``, ``stages`` or a comma list of tap names → the taps, in network order."""
     if layers is None:
         return [taps[-1]]
-    names = [n.strip() for n in layers.split(",")] if isinstance(layers, str) else list(layers)
+    names = layer_names(layers)
     by_name = {t.name: t for t in taps}
     if names == [STAGES]:
         if len(taps) == 1:

@@ -83,7 +83,7 @@ def train_head(
         raise DataError(
             f"dataset {dataset!r} has a single class ({str(y[0])!r}) in its train split; a classifier needs at least two."
         )
-    if selection.blocks and "blocks" in HEADS[head]().get_params():
+    if selection.blocks:  # every head normalises layer blocks on its own
         params.setdefault("blocks", selection.blocks)
     estimator = HEADS[head](**params)
     start = time.perf_counter()

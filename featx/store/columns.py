@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import BackboneConfig
+from ..config import BackboneConfig, layer_names
 from ..errors import ParameterError
 from .atomic import name_stem
 
@@ -53,7 +53,7 @@ def select_layers(config: BackboneConfig, layers: str | Sequence[str] | None = N
     if layers is None:
         names = list(columns)
     else:
-        names = [n.strip() for n in layers.split(",")] if isinstance(layers, str) else list(layers)
+        names = layer_names(layers)
     unknown = [n for n in names if n not in columns]
     if unknown or not names:
         raise ParameterError("use_layers", f"{', '.join(map(repr, unknown)) or 'nothing'} is not a layer of this "

@@ -6,7 +6,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ..config import FINAL, STAGES, BackboneConfig
+from ..config import FINAL, STAGES, BackboneConfig, layer_names
 from ..errors import StoreError
 from .store import CATALOG, DEFAULT_CACHE, FeatureStore, store_dir
 
@@ -101,7 +101,7 @@ def recipe_has_layers(config: BackboneConfig, layers: str) -> bool:
     """Whether ``config``'s recipe is the one ``--layers`` names (``stages``: every stage tap plus final)."""
     if layers == STAGES:
         return len(config.layers) > 1 and config.layers[-1] == FINAL
-    return set(config.layers) == {n.strip() for n in layers.split(",")}
+    return set(config.layers) == set(layer_names(layers))
 
 
 def store_for_config(config: BackboneConfig, cache: str | os.PathLike | None = None,

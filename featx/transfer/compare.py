@@ -102,8 +102,7 @@ def run_frozen_head(exp: Experiment, head: str, train: LabeledSet, seed: int, la
     X = selection.take(exp.store.vectors(train.keys))
     Xt = selection.take(exp.test_vectors())
     with Measure() as measured:
-        blocks = {"blocks": selection.blocks} if selection.blocks else {}
-        estimator = HEADS[head](random_state=seed, **blocks)
+        estimator = HEADS[head](random_state=seed, blocks=selection.blocks)
         started = time.perf_counter()
         estimator.fit(X, train.labels.astype(str))
         train_seconds = time.perf_counter() - started
