@@ -92,6 +92,13 @@ class BackboneConfig:
             start += width
         return out
 
+    def final_only(self) -> "BackboneConfig":
+        """The configuration of the final layer's columns alone: the store ``--layers final`` embeds into."""
+        if FINAL not in self.layers:
+            raise ValueError(f"layers {self.layers} do not include the final features")
+        start, stop = self.columns()[FINAL]
+        return dataclasses.replace(self, dim=stop - start, layers=(FINAL,), layer_dims=())
+
     @property
     def recipe(self) -> str:
         """The layers and crop in a few words, e.g. ``final, center crop``."""

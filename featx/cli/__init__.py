@@ -21,7 +21,7 @@ class FeatxGroup(click.Group):
         "backbones": "embedding", "embed": "embedding", "stores": "embedding", "verify": "embedding",
         "train": "heads", "evaluate": "heads", "predict": "heads",
         "index": "search", "search": "search", "duplicates": "search",
-        "finetune": "transfer", "compare": "transfer", "serve": "serving",
+        "finetune": "transfer", "compare": "transfer", "rank": "rank", "serve": "serving",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -63,6 +63,7 @@ def main() -> None:
       featx train digits                   # a logistic-regression head in seconds
       featx predict HEAD image.jpg         # classify new images with it
       featx search digits id:KEY           # what looks like this?
+      featx rank digits                    # which backbone and recipe will transfer best
       featx compare digits                 # frozen heads against fine-tuning, same subsets
 
     \b

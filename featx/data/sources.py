@@ -223,6 +223,21 @@ class ArraySource(Source):
         return self.images[i]
 
 
+class SubsetSource(Source):
+    """Some items of another source (a sample of it), read through it, with the same crop."""
+
+    def __init__(self, source: Source, indices, name: str | None = None):
+        self.source = source
+        self.indices = [int(i) for i in indices]
+        self.name = name or source.name
+        self.description = f"{source.description} ({len(self.indices):,} of {len(source.items):,} items)"
+        self.items = [source.items[i] for i in self.indices]
+        self.crop = source.crop
+
+    def read(self, i: int) -> bytes | np.ndarray:
+        return self.source.read(self.indices[i])
+
+
 def open_source(spec: str, *, name: str | None = None, data_dir: str | None = None) -> Source:
     """The source named by ``spec``: a folder, a ``.csv`` manifest, ``digits`` or ``fashion-mnist``."""
     path = Path(spec).expanduser()

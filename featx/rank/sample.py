@@ -26,8 +26,12 @@ def stratified_sample(keys: Sequence[str], labels: Sequence[str], n: int, *, min
     if short:
         raise DataError(f"too few images to score candidates: {', '.join(short)}; each class needs at least "
                         f"{min_per_class}.")
-    quota = np.maximum(min_per_class, np.floor(n * counts / counts.sum()).astype(int))
-    quota = np.minimum(quota, counts)
+    share = n * counts / counts.sum()
+    quota = np.floor(share).astype(int)
+    # the largest remainders get the images rounding down left over, so the sample has n when it can
+    for c in np.argsort(-(share - quota), kind="stable")[: max(0, n - quota.sum())]:
+        quota[c] += 1
+    quota = np.minimum(np.maximum(quota, min_per_class), counts)
     order = {i: hashlib.sha256(f"{seed}:{keys[i]}".encode()).hexdigest() for i in unique}
     picked = []
     for c, q in zip(classes, quota):

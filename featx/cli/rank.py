@@ -1,0 +1,84 @@
+"""The command that ranks backbones and recipes for a dataset before anything is embedded in full: rank."""
+
+from __future__ import annotations
+
+import click
+
+from .options import cache_option, data_dir_option, json_option, name_option
+from .output import Bars, echo_json, printable
+
+
+@click.command()
+@click.argument("source")
+@click.option("--candidates", "spec", default=None, metavar="SPEC|FILE",
+              help="What to compare: AXIS=VALUES separated by spaces, e.g. 'backbone=efficientnet_lite0 "
+                   "size=native,160 crop=full layers=final,stages precision=auto' (axes left out take the "
+                   "default grid), or a file with one such line per grid [default: every offline backbone × "
+                   "layers final,stages × crop center,full × size native,small].")
+@click.option("--sample", type=click.IntRange(min=4), default=2000, show_default=True,
+              help="Training images scored per candidate (stratified; the same images for every candidate).")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Folds of the k-fold probe; every class needs this many images in the sample.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample, the folds and the heads.")
+@click.option("--validate", is_flag=True,
+              help="Also embed all of the train and test splits per candidate, train on all of it, and report "
+                   "test accuracy, Kendall's tau against the prediction, and the recommendation's regret.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Report folder [default: <cache>/rank/<dataset>]; an interrupted rank there resumes.")
+@cache_option
+@name_option
+@data_dir_option
+@json_option
+def rank(source, spec, sample, folds, seed, validate, out, cache, name, data_dir, as_json):
+    """Rank backbones and recipes by how well they will transfer to SOURCE.
+
+    Every candidate embeds the same stratified sample of the training split
+    (through the store, so a rerun, or a later `featx embed` of the winner,
+    reuses the vectors) and is scored by the k-fold accuracy of the default
+    logreg head, with a 95% interval, and by LogME. Its cost is measured too:
+    images/s, vector size, model size. The recommendation is the cheapest
+    candidate the sample cannot tell from the best. Writes report.json,
+    report.md and report.png.
+
+    \b
+    Examples:
+      featx rank digits --sample 500
+      featx rank photos/ --candidates 'backbone=efficientnet_lite0,efficientnet_lite2 layers=stages'
+      featx rank fashion-mnist --candidates 'size=small' --validate --json
+    """
+    from ..data import open_source
+    from ..rank import RankSettings, parse_candidates, rank_candidates
+    from ..rank.report import table_lines, cost_line
+
+    settings = RankSettings(sample=sample, folds=folds, seed=seed, validate=validate)
+    settings.check()
+    candidates = parse_candidates(spec)
+    src = open_source(source, name=name, data_dir=data_dir)
+    with Bars() as bars:
+        report = rank_candidates(src, candidates, settings, cache=cache, out=out, name=name, progress=bars)
+    rec = report["recommendation"]
+    winner = next((r for r in report["rows"] if rec and r["id"] == rec["id"]), None)
+    command = None
+    if winner:
+        command = (f"featx embed {source} --backbone {winner['backbone']} --image-size {winner['image_size']} "
+                   f"--crop {winner['crop']} --layers {winner['layers']} --precision {winner['precision']}")
+    if as_json:
+        rows = [{k: v for k, v in r.items() if k != "correct"} for r in report["rows"]]
+        return echo_json({"out": report["out"], "rows": rows, "recommendation": rec, "embed": command,
+                          "validation": report.get("validation"), "seconds": report["seconds"],
+                          "sample": {k: v for k, v in report["sample"].items() if k != "fingerprint"}})
+    click.echo("\n".join(table_lines(report)))
+    for r in report["rows"]:
+        if r["status"] != "ok":
+            click.echo(f"failed: {r['id']}: {printable(r['reason'])}", err=True)
+    if rec:
+        click.echo(f"\nrecommended: {rec['id']} ({rec['why']})")
+        click.echo(f"embed it all: {command}")
+    v = report.get("validation")
+    if v and v.get("n"):
+        p = v["predictors"]
+        click.echo(f"validation: Kendall's tau {p['probe']['tau']} (k-fold probe), {p['logme']['tau']} (LogME); "
+                   f"regret of the recommendation {v['recommended']['regret']:.2f} points" if "recommended" in v
+                   else "validation: no candidate could be tested")
+    click.echo(cost_line(report))
+    click.echo(f"saved: {report['out']}/report.json, report.md, report.png")

