@@ -13,7 +13,7 @@ _EXPORTS = {
     "open_store": "store",
     "HEADS": "heads", "train_head": "heads", "evaluate_bundle": "heads", "predict_images": "heads",
     "index_dataset": "search", "search_dataset": "search", "find_duplicates": "search",
-    "finetune_source": "transfer", "compare_source": "transfer",
+    "finetune_source": "transfer", "compare_source": "transfer", "rank_candidates": "rank",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -21,7 +21,7 @@ class FeatxGroup(click.Group):
         "backbones": "embedding", "embed": "embedding", "stores": "embedding", "verify": "embedding",
         "train": "heads", "evaluate": "heads", "predict": "heads",
         "index": "search", "search": "search", "duplicates": "search",
-        "finetune": "transfer", "compare": "transfer", "rank": "rank", "serve": "serving",
+        "finetune": "transfer", "compare": "transfer", "rank": "rank", "audit": "audit", "serve": "serving",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -64,6 +64,7 @@ def main() -> None:
       featx predict HEAD image.jpg         # classify new images with it
       featx search digits id:KEY           # what looks like this?
       featx rank digits                    # which backbone and recipe will transfer best
+      featx audit digits                   # likely wrong labels, leaks across splits, outliers
       featx compare digits                 # frozen heads against fine-tuning, same subsets
 
     \b

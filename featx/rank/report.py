@@ -78,7 +78,7 @@ def table_lines(report: dict) -> list[str]:
     rec = (report.get("recommendation") or {}).get("id")
     for i, r in enumerate([r for r in report["rows"] if r["status"] == "ok"], 1):
         mark = " ←" if r["id"] == rec else ""
-        cells = [str(i), f"{r['backbone']} {r['crop']} {r['layers']} {r['precision']}{mark}", str(r["image_size"]),
+        cells = [str(i), f"{r['backbone']} {r['crop']} {r['layers']} {r.get('precision_used', r['precision'])}{mark}", str(r["image_size"]),
                  f"{_pct(r['accuracy'])} ({_pct(r['low'])}–{_pct(r['high'])})", _difference(r.get("vs_best")),
                  f"{r['logme']:.3f}",
                  f"{r['images_per_second']:.0f}", str(r["dim"]), f"{r['bytes_per_image'] / 1024:.1f}",

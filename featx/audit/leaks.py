@@ -1,0 +1,67 @@
+"""Leaks: the same image, or a near-twin, on both sides of a split; and one image given two labels."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..search.flat import flat_search
+
+
+def exact_findings(keys: Sequence[str], splits: Sequence[str], labels: Sequence[str | None],
+                   paths: Sequence[str]) -> list[dict]:
+    """Identical content (one key) listed in several splits, or with several labels."""
+    rows = defaultdict(list)
+    for i, k in enumerate(keys):
+        rows[k].append(i)
+    found = []
+    for k, members in rows.items():
+        if len(members) < 2:
+            continue
+        split_set = sorted({splits[i] for i in members})
+        label_set = sorted({labels[i] for i in members if labels[i] is not None})
+        base = {"key": k, "paths": [paths[i] for i in members], "splits": [splits[i] for i in members],
+                "labels": [labels[i] for i in members], "similarity": 1.0}
+        if len(split_set) > 1:
+            found.append({"kind": "exact_leak", **base})
+        if len(label_set) > 1:
+            found.append({"kind": "conflicting_labels", **base})
+    return found
+
+
+def near_leaks(vectors: np.ndarray, keys: Sequence[str], splits: Sequence[str], labels: Sequence[str | None],
+               paths: Sequence[str], threshold: float = 0.95) -> list[dict]:
+    """Each test or val image whose most similar training image (another content key) reaches ``threshold``.
+
+    ``vectors`` are the members' rows, L2-normalised (cosine similarity). Most similar first.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ParameterError("leak_threshold", f"must be in (0, 1], not {threshold}.")
+    splits = np.asarray(splits)
+    train = np.flatnonzero(splits == "train")
+    held = np.flatnonzero(splits != "train")
+    if len(train) == 0 or len(held) == 0:
+        return []
+    D, I = flat_search(vectors[train], vectors[held], min(2, len(train)))
+    found = []
+    for q, (sims, ids) in enumerate(zip(D, I)):
+        i = held[q]
+        for s, j in zip(sims, ids):
+            if j < 0 or keys[train[j]] == keys[i]:
+                continue  # the same content: an exact leak, reported as such
+            if s >= threshold:
+                t = train[j]
+                found.append({"kind": "near_leak", "key": keys[i], "path": paths[i], "split": str(splits[i]),
+                              "label": labels[i], "train_key": keys[t], "train_path": paths[t],
+                              "train_label": labels[t], "similarity": round(float(s), 5)})
+            break
+    found.sort(key=lambda f: -f["similarity"])
+    return found
+
+
+def find_leaks(vectors, keys, splits, labels, paths, threshold: float = 0.95) -> list[dict]:
+    """Exact leaks, conflicting labels, then near leaks (most similar first)."""
+    return exact_findings(keys, splits, labels, paths) + near_leaks(vectors, keys, splits, labels, paths, threshold)

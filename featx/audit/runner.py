@@ -1,0 +1,159 @@
+"""`audit_dataset`: label issues, leaks and outliers of one embedded dataset, and the report they make."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, ParameterError
+from ..runtime import Progress
+from ..search.flat import normalize
+from ..store import DEFAULT_CACHE, find_dataset
+from ..store.atomic import atomic_write, name_stem
+from ..store.columns import select_layers
+from .confident import RANKINGS, confused_pairs, find_label_issues
+from .leaks import find_leaks
+from .oof import out_of_fold_probabilities
+from .outliers import find_outliers
+from .report import write_report
+
+REPORT_FORMAT = "featx-audit-1"
+
+
+def audit_dataset(
+    dataset: str,
+    *,
+    cache: str | Path | None = None,
+    where: dict | None = None,
+    use_layers: str | None = None,
+    folds: int = 5,
+    head: str = "logreg",
+    ranking: str = "self_confidence",
+    leak_threshold: float = 0.95,
+    k: int = 5,
+    top_outliers: int = 100,
+    out: str | Path | None = None,
+    export: str | Path | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict:
+    """Audit an embedded, labelled dataset; write report.json, report.md and a contact sheet (report.png).
+
+    Parameters
+    ----------
+    dataset : its name in the store; ``where`` picks the store when several hold it (``find_dataset``).
+    use_layers : audit with some of the store's layers only [default: all, each normalised on its own].
+    folds, head : the out-of-fold probabilities: K folds (fewer, with a note, when a class is smaller), head.
+    ranking : how label issues are ordered: ``self_confidence`` (p of the given label) or ``normalized_margin``.
+    leak_threshold : cosine similarity from which a test/val image and a training image count as near-twins.
+    k : outliers are ranked by the distance to their k-th nearest neighbour; ``top_outliers`` are listed.
+    out : report folder [default: ``<cache>/audit/<dataset>``]. Nothing in the store changes.
+    export : also write a CSV manifest of the dataset with a ``suggested_label`` column (``export_csv``).
+
+    Returns the report: ``label_issues`` (worst first), ``noise_rate``, ``confused_pairs``, ``leaks``,
+    ``outliers``, ``seconds``, and ``summary``.
+    """
+    if ranking not in RANKINGS:
+        raise ParameterError("ranking", f"must be one of {', '.join(RANKINGS)}, not {ranking!r}.")
+    cache = cache or DEFAULT_CACHE
+    with find_dataset(dataset, cache, **(where or {})) as store:
+        members = store.members(dataset)
+        selection = select_layers(store.config, use_layers)
+        unique = list(dict.fromkeys(m.key for m in members))
+        X = normalize(selection.take(store.vectors(unique)), blocks=selection.blocks)
+        config = store.config
+    if not members:
+        raise DataError(f"dataset {dataset!r} has no images.")
+    row_of = {key: r for r, key in enumerate(unique)}
+    rows = np.array([row_of[m.key] for m in members])
+    keys, paths = [m.key for m in members], [m.path for m in members]
+    labels, splits = [m.label for m in members], [m.split for m in members]
+    labelled = np.array([i for i, label in enumerate(labels) if label is not None])
+    if len(labelled) == 0:
+        raise DataError(f"dataset {dataset!r} has no labels to audit; embed a folder with class sub-folders or a "
+                        "CSV with a label column.")
+    seconds = {}
+    started = time.perf_counter()
+    given_text = np.array([labels[i] for i in labelled], dtype=str)
+    oof = out_of_fold_probabilities(X[rows[labelled]], given_text, folds=folds, head=head, seed=seed,
+                                    groups=[keys[i] for i in labelled], progress=progress)
+    seconds["folds"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    given = np.searchsorted(oof.classes, given_text)
+    issues = find_label_issues(oof.proba, given, ranking)
+    label_issues = []
+    for r in issues.rows:
+        i = int(labelled[r])
+        s = int(issues.suggested[r])
+        label_issues.append({"key": keys[i], "path": paths[i], "split": splits[i], "given": labels[i],
+                             "suggested": str(oof.classes[s]), "quality": round(float(issues.quality[r]), 5),
+                             "p_given": round(float(oof.proba[r, given[r]]), 5),
+                             "p_suggested": round(float(oof.proba[r, s]), 5)})
+    seconds["ranking"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    leaks = find_leaks(X[rows], keys, splits, labels, paths, leak_threshold)
+    seconds["leaks"] = time.perf_counter() - started
+    started = time.perf_counter()
+    distance, z = find_outliers(X, k)
+    first = {}
+    for i, m in enumerate(members):
+        first.setdefault(m.key, i)
+    order = np.argsort(-distance, kind="stable")[:top_outliers]
+    outliers = [{"key": unique[r], "path": paths[first[unique[r]]], "label": labels[first[unique[r]]],
+                 "split": splits[first[unique[r]]], "distance": round(float(distance[r]), 5),
+                 "z": round(float(z[r]), 2)} for r in order]
+    seconds["outliers"] = time.perf_counter() - started
+
+    kinds = [f["kind"] for f in leaks]
+    report = {
+        "format": REPORT_FORMAT, "dataset": dataset, "store": str(store.path), "backbone": config.describe(),
+        "layers": list(selection.layers),
+        "settings": {"folds": oof.folds, "folds_asked": folds, "head": head, "ranking": ranking,
+                     "leak_threshold": leak_threshold, "k": k, "seed": seed},
+        "note": oof.note,
+        "summary": {"images": len(members), "labelled": len(labelled), "distinct": len(unique),
+                    "classes": len(oof.classes), "label_issues": len(label_issues),
+                    "exact_leaks": kinds.count("exact_leak"), "near_leaks": kinds.count("near_leak"),
+                    "conflicting_labels": kinds.count("conflicting_labels"),
+                    "outliers_z_over_5": int(np.sum(z > 5))},
+        "noise_rate": {str(c): round(float(v), 5) for c, v in zip(oof.classes, issues.noise_rate)},
+        "confused_pairs": confused_pairs(issues, oof.classes),
+        "label_issues": label_issues, "leaks": leaks, "outliers": outliers,
+        "seconds": {k_: round(v, 3) for k_, v in seconds.items()},
+    }
+    out = Path(out) if out else Path(cache) / "audit" / name_stem(dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    write_report(report, out, data_dir=data_dir)
+    report["out"] = str(out)
+    if export:
+        report["export"] = str(export_csv(report, members, export))
+    return report
+
+
+def export_csv(report: dict, members, path: str | Path) -> Path:
+    """A manifest of every member (path, label, split) with ``suggested_label`` where the audit flagged one.
+
+    Edit the label column and embed the manifest with ``featx embed FILE.csv``: the content keys are
+    unchanged, so nothing is embedded again.
+    """
+    suggested = {f["key"]: f["suggested"] for f in report["label_issues"]}
+    with atomic_write(Path(path)) as f:
+        text = _csv_text([(m.path, m.label or "", m.split or "", suggested.get(m.key, "")) for m in members])
+        f.write(text.encode())
+    return Path(path)
+
+
+def _csv_text(rows) -> str:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["path", "label", "split", "suggested_label"])
+    writer.writerows(rows)
+    return buf.getvalue()
