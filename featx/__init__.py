@@ -14,6 +14,7 @@ _EXPORTS = {
     "HEADS": "heads", "train_head": "heads", "evaluate_bundle": "heads", "predict_images": "heads",
     "index_dataset": "search", "search_dataset": "search", "find_duplicates": "search",
     "finetune_source": "transfer", "compare_source": "transfer", "rank_candidates": "rank",
+    "audit_dataset": "audit",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from sklearn.datasets import load_sample_images
 from timm.data import ImageNetInfo
 

@@ -11,7 +11,7 @@ import pytest
 
 from featx.errors import ParameterError, StoreBusyError, StoreError
 
-from conftest import SMALL, run_cli, write_class_folder
+from conftest import run_cli, write_class_folder
 
 
 def _imports_torch(code: str) -> bool:
@@ -61,7 +61,7 @@ def test_help_of_every_command_explains_itself_with_an_example():
     from featx.cli import main
 
     names = main.list_commands(click.Context(main))
-    assert len(names) == 14
+    assert len(names) == 15
     for name in names:
         out = run_cli(name, "--help").stdout
         assert "Example" in out and f"featx {name}" in out.split("Example", 1)[1], name

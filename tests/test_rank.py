@@ -158,17 +158,50 @@ def test_bad_candidate_specs_name_the_valid_values(tmp_path):
     assert [c.id for c in parse_candidates(str(spec))] == ["efficientnet_lite1@96/full/final/auto"]
 
 
-def test_the_default_grid_is_every_offline_backbone_by_recipe():
+def _fake_hub_cache(root, repo_id="timm/resnet18.a1_in1k"):
+    """A Hugging Face cache holding one timm model's (fake) weights, laid out as huggingface_hub writes it."""
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "blobs" / "0123abcd").write_bytes(b"not really weights")
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").symlink_to("../../blobs/0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    return root
+
+
+def test_the_default_grid_is_every_backbone_with_weights_here_by_recipe(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
     from featx.backbones.registry import describe_backbones
     from featx.rank import default_candidates
     from featx.rank.candidates import image_size
 
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "no-hub-cache"))
     offline = [r["name"] for r in describe_backbones() if r["offline"]]
     grid = default_candidates()
     assert len(grid) == len(offline) * 8 and {c.backbone for c in grid} == set(offline)
     assert {(c.size, c.crop, c.layers) for c in grid if c.backbone == offline[0]} == {
         (s, c, layer) for s in ("native", "small") for c in ("center", "full") for layer in ("final", "stages")}
     assert [image_size("small", n) for n in (224, 240, 260)] == [112, 120, 128]
+    # a timm model an earlier download left in the hub cache joins the grid…
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(_fake_hub_cache(tmp_path / "hub")))
+    grid = default_candidates()
+    assert len(grid) == (len(offline) + 1) * 8 and "timm:resnet18.a1_in1k" in {c.backbone for c in grid}
+
+
+def test_a_cached_hub_model_that_cannot_load_offline_fails_alone(tmp_path, monkeypatch):
+    from featx.backbones import hub
+    from featx.data import open_source
+    from featx.rank import RankSettings, parse_candidates, rank_candidates
+
+    monkeypatch.setattr(hub, "network_reachable", lambda host: False)
+    candidates = parse_candidates("backbone=efficientnet_lite0,timm:resnet18.a1_in1k size=32 crop=full layers=final")
+    report = rank_candidates(open_source("digits"), candidates, RankSettings(sample=40, folds=2), cache=tmp_path)
+    rows = {r["backbone"]: r for r in report["rows"]}
+    assert rows["efficientnet_lite0"]["status"] == "ok" and rows["timm:resnet18.a1_in1k"]["status"] == "failed"
+    assert "HF_HUB_OFFLINE=1" in rows["timm:resnet18.a1_in1k"]["reason"]
 
 
 def test_validate_reports_test_accuracy_tau_and_the_regret(tmp_path):

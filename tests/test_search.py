@@ -14,7 +14,7 @@ from featx.errors import SearchError as IndexError_
 from featx.search.index import build_index, load_index, recall_at_k, save_index
 from featx.search.flat import normalize
 
-from conftest import SMALL, noisy_image, run_cli
+from conftest import noisy_image, run_cli
 
 
 def clustered(n=3000, d=32, centres=30, seed=0):

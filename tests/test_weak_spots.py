@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import stat
 import subprocess
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 

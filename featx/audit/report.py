@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..store.atomic import atomic_write
-from ..transfer.report import write_json
+from ..reporting import write_report_files
 from .sheet import Thumbnails, contact_sheet
 
 
@@ -69,9 +68,6 @@ def sheet_sections(report: dict, n: int = 16) -> list[tuple[str, list[tuple[str,
 
 
 def write_report(report: dict, out: str | Path, data_dir: str | None = None) -> dict[str, Path]:
-    out = Path(out)
-    paths = {"json": write_json(report, out), "md": out / "report.md", "png": out / "report.png"}
-    with atomic_write(paths["md"]) as f:
-        f.write(render_markdown(report).encode())
-    contact_sheet(sheet_sections(report), paths["png"], Thumbnails(data_dir))
-    return paths
+    """report.json, report.md and the contact sheet report.png in ``out``."""
+    return write_report_files(report, out, render_markdown(report),
+                              lambda path: contact_sheet(sheet_sections(report), path, Thumbnails(data_dir)))

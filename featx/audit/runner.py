@@ -15,7 +15,7 @@ from ..store import DEFAULT_CACHE, find_dataset
 from ..store.atomic import atomic_write, name_stem
 from ..store.columns import select_layers
 from .confident import RANKINGS, confused_pairs, find_label_issues
-from .leaks import find_leaks
+from .leaks import LEAK_THRESHOLD, find_leaks
 from .oof import out_of_fold_probabilities
 from .outliers import find_outliers
 from .report import write_report
@@ -32,7 +32,7 @@ def audit_dataset(
     folds: int = 5,
     head: str = "logreg",
     ranking: str = "self_confidence",
-    leak_threshold: float = 0.95,
+    leak_threshold: float = LEAK_THRESHOLD,
     k: int = 5,
     top_outliers: int = 100,
     out: str | Path | None = None,

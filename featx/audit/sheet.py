@@ -8,7 +8,7 @@ from typing import Sequence
 from PIL import Image
 
 from ..data import BUILTINS
-from ..store.atomic import atomic_write
+from ..reporting import save_figure
 
 
 class Thumbnails:
@@ -77,7 +77,4 @@ def contact_sheet(sections: Sequence[tuple[str, list[tuple[str, str]]]], path: P
         r += -(-len(cells) // columns)
     if not sections:
         fig.text(0.5, 0.5, "no findings", ha="center", va="center")
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100, bbox_inches="tight")

@@ -25,7 +25,8 @@ def _offline_error(name: str, host: str) -> BackboneError:
     return BackboneError(
         f"cannot download pretrained weights for {name}: {host} is unreachable (offline?). "
         "Use a backbone whose weights ship with pip (efficientnet_lite0, efficientnet_lite1, "
-        f"efficientnet_lite2; see the backbone list), or pass weights=FILE with a state dict for {name}.",
+        f"efficientnet_lite2; see the backbone list), pass weights=FILE with a state dict for {name}, or, when "
+        "an earlier download left its weights in the Hugging Face cache, set HF_HUB_OFFLINE=1 to use them.",
         params=("weights",),
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..audit.leaks import LEAK_THRESHOLD
 from .options import data_dir_option, json_option, selection_options, use_layers_option
 from .output import Bars, echo_json, printable
 
@@ -16,7 +17,7 @@ from .output import Bars, echo_json, printable
               show_default=True, help="Head that gives the out-of-fold probabilities.")
 @click.option("--ranking", type=click.Choice(["self_confidence", "normalized_margin"]), default="self_confidence",
               show_default=True, help="How label issues are ordered (lowest label quality first).")
-@click.option("--leak-threshold", type=float, default=0.95, show_default=True,
+@click.option("--leak-threshold", type=float, default=LEAK_THRESHOLD, show_default=True,
               help="Cosine similarity from which a test/val image and a training image count as near-twins.")
 @click.option("-k", type=click.IntRange(min=1), default=5, show_default=True,
               help="Outliers are ranked by the distance to their k-th nearest neighbour.")

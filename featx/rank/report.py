@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..store.atomic import atomic_write
-from ..transfer.report import write_json
+from ..reporting import save_figure, write_report_files
 
 
 def _tau(x, y) -> dict:
@@ -113,6 +112,7 @@ def render_markdown(report: dict) -> str:
         f"{sample['of']:,} training images ({sample['classes']} classes; stored as dataset `{sample['dataset']}`): "
         f"{s['folds']}-fold accuracy of the default logreg head with a 95% bootstrap interval, and LogME. "
         "images/s is the forward pass alone, measured on this machine during the run.",
+        *(["", f"Note: {report['note']}"] if report.get("note") else []),
         "",
         *table_lines(report),
     ]
@@ -184,17 +184,9 @@ def render_figure(report: dict, path: Path) -> Path:
         ax2.grid(True, alpha=0.3)
     fig.suptitle(f"featx rank: {report['dataset']}, sample of {report['sample']['n']:,}")
     fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(report: dict, out: str | Path) -> dict[str, Path]:
     """report.json, report.md and report.png in ``out``."""
-    out = Path(out)
-    paths = {"json": write_json(report, out), "md": out / "report.md", "png": out / "report.png"}
-    with atomic_write(paths["md"]) as f:
-        f.write(render_markdown(report).encode())
-    render_figure(report, paths["png"])
-    return paths
+    return write_report_files(report, out, render_markdown(report), lambda path: render_figure(report, path))

@@ -18,11 +18,12 @@ from ..store import DEFAULT_CACHE, open_store
 from ..store.atomic import name_stem
 from ..store.columns import select_layers
 from ..transfer.subsets import labeled_splits
-from .candidates import Candidate, default_candidates, image_size
+from .candidates import SIZE_WORDS, Candidate, default_candidates, image_size, native_size
 from .embedding import embed_group, feature_params, measure_speed
 from .logme import logme
 from .probe import kfold_accuracy, paired_difference, unpack_correct
-from .report import summarize_validation, write_json, write_report
+from ..reporting import write_json
+from .report import summarize_validation, write_report
 from .sample import stratified_sample
 from .validate import validate_group
 
@@ -62,6 +63,14 @@ def _previous(out: Path, report: dict) -> tuple[dict[str, dict], dict[str, dict]
         return {}, {}
     rows = {r["id"]: r for r in old.get("rows", []) if r.get("status") == "ok"}
     return rows, old.get("groups", {})
+
+
+def small_data_note(n_sample: int, n_train: int) -> str | None:
+    """Rank saves time only when the sample is a small part of the data: say so when it is not."""
+    if n_sample * 4 < n_train:
+        return None
+    return (f"the sample is {n_sample / n_train:.0%} of the {n_train:,} training images: scoring costs about as much "
+            "as embedding everything, so `--validate` (the truth, not a prediction) costs little more here.")
 
 
 def _group_id(group: tuple) -> str:
@@ -119,6 +128,7 @@ def rank_candidates(
                    "per_class": sample.class_counts(), "fingerprint": sample.fingerprint(),
                    "dataset": dataset + SAMPLE_SUFFIX},
         "candidates": [c.id for c in candidates],
+        "note": small_data_note(len(sample), len(train)),
         "groups": {}, "rows": [], "complete": False,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -156,14 +166,9 @@ def rank_candidates(
 
 def _create(group: tuple, layers: str | None, weights: dict[str, str]):
     from ..backbones import create_backbone
-    from ..backbones.registry import get_backbone_spec
 
     backbone, size, crop, precision = group
-    if size in ("native", "small"):
-        native = get_backbone_spec(backbone).input_size if not backbone.startswith(("timm:", "torchvision:")) else 224
-        pixels = image_size(size, native)
-    else:
-        pixels = int(size)
+    pixels = image_size(size, native_size(backbone)) if size in SIZE_WORDS else int(size)
     return create_backbone(backbone, weights=weights.get(backbone), image_size=pixels, precision=precision,
                            layers=layers, crop=crop)
 

@@ -21,7 +21,8 @@ from ..store import FeatureStore
 from ..store.columns import select_layers
 from .finetune import FinetuneSettings, finetune
 from .measure import Measure
-from .report import write_json, write_report
+from ..reporting import write_json
+from .report import write_report
 from .subsets import LabeledSet, check_shots, draw_shots, labeled_splits, splits_from_members
 
 DEFAULT_SHOTS = (1, 5, 10, 50, 100)

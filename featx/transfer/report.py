@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..store.atomic import atomic_write
+from ..reporting import save_figure, write_report_files
 
 
 def summarize(runs: Sequence[dict], methods: Sequence[str], shots: Sequence[int]) -> list[dict]:
@@ -32,13 +31,6 @@ def summarize(runs: Sequence[dict], methods: Sequence[str], shots: Sequence[int]
                                         default=None),
             })
     return rows
-
-
-def write_json(report: dict, out: Path) -> Path:
-    path = out / "report.json"
-    with atomic_write(path) as f:
-        f.write(json.dumps(report, indent=1).encode())
-    return path
 
 
 def _cell(mean, std, scale=100.0, digits=1) -> str:
@@ -151,17 +143,9 @@ def render_figure(report: dict, path: Path) -> Path:
     fig.suptitle(f"{report['dataset']}: {report['backbone']} at {report['image_size']} px, "
                  f"mean ± std over {s['seeds']} seed(s)")
     fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(report: dict, out: str | Path) -> dict[str, Path]:
     """report.json, report.md and report.png in ``out``."""
-    out = Path(out)
-    paths = {"json": write_json(report, out), "md": out / "report.md", "png": out / "report.png"}
-    with atomic_write(paths["md"]) as f:
-        f.write(render_markdown(report).encode())
-    render_figure(report, paths["png"])
-    return paths
+    return write_report_files(report, out, render_markdown(report), lambda path: render_figure(report, path))
