@@ -52,6 +52,9 @@ bench: setup
 	$(BIN)/python benchmarks/bench_recipes.py --pooling --normalisation
 	$(BIN)/python benchmarks/bench_embed.py --recipes-only --train 1500 --test 0
 	$(BIN)/featx compare fashion-mnist --out benchmarks/out/compare-fashion-mnist
+	$(BIN)/python benchmarks/bench_rank.py --dataset digits --sample 300
+	$(BIN)/python benchmarks/bench_rank.py --dataset fashion-mnist --train 20000 --test 5000
+	$(BIN)/python benchmarks/bench_audit.py
 
 clean:
 	rm -rf $(VENV) cache/*/ benchmarks/out
