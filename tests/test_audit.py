@@ -78,7 +78,7 @@ def test_flipped_labels_are_found_and_ranked_first(audited):
     report = json.loads((root / "report" / "report.json").read_text())
     found = [f["path"] for f in report["label_issues"]]
     hits = len(set(found) & flipped)
-    # floors well under what this implementation measures here (recall ≈ 0.9, precision ≈ 0.6 on 64 px digits)
+    # floors well under what this implementation measures here (recall 0.80, precision 0.46, 10 of the top 10)
     assert hits / len(flipped) >= 0.6, (hits, len(found))
     assert hits / len(found) >= 0.35, (hits, len(found))
     top = found[:10]
