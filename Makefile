@@ -22,6 +22,14 @@ $(VENV)/.installed: pyproject.toml Makefile
 		echo "note: Fashion-MNIST is not installed. Run 'sudo apt-get install dataset-fashion-mnist', or download"; \
 		echo "      the four IDX files from github.com/zalandoresearch/fashion-mnist and pass --data-dir DIR."; \
 	fi
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+		 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)) \
+		|| echo "note: could not install chromium; the browser test of the web page will be skipped"; \
+	else \
+		echo "note: no Chromium: the browser test of the web page is skipped. 'sudo apt-get install chromium' adds it."; \
+	fi
 	touch $@
 
 demo: setup

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..reporting import write_report_files
-from .sheet import Thumbnails, contact_sheet
+from ..data.thumbnails import Thumbnails
+from .sheet import contact_sheet
 
 
 def _name(path: str) -> str:

@@ -5,47 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from PIL import Image
-
-from ..data import BUILTINS
+from ..data.thumbnails import Thumbnails
 from ..reporting import save_figure
-
-
-class Thumbnails:
-    """Small RGB images of stored members, from their paths: files, or items of the built-in datasets."""
-
-    def __init__(self, data_dir: str | None = None, size: int = 96):
-        self.data_dir, self.size = data_dir, size
-        self._builtins: dict[str, tuple] = {}
-
-    def _builtin(self, path: str):
-        name = path.split(":", 1)[0]
-        if name not in self._builtins:
-            from ..data import open_source
-
-            source = open_source(name, data_dir=self.data_dir)
-            self._builtins[name] = (source, {item.path: i for i, item in enumerate(source.items)})
-        source, where = self._builtins[name]
-        return source.read(where[path])
-
-    def image(self, path: str) -> Image.Image | None:
-        """The thumbnail, or None when the image cannot be read any more (moved, damaged)."""
-        from ..data.images import array_to_image, decode_image, to_rgb
-        from ..data.sources import read_regular_file
-
-        try:
-            if path.split(":", 1)[0] in BUILTINS and not Path(path).exists():
-                img = array_to_image(self._builtin(path))
-            else:
-                img = to_rgb(decode_image(read_regular_file(path), draft_size=self.size))
-        except Exception:  # a finding whose file is gone still gets its caption
-            return None
-        img = img.copy()
-        img.thumbnail((self.size, self.size), Image.Resampling.LANCZOS if img.width > self.size else Image.Resampling.NEAREST)
-        if img.width < self.size // 2:  # 8x8 digits: scale up so a person can see them
-            scale = self.size // max(img.width, img.height)
-            img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-        return img
 
 
 def contact_sheet(sections: Sequence[tuple[str, list[tuple[str, str]]]], path: Path, thumbnails: Thumbnails,

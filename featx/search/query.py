@@ -25,11 +25,11 @@ class SearchAnswer:
     failures: list[dict] = field(default_factory=list)
 
 
-def member_info(store: FeatureStore, dataset: str) -> dict[str, tuple[str, str | None]]:
-    """Each key of the dataset with the (first) path and label it was recorded under."""
-    info: dict[str, tuple[str, str | None]] = {}
+def member_info(store: FeatureStore, dataset: str) -> dict[str, tuple[str, str | None, str]]:
+    """Each key of the dataset with the (first) path, label and split it was recorded under."""
+    info: dict[str, tuple[str, str | None, str]] = {}
     for m in store.members(dataset):
-        info.setdefault(m.key, (m.path, m.label))
+        info.setdefault(m.key, (m.path, m.label, m.split))
     return info
 
 
@@ -86,13 +86,14 @@ def search_dataset(
 
 
 def neighbour_rows(scores: np.ndarray, ids: np.ndarray, keys: np.ndarray,
-                   info: dict[str, tuple[str, str | None]]) -> list[dict]:
-    """One query's ranked neighbours as rows: rank, key, path, label, cosine score (FAISS's -1 ids dropped)."""
+                   info: dict[str, tuple[str, str | None, str]]) -> list[dict]:
+    """One query's ranked neighbours as rows: rank, key, path, label, split, cosine score (FAISS's -1 ids dropped)."""
     rows = []
     for rank, (score, i) in enumerate(((s, i) for s, i in zip(scores, ids) if i >= 0), start=1):
         key = str(keys[i])
-        path, label = info.get(key, ("?", None))
-        rows.append({"rank": rank, "key": key, "path": path, "label": label, "score": round(float(score), 6)})
+        path, label, split = info.get(key, ("?", None, None))
+        rows.append({"rank": rank, "key": key, "path": path, "label": label, "split": split,
+                     "score": round(float(score), 6)})
     return rows
 
 

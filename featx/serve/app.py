@@ -1,4 +1,4 @@
-"""The HTTP app: /embed, /predict, /search, /health and /info over the library (FastAPI)."""
+"""The HTTP app: /embed, /predict, /search, /thumbnail, /health, /info and the page at / (FastAPI)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import numpy as np
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -23,6 +25,7 @@ from ..search import neighbour_rows, resolve_ids
 from .batching import MicroBatcher
 from .middleware import BearerAuth, BodyLimit, error_response
 from .resources import Resources
+from .thumbnails import STATIC, ThumbnailCache
 from .schemas import ERRORS, EmbedResponse, PredictResponse, SearchResponse
 
 MAX_K = 1000
@@ -198,6 +201,19 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
                 "results": [{"query": q, "results": neighbour_rows(d, i, index.keys, resources.members)}
                             for q, d, i in zip(queries, D, I)]}
 
+    thumbnails = ThumbnailCache(resources)
+
+    @app.get("/thumbnail/{key}", summary="A small JPEG of a sample of the loaded dataset (by its full key)",
+             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}, **ERRORS})
+    async def thumbnail(key: str):
+        data = await run_in_threadpool(thumbnails.get, key)
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * 2**20))
     if token:
         app.add_middleware(BearerAuth, token=token)

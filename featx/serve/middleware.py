@@ -59,14 +59,19 @@ class _TooLarge(Exception):
     pass
 
 
+def is_public(path: str) -> bool:
+    """/health, and the page with its static files: they hold no data (the page asks for the token itself)."""
+    return path in ("/health", "/") or path.startswith("/static/")
+
+
 class BearerAuth:
-    """ASGI middleware: every path but /health needs ``Authorization: Bearer TOKEN``."""
+    """ASGI middleware: every path but the public ones needs ``Authorization: Bearer TOKEN``."""
 
     def __init__(self, app, token: str):
         self.app, self.token = app, token.encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] != "/health":
+        if scope["type"] == "http" and not is_public(scope["path"]):
             header = dict(scope["headers"]).get(b"authorization", b"")
             scheme, _, given = header.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):

@@ -44,6 +44,7 @@ class Neighbour(BaseModel):
     key: str
     path: str
     label: str | None
+    split: str | None = None
     score: float
 
 

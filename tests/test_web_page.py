@@ -1,0 +1,155 @@
+"""The page on `featx serve`, in a real headless Chromium: token prompt, upload, prediction, neighbours, phone width."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_serve_process import free_port
+
+TOKEN = "page-t0ken"
+
+
+def _browser():
+    """Playwright with the system Chromium (Playwright cannot download its own browsers here), or a skip."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright; it is in the dev extra)")
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("no Chromium on this machine: `make setup` installs Debian's chromium when it runs as root; "
+                    "elsewhere `sudo apt-get install chromium`")
+    return sync_playwright, executable
+
+
+@pytest.fixture(scope="module")
+def server(digits_head_cache):
+    port = free_port()
+    env = {**os.environ, "FEATX_TOKEN": TOKEN, "FEATX_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "featx.cli", "serve", "--head", str(digits_head_cache / "digits.npz"), "--dataset",
+         "digits", "--cache", str(digits_head_cache), "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "featx serve did not come up"
+        time.sleep(0.2)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _digit_png(folder: Path) -> Path:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    path = folder / "seven.png"
+    i = int(np.flatnonzero(digits.target == 7)[3])
+    Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).resize((64, 64), Image.NEAREST).save(path)
+    return path
+
+
+def _shoot(page, name: str) -> None:
+    """Screenshots for docs/ when FEATX_SCREENSHOTS names a folder (the README's come from this test's run)."""
+    folder = os.environ.get("FEATX_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+NEIGHBOURS_LOADED = """(k) => {
+  const imgs = [...document.querySelectorAll('#neighbours img')];
+  return imgs.length === k && imgs.every(i => i.complete && i.naturalWidth > 0);
+}"""
+
+
+def test_the_page_asks_for_the_token_then_predicts_and_finds_neighbours(server, tmp_path):
+    sync_playwright, executable = _browser()
+    digit = _digit_png(tmp_path)
+    expected = httpx.post(f"{server}/predict", files={"files": ("seven.png", digit.read_bytes(), "image/png")},
+                          headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60).json()
+    top = expected["results"][0]["predictions"][0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.goto(server)
+        # the token prompt: a wrong token is refused, the right one opens the page
+        page.wait_for_selector("#token-form:not([hidden])")
+        assert page.get_by_label("This service needs its token").is_visible() and not page.is_visible("#drop")
+        _shoot(page, "page-token.png")
+        page.fill("#token", "wrong")
+        page.click("#token-form button")
+        page.wait_for_function("document.getElementById('token-error').textContent.includes('not accepted')")
+        page.fill("#token", TOKEN)
+        page.click("#token-form button")
+        page.wait_for_selector("#main:not([hidden])")
+        assert "dataset digits" in page.text_content("#loaded")
+        assert not page.is_visible("#token-form") and page.is_visible("#drop")
+
+        # upload a digit: the head's top class, and k neighbour thumbnails that decoded
+        page.fill("#k", "9")
+        page.set_input_files("#file", str(digit))
+        page.wait_for_selector("#predictions li")
+        assert page.text_content("#predictions li").startswith(f"{top['label']}: ")
+        page.wait_for_function(NEIGHBOURS_LOADED, arg=9)
+        buttons = page.locator("#neighbours button")
+        assert buttons.count() == 9
+        labels = [buttons.nth(i).get_attribute("aria-label") for i in range(9)]
+        assert all(a.startswith(f"search from neighbour {i + 1}: ") for i, a in enumerate(labels))
+        _shoot(page, "page-query.png")
+
+        # clicking a neighbour searches from it: it comes back first, as its own nearest sample
+        clicked = buttons.nth(2).get_attribute("data-key")
+        buttons.nth(2).click()
+        page.wait_for_function(f"document.querySelector('#neighbours button')?.dataset.key === '{clicked}'")
+        page.wait_for_function(NEIGHBOURS_LOADED, arg=9)
+        assert clicked[:12] in page.text_content("#query-caption")
+        # the keyboard reaches the neighbours
+        page.focus("#neighbours button")
+        assert page.evaluate("document.activeElement.dataset.key") == clicked
+
+        # a phone: nothing wider than the screen
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        _shoot(page, "page-phone.png")
+        browser.close()
+
+
+def test_thumbnails_are_served_only_for_loaded_samples(server):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    key = httpx.post(f"{server}/search?k=1", files={"files": ("x.png", _png_bytes(), "image/png")}, headers=auth,
+                     timeout=30).json()["results"][0]["results"][0]["key"]
+    ok = httpx.get(f"{server}/thumbnail/{key}", headers=auth, timeout=30)
+    assert ok.status_code == 200 and ok.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(ok.content)).size[0] >= 48
+    assert httpx.get(f"{server}/thumbnail/{key}", timeout=30).status_code == 401  # the token guards it
+    for bad in ("f" * 64, key[:12], "..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", key.upper()):
+        r = httpx.get(f"{server}/thumbnail/{bad}", headers=auth, timeout=30)
+        assert r.status_code == 404 and "error" in r.json(), bad
+    assert httpx.get(f"{server}/thumbnail/../../etc/passwd", headers=auth, timeout=30).status_code == 404
+    assert httpx.get(f"{server}/", timeout=30).status_code == 200  # the page itself holds no data: no token
+
+
+def _png_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
