@@ -35,6 +35,9 @@ def _browser():
 
 @pytest.fixture(scope="module")
 def server(digits_head_cache):
+    from conftest import run_cli
+
+    run_cli("audit", "digits", "--cache", digits_head_cache)  # so the page has findings to show
     port = free_port()
     env = {**os.environ, "FEATX_TOKEN": TOKEN, "FEATX_LOG_LEVEL": "warning"}
     proc = subprocess.Popen(
@@ -126,6 +129,40 @@ def test_the_page_asks_for_the_token_then_predicts_and_finds_neighbours(server, 
         # the keyboard reaches the neighbours
         page.focus("#neighbours button")
         assert page.evaluate("document.activeElement.dataset.key") == clicked
+
+        # the map: a point per image; pointing at one shows its thumbnail, clicking searches from it
+        mapped = httpx.get(f"{server}/map", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120).json()
+        assert mapped["n"] == len(set(mapped["keys"])) == 1797 and len(mapped["x"]) == 1797
+        page.locator("#map").scroll_into_view_if_needed()
+        page.wait_for_selector("#map[data-points='1797']", timeout=120_000)
+        box = page.locator("#map").bounding_box()
+        i = 100
+        x = box["x"] + 8 + mapped["x"][i] * (box["width"] - 16)
+        y = box["y"] + 8 + mapped["y"][i] * (box["height"] - 16)
+        page.mouse.move(x, y)
+        page.wait_for_selector("#tip:not([hidden])")
+        page.wait_for_function("document.getElementById('tip-image').naturalWidth > 0")
+        pointed = page.text_content("#tip-label")
+        _shoot(page, "page-map.png")
+        page.mouse.click(x, y)
+        page.wait_for_function(f"document.querySelector('#neighbours button')?.dataset.key !== '{clicked}'")
+        first = page.locator("#neighbours button").first.get_attribute("data-key")
+        near = [k for k, px, py in zip(mapped["keys"], mapped["x"], mapped["y"])
+                if (px - mapped["x"][i]) ** 2 + (py - mapped["y"][i]) ** 2 < 1e-4]
+        assert first in near and pointed.split(" · ")[0] in mapped["labels"]
+
+        # the audit's findings, as thumbnails that decoded
+        audit = httpx.get(f"{server}/audit", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
+        n_issues = len(audit["label_issues"])
+        assert n_issues > 0
+        page.locator("#audit-section").scroll_into_view_if_needed()
+        page.wait_for_function("""(n) => {
+          const imgs = [...document.querySelectorAll('#audit-issues img')];
+          return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0);
+        }""", arg=n_issues)
+        first_issue = audit["label_issues"][0]
+        assert page.text_content("#audit-issues span") == f"{first_issue['given']} → {first_issue['suggested']}"
+        _shoot(page, "page-audit.png")
 
         # a phone: nothing wider than the screen
         page.set_viewport_size({"width": 390, "height": 844})

@@ -21,7 +21,7 @@ class FeatxGroup(click.Group):
         "backbones": "embedding", "embed": "embedding", "stores": "embedding", "verify": "embedding",
         "train": "heads", "evaluate": "heads", "predict": "heads",
         "index": "search", "search": "search", "duplicates": "search",
-        "finetune": "transfer", "compare": "transfer", "rank": "rank", "audit": "audit", "serve": "serving",
+        "finetune": "transfer", "compare": "transfer", "rank": "rank", "audit": "audit", "map": "maps", "serve": "serving",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -30,7 +30,8 @@ class FeatxGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.COMMANDS:
             return None
-        return getattr(importlib.import_module(f".{self.COMMANDS[name]}", __name__), name)
+        module = importlib.import_module(f".{self.COMMANDS[name]}", __name__)
+        return getattr(module, name, None) or getattr(module, name + "_")  # map_: not shadowing the builtin
 
     def invoke(self, ctx: click.Context):
         try:

@@ -25,7 +25,7 @@ from ..search import neighbour_rows, resolve_ids
 from .batching import MicroBatcher
 from .middleware import BearerAuth, BodyLimit, error_response
 from .resources import Resources
-from .thumbnails import STATIC, ThumbnailCache
+from .thumbnails import STATIC, MapCache, ThumbnailCache, audit_findings
 from .schemas import ERRORS, EmbedResponse, PredictResponse, SearchResponse
 
 MAX_K = 1000
@@ -202,12 +202,30 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
                             for q, d, i in zip(queries, D, I)]}
 
     thumbnails = ThumbnailCache(resources)
+    maps = MapCache(resources, store_lock)
 
     @app.get("/thumbnail/{key}", summary="A small JPEG of a sample of the loaded dataset (by its full key)",
              response_class=Response, responses={200: {"content": {"image/jpeg": {}}}, **ERRORS})
     async def thumbnail(key: str):
         data = await run_in_threadpool(thumbnails.get, key)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.get("/map", summary="The loaded dataset's 2-D map: a point per sample with its key, label and split")
+    async def dataset_map() -> dict:
+        if resources.store is None:
+            raise ServiceError("no dataset is loaded: start featx serve with --dataset NAME.", 409)
+        layout = await run_in_threadpool(maps.get)
+        info = [resources.members.get(str(k), ("?", None, None)) for k in layout.keys]
+        return {"dataset": resources.dataset, "method": layout.method, "n": len(layout.keys),
+                "keys": layout.keys.tolist(), "x": np.round(layout.points[:, 0], 4).tolist(),
+                "y": np.round(layout.points[:, 1], 4).tolist(),
+                "labels": [i[1] for i in info], "splits": [i[2] for i in info]}
+
+    @app.get("/audit", summary="The loaded dataset's `featx audit` findings (the top ones of each kind)")
+    async def audit(top: Annotated[int, Query(ge=1, le=MAX_K, description="findings per kind")] = 48) -> dict:
+        if resources.store is None:
+            raise ServiceError("no dataset is loaded: start featx serve with --dataset NAME.", 409)
+        return await run_in_threadpool(audit_findings, resources, top)
 
     @app.get("/", include_in_schema=False)
     async def page():

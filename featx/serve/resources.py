@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..backbones import Backbone, create_backbone, create_backbone_for
 from ..config import DEFAULT_BACKBONE
 from ..heads import HeadBundle, load_bundle
 from ..search import VectorIndex, open_index
 from ..search.query import member_info
-from ..store import FeatureStore, find_dataset, store_for_config
+from ..store import DEFAULT_CACHE, FeatureStore, find_dataset, store_for_config
+from ..store.atomic import name_stem
 
 
 @dataclass
@@ -23,7 +25,8 @@ class Resources:
     dataset: str | None = None
     index: VectorIndex | None = None
     unindexed: int | None = None
-    members: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    members: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)
+    audit_report: str | None = None  # where `featx audit` writes this dataset's report
 
     def close(self) -> None:
         if self.store is not None:
@@ -54,6 +57,7 @@ def open_resources(
         if store is not None:
             resources.index, resources.unindexed = open_index(store, dataset)
             resources.members = member_info(store, dataset)
+            resources.audit_report = str(Path(cache or DEFAULT_CACHE) / "audit" / name_stem(dataset) / "report.json")
     except BaseException:
         if store is not None:
             store.close()

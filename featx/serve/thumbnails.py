@@ -1,7 +1,9 @@
-"""Thumbnails the page shows: made once per sample, kept beside the store, served only for loaded samples."""
+"""What the page shows beside the API's answers: thumbnails (made once per sample, kept beside the store,
+served only for loaded samples), the dataset's map (computed once, kept beside the store) and its audit."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import OrderedDict
@@ -66,3 +68,37 @@ class ThumbnailCache:
             except OSError:  # a full disk costs the cache, not the answer
                 pass
         return data
+
+
+class MapCache:
+    """``get()`` → the loaded dataset's Layout: computed (or read from beside the store) once per process."""
+
+    def __init__(self, resources, store_lock: threading.Lock):
+        self.resources, self.store_lock = resources, store_lock
+        self.layout = None
+        self.lock = threading.Lock()
+
+    def get(self):
+        from ..maps import dataset_map
+
+        with self.lock:  # one computation, however many pages ask at once
+            if self.layout is None:
+                with self.store_lock:
+                    self.layout, _ = dataset_map(self.resources.store, self.resources.dataset)
+            return self.layout
+
+
+def audit_findings(resources, top: int) -> dict:
+    """The top findings of each kind from the dataset's `featx audit` report, when it is this store's."""
+    try:
+        report = json.loads(Path(resources.audit_report).read_text())
+    except (OSError, ValueError, TypeError):
+        raise ServiceError(f"no audit report for dataset {resources.dataset!r}: run `featx audit "
+                           f"{resources.dataset}` with the same --cache.", 404) from None
+    if report.get("store") != str(resources.store.path):
+        raise ServiceError("the audit report was made from another store of this dataset (another backbone or "
+                           "recipe): run `featx audit` again with this one.", 409)
+    leaks = [f for f in report.get("leaks", []) if f.get("kind") == "near_leak"]
+    return {"dataset": resources.dataset, "summary": report.get("summary", {}),
+            "label_issues": report.get("label_issues", [])[:top], "near_leaks": leaks[:top],
+            "outliers": report.get("outliers", [])[:top]}

@@ -34,7 +34,113 @@ $("token-form").addEventListener("submit", (event) => {
   event.preventDefault();
   state.token = $("token").value.trim();
   sessionStorage.setItem("featx-token", state.token);
-  start();
+  // ---- the map: one point per sample, drawn on a canvas so tens of thousands stay smooth ----
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf", "#393b79", "#e7ba52", "#637939", "#ad494a", "#7b4173", "#3182bd"];
+const CELLS = 64;
+
+async function loadMap() {
+  $("map-section").hidden = false;
+  $("map-status").textContent = "computing the map (once per dataset; `featx map` does it ahead of time)…";
+  try {
+    state.map = await (await api("/map")).json();
+  } catch (error) {
+    $("map-status").textContent = `no map: ${error.message}`;
+    return;
+  }
+  const m = state.map;
+  m.grid = new Map();  // cell → point indices, for finding the point under the pointer
+  for (let i = 0; i < m.n; i++) {
+    const cell = Math.min(CELLS - 1, Math.floor(m.x[i] * CELLS)) * CELLS + Math.min(CELLS - 1, Math.floor(m.y[i] * CELLS));
+    if (!m.grid.has(cell)) m.grid.set(cell, []);
+    m.grid.get(cell).push(i);
+  }
+  $("map-status").textContent = `${m.n.toLocaleString()} images (${m.method})`;
+  drawMap();
+}
+
+function mapGeometry() {
+  const canvas = $("map");
+  const rect = canvas.getBoundingClientRect();
+  const pad = 8;
+  return { canvas, rect, pad, w: rect.width - 2 * pad, h: rect.height - 2 * pad };
+}
+
+function drawMap() {
+  const m = state.map;
+  if (!m) return;
+  const { canvas, rect, pad, w, h } = mapGeometry();
+  const ratio = window.devicePixelRatio || 1;
+  canvas.width = Math.round(rect.width * ratio);
+  canvas.height = Math.round(rect.height * ratio);
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, rect.width, rect.height);
+  const values = m[$("colour").value];
+  const names = [...new Set(values.map((v) => v ?? "–"))].sort();
+  const colour = new Map(names.map((name, i) => [name, PALETTE[i % PALETTE.length]]));
+  const size = m.n > 20000 ? 1.5 : 3;
+  for (const name of names) {  // one fillStyle per class: far fewer state changes than per point
+    ctx.fillStyle = colour.get(name);
+    for (let i = 0; i < m.n; i++) {
+      if ((values[i] ?? "–") === name) ctx.fillRect(pad + m.x[i] * w - size / 2, pad + m.y[i] * h - size / 2, size, size);
+    }
+  }
+  canvas.dataset.points = String(m.n);
+  $("legend").replaceChildren(...names.map((name) => {
+    const li = document.createElement("li");
+    const swatch = document.createElement("i");
+    swatch.style.background = colour.get(name);
+    li.append(swatch, document.createTextNode(name));
+    return li;
+  }));
+}
+
+function pointAt(event) {
+  const m = state.map;
+  if (!m) return -1;
+  const { rect, pad, w, h } = mapGeometry();
+  const x = (event.clientX - rect.left - pad) / w;
+  const y = (event.clientY - rect.top - pad) / h;
+  const cx = Math.floor(x * CELLS), cy = Math.floor(y * CELLS);
+  let best = -1, bestDistance = (8 / Math.min(w, h)) ** 2;  // within 8 px
+  for (let dx = -1; dx <= 1; dx++) {
+    for (let dy = -1; dy <= 1; dy++) {
+      for (const i of m.grid.get((cx + dx) * CELLS + (cy + dy)) || []) {
+        const d = (m.x[i] - x) ** 2 + (m.y[i] - y) ** 2;
+        if (d < bestDistance) { best = i; bestDistance = d; }
+      }
+    }
+  }
+  return best;
+}
+
+$("map").addEventListener("mousemove", (event) => {
+  const i = pointAt(event);
+  const tip = $("tip");
+  if (i < 0) { tip.hidden = true; state.hover = -1; return; }
+  if (i !== state.hover) {
+    state.hover = i;
+    $("tip-label").textContent = `${state.map.labels[i] ?? "–"} · ${state.map.splits[i] ?? ""}`;
+    $("tip-image").removeAttribute("src");
+    thumbnail($("tip-image"), state.map.keys[i]);
+  }
+  const { rect } = mapGeometry();
+  tip.style.left = `${Math.min(event.clientX - rect.left + 12, rect.width - 90)}px`;
+  tip.style.top = `${event.clientY - rect.top + 12}px`;
+  tip.hidden = false;
+});
+$("map").addEventListener("mouseleave", () => { $("tip").hidden = true; state.hover = -1; });
+$("map").addEventListener("click", (event) => {
+  const i = pointAt(event);
+  if (i < 0) return;
+  searchFromKey({ key: state.map.keys[i], label: state.map.labels[i] });
+  $("query-title").scrollIntoView({ behavior: "smooth" });
+});
+$("colour").addEventListener("change", drawMap);
+window.addEventListener("resize", drawMap);
+
+start();
 });
 
 async function start() {
@@ -52,6 +158,8 @@ async function start() {
   if (info.dataset) parts.push(`dataset ${info.dataset}`);
   if (info.head) parts.push(`head ${info.head.name} (${info.head.classes.length} classes)`);
   $("loaded").textContent = parts.join(" · ");
+  if (info.dataset && !state.map) loadMap();
+  if (info.dataset && !state.audit) loadAudit();
 }
 
 function setStatus(text, isError = false) {
@@ -91,6 +199,48 @@ function showNeighbours(rows) {
     list.append(item);
     thumbnail(img, row.key);
   }
+}
+
+function sampleButton(key, caption, description) {
+  // a thumbnail with a caption that searches from the sample when pressed
+  const item = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.dataset.key = key;
+  button.setAttribute("aria-label", description);
+  const img = document.createElement("img");
+  img.alt = caption;
+  const text = document.createElement("span");
+  text.textContent = caption;
+  button.append(img, text);
+  button.addEventListener("click", () => {
+    searchFromKey({ key, label: caption });
+    $("query-title").scrollIntoView({ behavior: "smooth" });
+  });
+  item.append(button);
+  thumbnail(img, key);
+  return item;
+}
+
+async function loadAudit() {
+  let audit;
+  try {
+    audit = await (await api("/audit")).json();
+  } catch (_) {
+    return;  // no report for this dataset: the section stays hidden
+  }
+  state.audit = audit;
+  const s = audit.summary;
+  $("audit-summary").textContent = `${s.label_issues} likely label issues, ${s.near_leaks} near-twins and ` +
+    `${s.exact_leaks} identical images across splits, ${s.outliers_z_over_5} outliers (from featx audit).`;
+  $("audit-issues").replaceChildren(...audit.label_issues.map((f) =>
+    sampleButton(f.key, `${f.given} → ${f.suggested}`, `labelled ${f.given}, likely ${f.suggested}`)));
+  $("audit-leaks").replaceChildren(...audit.near_leaks.flatMap((f) => [
+    sampleButton(f.key, `${f.split}: ${f.label}`, `held-out image labelled ${f.label}`),
+    sampleButton(f.train_key, `train: ${f.train_label} (${f.similarity.toFixed(3)})`, `its training twin`)]));
+  $("audit-outliers").replaceChildren(...audit.outliers.map((f) =>
+    sampleButton(f.key, `${f.label ?? "–"} (z ${f.z.toFixed(0)})`, `outlier labelled ${f.label ?? "nothing"}`)));
+  $("audit-section").hidden = false;
 }
 
 function k() {
@@ -160,5 +310,111 @@ document.addEventListener("paste", (event) => {
   const item = [...(event.clipboardData?.items || [])].find((i) => i.type.startsWith("image/"));
   if (item) searchFromFile(item.getAsFile());
 });
+
+// ---- the map: one point per sample, drawn on a canvas so tens of thousands stay smooth ----
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf", "#393b79", "#e7ba52", "#637939", "#ad494a", "#7b4173", "#3182bd"];
+const CELLS = 64;
+
+async function loadMap() {
+  $("map-section").hidden = false;
+  $("map-status").textContent = "computing the map (once per dataset; `featx map` does it ahead of time)…";
+  try {
+    state.map = await (await api("/map")).json();
+  } catch (error) {
+    $("map-status").textContent = `no map: ${error.message}`;
+    return;
+  }
+  const m = state.map;
+  m.grid = new Map();  // cell → point indices, for finding the point under the pointer
+  for (let i = 0; i < m.n; i++) {
+    const cell = Math.min(CELLS - 1, Math.floor(m.x[i] * CELLS)) * CELLS + Math.min(CELLS - 1, Math.floor(m.y[i] * CELLS));
+    if (!m.grid.has(cell)) m.grid.set(cell, []);
+    m.grid.get(cell).push(i);
+  }
+  $("map-status").textContent = `${m.n.toLocaleString()} images (${m.method})`;
+  drawMap();
+}
+
+function mapGeometry() {
+  const canvas = $("map");
+  const rect = canvas.getBoundingClientRect();
+  const pad = 8;
+  return { canvas, rect, pad, w: rect.width - 2 * pad, h: rect.height - 2 * pad };
+}
+
+function drawMap() {
+  const m = state.map;
+  if (!m) return;
+  const { canvas, rect, pad, w, h } = mapGeometry();
+  const ratio = window.devicePixelRatio || 1;
+  canvas.width = Math.round(rect.width * ratio);
+  canvas.height = Math.round(rect.height * ratio);
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, rect.width, rect.height);
+  const values = m[$("colour").value];
+  const names = [...new Set(values.map((v) => v ?? "–"))].sort();
+  const colour = new Map(names.map((name, i) => [name, PALETTE[i % PALETTE.length]]));
+  const size = m.n > 20000 ? 1.5 : 3;
+  for (const name of names) {  // one fillStyle per class: far fewer state changes than per point
+    ctx.fillStyle = colour.get(name);
+    for (let i = 0; i < m.n; i++) {
+      if ((values[i] ?? "–") === name) ctx.fillRect(pad + m.x[i] * w - size / 2, pad + m.y[i] * h - size / 2, size, size);
+    }
+  }
+  canvas.dataset.points = String(m.n);
+  $("legend").replaceChildren(...names.map((name) => {
+    const li = document.createElement("li");
+    const swatch = document.createElement("i");
+    swatch.style.background = colour.get(name);
+    li.append(swatch, document.createTextNode(name));
+    return li;
+  }));
+}
+
+function pointAt(event) {
+  const m = state.map;
+  if (!m) return -1;
+  const { rect, pad, w, h } = mapGeometry();
+  const x = (event.clientX - rect.left - pad) / w;
+  const y = (event.clientY - rect.top - pad) / h;
+  const cx = Math.floor(x * CELLS), cy = Math.floor(y * CELLS);
+  let best = -1, bestDistance = (8 / Math.min(w, h)) ** 2;  // within 8 px
+  for (let dx = -1; dx <= 1; dx++) {
+    for (let dy = -1; dy <= 1; dy++) {
+      for (const i of m.grid.get((cx + dx) * CELLS + (cy + dy)) || []) {
+        const d = (m.x[i] - x) ** 2 + (m.y[i] - y) ** 2;
+        if (d < bestDistance) { best = i; bestDistance = d; }
+      }
+    }
+  }
+  return best;
+}
+
+$("map").addEventListener("mousemove", (event) => {
+  const i = pointAt(event);
+  const tip = $("tip");
+  if (i < 0) { tip.hidden = true; state.hover = -1; return; }
+  if (i !== state.hover) {
+    state.hover = i;
+    $("tip-label").textContent = `${state.map.labels[i] ?? "–"} · ${state.map.splits[i] ?? ""}`;
+    $("tip-image").removeAttribute("src");
+    thumbnail($("tip-image"), state.map.keys[i]);
+  }
+  const { rect } = mapGeometry();
+  tip.style.left = `${Math.min(event.clientX - rect.left + 12, rect.width - 90)}px`;
+  tip.style.top = `${event.clientY - rect.top + 12}px`;
+  tip.hidden = false;
+});
+$("map").addEventListener("mouseleave", () => { $("tip").hidden = true; state.hover = -1; });
+$("map").addEventListener("click", (event) => {
+  const i = pointAt(event);
+  if (i < 0) return;
+  searchFromKey({ key: state.map.keys[i], label: state.map.labels[i] });
+  $("query-title").scrollIntoView({ behavior: "smooth" });
+});
+$("colour").addEventListener("change", drawMap);
+window.addEventListener("resize", drawMap);
 
 start();

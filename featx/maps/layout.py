@@ -1,0 +1,79 @@
+"""The 2-D layout of a dataset's vectors (PCA to 50 dimensions, then UMAP), cached beside the store."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..runtime import Progress
+from ..search.flat import normalize
+from ..store import FeatureStore
+from ..store.atomic import atomic_write, name_stem
+
+METHOD = "pca50-umap"  # chosen by benchmarks/bench_map.py (README: "Which map")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One 2-D point per distinct sample, scaled into [0, 1]², in ``keys`` order."""
+
+    keys: np.ndarray
+    points: np.ndarray  # float32 (n, 2)
+    method: str
+
+
+def compute_layout(X: np.ndarray, blocks: tuple[int, ...] | None = None, seed: int = 0) -> Layout:
+    """PCA to 50 dimensions, then UMAP to 2 (PCA alone below 16 points); ``keys`` left empty."""
+    from sklearn.decomposition import PCA
+
+    X = normalize(X, blocks=blocks)
+    n = len(X)
+    if n < 16:
+        Y = PCA(2).fit_transform(X) if n > 2 else np.zeros((n, 2))
+        method = "pca"
+    else:
+        import umap
+
+        Z = PCA(min(50, n - 1, X.shape[1]), random_state=seed).fit_transform(X)
+        Y = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed).fit_transform(Z)
+        method = METHOD
+    Y = np.asarray(Y, dtype=np.float64)
+    low, span = Y.min(axis=0), np.maximum(np.ptp(Y, axis=0), 1e-12)
+    return Layout(np.array([], dtype=str), ((Y - low) / span).astype(np.float32), method)
+
+
+def map_path(store: FeatureStore, dataset: str) -> Path:
+    return Path(store.path) / "maps" / f"{name_stem(dataset)}.npz"
+
+
+def _fingerprint(keys) -> str:
+    """The membership the layout was made for: a dataset that changed gets a new layout."""
+    return hashlib.sha256(("\n".join(sorted(keys)) + "|" + METHOD).encode()).hexdigest()
+
+
+def dataset_map(store: FeatureStore, dataset: str, *, progress: Progress | None = None) -> tuple[Layout, bool]:
+    """The dataset's layout and whether it was computed now: read from beside the store when its members
+    are unchanged, else computed (and saved there when the store is writable)."""
+    keys = list(dict.fromkeys(m.key for m in store.members(dataset)))
+    fingerprint = _fingerprint(keys)
+    path = map_path(store, dataset)
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            if str(saved["fingerprint"]) == fingerprint:
+                return Layout(saved["keys"], saved["points"], str(saved["method"])), False
+    except (OSError, KeyError, ValueError):
+        pass
+    if progress:
+        progress("map", 0, len(keys))
+    layout = compute_layout(store.vectors(keys), blocks=store.config.layer_dims or None)
+    layout = Layout(np.array(keys), layout.points, layout.method)
+    if progress:
+        progress("map", len(keys), len(keys))
+    if not store.read_only:
+        path.parent.mkdir(exist_ok=True)
+        with atomic_write(path) as f:
+            np.savez(f, keys=layout.keys, points=layout.points, method=layout.method, fingerprint=fingerprint)
+    return layout, True

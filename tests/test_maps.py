@@ -1,0 +1,34 @@
+"""The dataset map: computed once, kept beside the store, computed again when the dataset changes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from conftest import noisy_image, run_cli, write_class_folder
+
+
+def test_the_map_is_kept_beside_the_store_and_follows_the_dataset(tmp_path):
+    folder = write_class_folder(tmp_path / "photos", per_class=12)
+    cache = tmp_path / "cache"
+    run_cli("embed", folder, "--image-size", 32, "--workers", 0, "--cache", cache)
+    first = json.loads(run_cli("map", "photos", "--cache", cache, "--json").output)
+    assert first["computed"] and first["n"] == 24 and first["method"] == "pca50-umap"
+    again = json.loads(run_cli("map", "photos", "--cache", cache, "--json").output)
+    assert not again["computed"] and again["path"] == first["path"]
+    with np.load(first["path"]) as saved:
+        points = saved["points"]
+        assert points.shape == (24, 2) and points.min() >= 0 and points.max() <= 1
+    # a new image in the dataset: the map is made again, with it
+    noisy_image((30, 220, 30), seed=77).save(folder / "red" / "new.png")
+    run_cli("embed", folder, "--image-size", 32, "--workers", 0, "--cache", cache)
+    changed = json.loads(run_cli("map", "photos", "--cache", cache, "--json").output)
+    assert changed["computed"] and changed["n"] == 25
+
+
+def test_a_tiny_dataset_gets_a_pca_map():
+    from featx.maps import compute_layout
+
+    layout = compute_layout(np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32))
+    assert layout.method == "pca" and layout.points.shape == (5, 2)
