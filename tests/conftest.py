@@ -26,6 +26,40 @@ def run_cli(*args, ok=True):
     return result
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(*args, env: dict | None = None, timeout: float = 60):
+    """A real `featx serve` process on a free loopback port, once /health answers: (process, base URL)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "featx.cli", "serve", *map(str, args), "--port", str(port)],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "featx serve did not come up"
+        time.sleep(0.2)
+
+
 def noisy_image(rgb, seed: int, size=(40, 32)) -> Image.Image:
     """A solid colour with seeded noise: distinct bytes per seed, recognisable class per colour."""
     rng = np.random.default_rng(seed)

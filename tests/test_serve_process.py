@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -20,6 +16,8 @@ from schemathesis.checks import not_a_server_error
 
 from featx.serve import create_app, open_resources
 
+from conftest import start_serve
+
 TINY = 32
 
 
@@ -29,33 +27,12 @@ def png(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_real_server_answers_concurrent_clients_and_stops_cleanly_on_sigterm(digits_head_cache):
-    port = free_port()
-    env = {**os.environ, "FEATX_TOKEN": "t0ken", "FEATX_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "featx.cli", "serve", "--head", str(digits_head_cache / "digits.npz"), "--dataset", "digits",
-         "--cache", str(digits_head_cache), "--port", str(port), "--max-batch", "128", "--max-wait-ms", "1500"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_serve("--head", digits_head_cache / "digits.npz", "--dataset", "digits", "--cache",
+                             digits_head_cache, "--max-batch", 128, "--max-wait-ms", 1500,
+                             env={"FEATX_TOKEN": "t0ken", "FEATX_LOG_LEVEL": "warning"})
     headers = {"Authorization": "Bearer t0ken"}
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "featx serve did not come up"
-            time.sleep(0.2)
         assert httpx.get(f"{base}/info", timeout=5).status_code == 401
 
         statuses, labels = [], []

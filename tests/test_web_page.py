@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_serve_process import free_port
+from conftest import run_cli, start_serve
 
 TOKEN = "page-t0ken"
 
@@ -35,27 +32,9 @@ def _browser():
 
 @pytest.fixture(scope="module")
 def server(digits_head_cache):
-    from conftest import run_cli
-
     run_cli("audit", "digits", "--cache", digits_head_cache)  # so the page has findings to show
-    port = free_port()
-    env = {**os.environ, "FEATX_TOKEN": TOKEN, "FEATX_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "featx.cli", "serve", "--head", str(digits_head_cache / "digits.npz"), "--dataset",
-         "digits", "--cache", str(digits_head_cache), "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "featx serve did not come up"
-        time.sleep(0.2)
+    proc, base = start_serve("--head", digits_head_cache / "digits.npz", "--dataset", "digits", "--cache",
+                             digits_head_cache, env={"FEATX_TOKEN": TOKEN, "FEATX_LOG_LEVEL": "warning"})
     yield base
     proc.terminate()
     proc.wait(timeout=30)

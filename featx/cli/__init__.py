@@ -66,6 +66,7 @@ def main() -> None:
       featx search digits id:KEY           # what looks like this?
       featx rank digits                    # which backbone and recipe will transfer best
       featx audit digits                   # likely wrong labels, leaks across splits, outliers
+      featx serve --dataset digits         # a web page and an HTTP API over the store
       featx compare digits                 # frozen heads against fine-tuning, same subsets
 
     \b
