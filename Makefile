@@ -64,6 +64,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_rank.py --dataset fashion-mnist --train 20000 --test 5000
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_map.py
+	$(BIN)/python benchmarks/bench_writer.py
 
 clean:
 	rm -rf $(VENV) cache/*/ benchmarks/out
