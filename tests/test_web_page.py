@@ -110,7 +110,9 @@ def test_the_page_asks_for_the_token_then_predicts_and_finds_neighbours(server, 
         assert page.evaluate("document.activeElement.dataset.key") == clicked
 
         # the map: a point per image; pointing at one shows its thumbnail, clicking searches from it
-        mapped = httpx.get(f"{server}/map", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120).json()
+        answer = httpx.get(f"{server}/map", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
+        assert answer.headers.get("content-encoding") == "gzip"  # a map is large: it travels compressed
+        mapped = answer.json()
         assert mapped["n"] == len(set(mapped["keys"])) == 1797 and len(mapped["x"]) == 1797
         page.locator("#map").scroll_into_view_if_needed()
         page.wait_for_selector("#map[data-points='1797']", timeout=120_000)

@@ -11,6 +11,7 @@ import numpy as np
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -232,6 +233,7 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(GZipMiddleware, minimum_size=64_000)  # /map: 70,000 hex keys shrink about 2x
     app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * 2**20))
     if token:
         app.add_middleware(BearerAuth, token=token)
