@@ -13,6 +13,7 @@ full embedding of two dozen candidates within an hour on two cores.
 
     .venv/bin/python benchmarks/bench_rank.py --dataset digits --sample 300
     .venv/bin/python benchmarks/bench_rank.py --dataset fashion-mnist --train 20000 --test 5000
+    .venv/bin/python benchmarks/bench_rank.py --probe-cost     # seconds per candidate: probe vs LogME
 """
 
 from __future__ import annotations
@@ -49,6 +50,42 @@ def stratified_split_subset(source, n_train: int | None, n_test: int | None, see
     return SubsetSource(source, sorted(chosen))
 
 
+def probe_cost(cache: str = "cache", n: int = 2000) -> None:
+    """Seconds to score one candidate on a 2,000-image Fashion-MNIST sample: the 5-fold probe against LogME,
+    and the probe with C chosen once on the sample (the speed-up considered, not adopted)."""
+    from featx.heads import LogisticHead
+    from featx.rank.logme import logme
+    from featx.rank.probe import kfold_accuracy
+    from featx.rank.sample import stratified_sample
+    from featx.search.flat import normalize
+    from featx.store import find_dataset
+    from sklearn.model_selection import StratifiedKFold
+
+    with find_dataset("fashion-mnist", cache, image_size=224, crop="full", layers="stages") as store:
+        members = store.members("fashion-mnist", "train")
+        keys, labels = [m.key for m in members], [m.label for m in members]
+        pick = stratified_sample(keys, labels, n)
+        X = store.vectors([keys[i] for i in pick])
+        blocks = store.config.layer_dims
+    y = np.array([labels[i] for i in pick])
+    for layers, Xs, b in (("stages", X, blocks), ("final", X[:, -1280:], None)):
+        started = time.perf_counter()
+        probe = kfold_accuracy(Xs, y, blocks=b)
+        probe_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        logme(normalize(Xs, blocks=b), y)
+        logme_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        C = LogisticHead(blocks=b).fit(Xs, y).C_
+        correct = np.zeros(len(y), bool)
+        for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(Xs, y):
+            correct[test] = LogisticHead(C=C, blocks=b).fit(Xs[train], y[train]).predict(Xs[test]) == y[test]
+        fixed_seconds = time.perf_counter() - started
+        print(json.dumps({"layers": layers, "probe_seconds": round(probe_seconds, 1), "probe_accuracy": probe.accuracy,
+                          "logme_seconds": round(logme_seconds, 2), "fixed_C_probe_seconds": round(fixed_seconds, 1),
+                          "fixed_C_accuracy": float(correct.mean())}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="digits")
@@ -59,7 +96,11 @@ def main() -> None:
     parser.add_argument("--candidates", default=None, help="a --candidates spec [default: the default grid]")
     parser.add_argument("--cache", default=None, help="store root [default: a fresh temporary folder]")
     parser.add_argument("--out", default=None, help="report folder [default: benchmarks/out/rank-<dataset>]")
+    parser.add_argument("--probe-cost", action="store_true",
+                        help="only time the scorers on a Fashion-MNIST sample from --cache (default: cache)")
     args = parser.parse_args()
+    if args.probe_cost:
+        return probe_cost(args.cache or "cache")
 
     source = stratified_split_subset(open_source(args.dataset), args.train, args.test)
     out = Path(args.out or Path(__file__).parent / "out" / f"rank-{args.dataset}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,26 +55,34 @@ def _fingerprint(keys) -> str:
     return hashlib.sha256(("\n".join(sorted(keys)) + "|" + METHOD).encode()).hexdigest()
 
 
-def dataset_map(store: FeatureStore, dataset: str, *, progress: Progress | None = None) -> tuple[Layout, bool]:
+def dataset_map(store: FeatureStore, dataset: str, *, progress: Progress | None = None,
+                lock=None) -> tuple[Layout, bool]:
     """The dataset's layout and whether it was computed now: read from beside the store when its members
-    are unchanged, else computed (and saved there when the store is writable)."""
-    keys = list(dict.fromkeys(m.key for m in store.members(dataset)))
-    fingerprint = _fingerprint(keys)
-    path = map_path(store, dataset)
-    try:
-        with np.load(path, allow_pickle=False) as saved:
-            if str(saved["fingerprint"]) == fingerprint:
-                return Layout(saved["keys"], saved["points"], str(saved["method"])), False
-    except (OSError, KeyError, ValueError):
-        pass
+    are unchanged, else computed (and saved there when the store is writable).
+
+    ``lock`` (the service's store lock) is held while the store is read or written, not while UMAP runs.
+    """
+    guard = lock or contextlib.nullcontext()
+    with guard:
+        keys = list(dict.fromkeys(m.key for m in store.members(dataset)))
+        fingerprint = _fingerprint(keys)
+        path = map_path(store, dataset)
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                if str(saved["fingerprint"]) == fingerprint:
+                    return Layout(saved["keys"], saved["points"], str(saved["method"])), False
+        except (OSError, KeyError, ValueError):
+            pass
+        X = store.vectors(keys)
     if progress:
         progress("map", 0, len(keys))
-    layout = compute_layout(store.vectors(keys), blocks=store.config.layer_dims or None)
+    layout = compute_layout(X, blocks=store.config.layer_dims or None)
     layout = Layout(np.array(keys), layout.points, layout.method)
     if progress:
         progress("map", len(keys), len(keys))
     if not store.read_only:
-        path.parent.mkdir(exist_ok=True)
-        with atomic_write(path) as f:
-            np.savez(f, keys=layout.keys, points=layout.points, method=layout.method, fingerprint=fingerprint)
+        with guard:
+            path.parent.mkdir(exist_ok=True)
+            with atomic_write(path) as f:
+                np.savez(f, keys=layout.keys, points=layout.points, method=layout.method, fingerprint=fingerprint)
     return layout, True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,20 +14,6 @@ from ..embed import embed_source
 from ..embed.runner import EmbedResult
 from ..runtime import Progress
 from ..store import FeatureStore, open_store
-
-
-@dataclass(frozen=True)
-class Cost:
-    """What a candidate costs to use: its measured speed, its vectors' size, its model's size."""
-
-    images_per_second: float  # decoding excluded: the same for every candidate
-    dim: int
-    bytes_per_image: int  # in the store (float32)
-    params: int  # the backbone's weights, classifier left out
-
-    @property
-    def seconds_per_image(self) -> float:
-        return 1.0 / self.images_per_second if self.images_per_second > 0 else float("inf")
 
 
 def feature_params(backbone: Backbone) -> int:

@@ -12,17 +12,17 @@ import numpy as np
 
 from ..config import FINAL, STAGES
 from ..data import Source, SubsetSource, hash_source
-from ..errors import ParameterError
+from ..errors import FeatxError, ParameterError
 from ..runtime import Progress
 from ..store import DEFAULT_CACHE, open_store
 from ..store.atomic import name_stem
 from ..store.columns import select_layers
+from ..reporting import write_json
 from ..transfer.subsets import labeled_splits
 from .candidates import SIZE_WORDS, Candidate, default_candidates, image_size, native_size
 from .embedding import embed_group, feature_params, measure_speed
 from .logme import logme
 from .probe import kfold_accuracy, paired_difference, unpack_correct
-from ..reporting import write_json
 from .report import summarize_validation, write_report
 from .sample import stratified_sample
 from .validate import validate_group
@@ -178,8 +178,6 @@ def _failed(c: Candidate, reason: str) -> dict:
 
 
 def _reason(e: BaseException) -> str:
-    from ..errors import FeatxError
-
     return str(e) if isinstance(e, FeatxError) else f"{type(e).__name__}: {e}"
 
 
@@ -279,7 +277,7 @@ def compare_to_best(rows: Sequence[dict], n: int) -> None:
 
 
 def _cheapest(rows: list[dict]) -> dict:
-    return min(rows, key=lambda r: (1.0 / max(r["images_per_second"], 1e-9), r["bytes_per_image"], -r["accuracy"]))
+    return min(rows, key=lambda r: (-r["images_per_second"], r["bytes_per_image"], -r["accuracy"]))
 
 
 def recommend(rows: Sequence[dict], *, paired: bool = True) -> dict | None:

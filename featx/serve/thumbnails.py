@@ -81,10 +81,9 @@ class MapCache:
     def get(self):
         from ..maps import dataset_map
 
-        with self.lock:  # one computation, however many pages ask at once
+        with self.lock:  # one computation, however many pages ask at once; searches go on meanwhile
             if self.layout is None:
-                with self.store_lock:
-                    self.layout, _ = dataset_map(self.resources.store, self.resources.dataset)
+                self.layout, _ = dataset_map(self.resources.store, self.resources.dataset, lock=self.store_lock)
             return self.layout
 
 
