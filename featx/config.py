@@ -12,6 +12,7 @@ from typing import Sequence
 DEFAULT_BACKBONE = "efficientnet_lite0"
 PRECISIONS = ("auto", "fp32", "bf16")  # what a backbone can be asked to run at
 STORED_PRECISIONS = ("fp32", "bf16")  # what a store can have been embedded at
+STORE_DTYPES = ("float32", "float16")  # how a store keeps its vectors on disk (float16: half the bytes)
 
 
 CROPS = ("center", "full")  # timm's eval crop of the centre, or the whole image resized to a square
@@ -61,8 +62,11 @@ class BackboneConfig:
     layer: str = "pre_logits"  # what the FINAL layer is
     layers: tuple[str, ...] = (FINAL,)  # the taps concatenated into each vector, in order
     layer_dims: tuple[int, ...] = ()  # their widths; empty means one layer of ``dim``
+    store_dtype: str = "float32"  # how the store keeps the vectors: rounding to float16 changes them
 
     def __post_init__(self):
+        if self.store_dtype not in STORE_DTYPES:
+            raise ValueError(f"store_dtype must be one of {', '.join(STORE_DTYPES)}, not {self.store_dtype!r}")
         widths = self.layer_dims or (self.dim,)
         if len(widths) != len(self.layers) or sum(widths) != self.dim:
             raise ValueError(f"layers {self.layers} with widths {widths} do not make {self.dim} dimensions")
@@ -75,6 +79,8 @@ class BackboneConfig:
             del d["layers"], d["layer_dims"]
         if self.preprocess.crop == "center":
             del d["preprocess"]["crop"]
+        if self.store_dtype == "float32":
+            del d["store_dtype"]
         return d
 
     @classmethod
@@ -113,4 +119,5 @@ class BackboneConfig:
     def describe(self) -> str:
         p = self.preprocess
         recipe = "" if self.layers == (FINAL,) and p.crop == "center" else f" ({self.recipe})"
-        return f"{self.name} @ {p.input_size}px, {self.precision}, weights {self.weights_sha256[:12]}{recipe}"
+        stored = "" if self.store_dtype == "float32" else f", stored as {self.store_dtype}"
+        return f"{self.name} @ {p.input_size}px, {self.precision}{stored}, weights {self.weights_sha256[:12]}{recipe}"

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import CROPS, DEFAULT_BACKBONE, FINAL, BackboneConfig, PreprocessConfig
+from ..config import CROPS, DEFAULT_BACKBONE, FINAL, STORE_DTYPES, BackboneConfig, PreprocessConfig
 from ..errors import BackboneError, ParameterError
 from ..runtime import default_device, resolve_precision
 from .hub import create_timm, create_torchvision
@@ -83,6 +83,7 @@ def create_backbone(
     device: str | torch.device | None = None,
     layers: str | tuple[str, ...] | None = None,
     crop: str = "center",
+    store_dtype: str = "float32",
 ) -> Backbone:
     """Build a frozen backbone.
 
@@ -96,8 +97,12 @@ def create_backbone(
     layers : ``final`` (the default), ``stages`` (every stage's output, average-pooled, plus the final
         features) or a comma list of tap names (``list_taps``); concatenated in network order.
     crop : ``center`` (timm's eval crop) or ``full`` (the whole image resized to the input size).
+    store_dtype : how a store keeps its vectors, ``float32`` or ``float16`` (half the bytes; the
+        rounding is part of the configuration, so float16 vectors live in a store of their own).
     """
     check_image_size(image_size)
+    if store_dtype not in STORE_DTYPES:
+        raise ParameterError("store_dtype", f"must be one of {', '.join(STORE_DTYPES)}, not {store_dtype!r}.")
     if crop not in CROPS:
         raise ParameterError("crop", f"must be one of {', '.join(CROPS)}, not {crop!r}.")
     device = torch.device(device) if device is not None else default_device()
@@ -134,7 +139,7 @@ def create_backbone(
     stage_widths = tuple(t.channels for t in taps if t.name != FINAL)
     widths = stage_widths + ((dim - sum(stage_widths),) if names[-1] == FINAL else ())
     config = BackboneConfig(name=name, weights_sha256=fingerprint, preprocess=pre, dim=dim, precision=precision,
-                            layers=names, layer_dims=widths if len(taps) > 1 else ())
+                            layers=names, layer_dims=widths if len(taps) > 1 else (), store_dtype=store_dtype)
     return Backbone(config=config, model=model, extractor=extractor)
 
 
@@ -147,7 +152,8 @@ def _feature_dim(extractor: nn.Module, pre: PreprocessConfig, device: torch.devi
 def create_backbone_for(config: BackboneConfig, weights: str | os.PathLike | None = None) -> Backbone:
     """Re-create the backbone that made a store's (or a head's) vectors; refuses one that differs."""
     backbone = create_backbone(config.name, weights=weights, image_size=config.preprocess.input_size,
-                               precision=config.precision, layers=config.layers, crop=config.preprocess.crop)
+                               precision=config.precision, layers=config.layers, crop=config.preprocess.crop,
+                               store_dtype=config.store_dtype)
     if backbone.config.key != config.key:
         hint = "" if weights else " It was embedded with other weights: pass them as weights=FILE."
         raise BackboneError(f"cannot re-create {config.describe()}: this machine gives "

@@ -72,8 +72,8 @@ def _echo_layers(name: str, as_json: bool) -> None:
 
 
 @json_option
-def embed(source, backbone, weights, image_size, precision, cache, layers, crop, batch_size, workers, name, data_dir,
-          engine, address, as_json):
+def embed(source, backbone, weights, image_size, precision, cache, layers, crop, store_dtype, batch_size, workers, name,
+          data_dir, engine, address, as_json):
     """Embed a dataset into the feature store, reusing every vector already there.
 
     SOURCE is a folder of images (class sub-folders give labels), a CSV manifest
@@ -98,7 +98,8 @@ def embed(source, backbone, weights, image_size, precision, cache, layers, crop,
     src = open_source(source, name=name, data_dir=data_dir)
     with Bars() as bars:
         result = embed_into_store(src, backbone=backbone, weights=weights, image_size=image_size,
-                                  precision=precision, layers=layers, crop=crop, cache=cache, name=name, batch_size=batch_size,
+                                  precision=precision, layers=layers, crop=crop, store_dtype=store_dtype, cache=cache,
+                                  name=name, batch_size=batch_size,
                                   workers=workers, engine=engine, address=address, progress=bars)
     if as_json:
         return echo_json(result.to_dict())
@@ -131,7 +132,8 @@ def stores(cache, as_json) -> None:
     if not rows:
         click.echo(f"no feature stores under {cache}; create one with `featx embed SOURCE`.")
     for r in rows:
-        click.echo(f"{r['store']}  {r['backbone']} @ {r['input_size']}px {r['precision']}, dim {r['dim']}, "
+        stored = "" if r["store_dtype"] == "float32" else f" stored as {r['store_dtype']}"
+        click.echo(f"{r['store']}  {r['backbone']} @ {r['input_size']}px {r['precision']}, dim {r['dim']}{stored}, "
                    f"{r['n_vectors']} vectors, {r['bytes'] / 1e6:.1f} MB")
         click.echo(f"  recipe: layers {', '.join(r['layers'])}; {r['crop']} crop")
         for d in r["datasets"]:

@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from ..config import CROPS, DEFAULT_BACKBONE, PRECISIONS, STORED_PRECISIONS
+from ..config import CROPS, DEFAULT_BACKBONE, PRECISIONS, STORE_DTYPES, STORED_PRECISIONS
 
 
 def stack(*options):
@@ -49,6 +49,9 @@ recipe_options = stack(
     click.option("--crop", type=click.Choice(CROPS), default=None,
                  help="center: timm's eval crop; full: the whole image resized to the input size "
                       "[default: full for the built-in datasets, center for folders and CSVs]."),
+    click.option("--store-dtype", type=click.Choice(STORE_DTYPES), default="float32", show_default=True,
+                 help="How the store keeps the vectors: float16 takes half the disk and page cache (measured: no "
+                      "accuracy lost on Fashion-MNIST; see the README) and is a store of its own."),
 )
 
 # Which existing store holds a dataset, when several configurations embedded it (train, index, search…).
@@ -64,9 +67,11 @@ _selection = stack(
                  help="Recipe the store was embedded with: final, stages or a list of layers [default: any]."),
     click.option("--crop", type=click.Choice(CROPS), default=None, help="Crop the store was embedded with "
                                                                          "[default: any]."),
+    click.option("--store-dtype", type=click.Choice(STORE_DTYPES), default=None,
+                 help="How the store keeps its vectors [default: any]."),
     cache_option,
 )
-SELECTION = ("backbone", "weights", "image_size", "precision", "layers", "crop")
+SELECTION = ("backbone", "weights", "image_size", "precision", "layers", "crop", "store_dtype")
 
 
 def selection_options(fn):

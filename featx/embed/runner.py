@@ -203,6 +203,7 @@ def embed_into_store(
     precision: str = "auto",
     layers: str | None = None,
     crop: str | None = None,
+    store_dtype: str = "float32",
     cache: str | os.PathLike | None = None,
     name: str | None = None,
     batch_size: int = 64,
@@ -216,6 +217,7 @@ def embed_into_store(
     ``engine`` is ``local`` (``workers``: decoding processes) or ``ray`` (``workers``: backbone actors;
     ``address``: the cluster to join, default a local Ray instance). ``layers`` and ``crop`` make the
     recipe (see ``create_backbone``); ``crop`` defaults to what suits the source (``source.crop``).
+    ``store_dtype`` ``float16`` keeps the vectors in half the bytes (a store of its own).
     """
     from ..backbones import create_backbone
     from ..store import open_store
@@ -226,7 +228,7 @@ def embed_into_store(
     if engine == "local":
         check_workers(workers)
     model = create_backbone(backbone, weights=weights, image_size=image_size, precision=precision, layers=layers,
-                            crop=crop or source.crop)
+                            crop=crop or source.crop, store_dtype=store_dtype)
     runner = None
     if engine == "ray":
         from .ray_engine import RayEngine

@@ -54,11 +54,13 @@ def find_dataset(
     weights_sha256: str | None = None,
     layers: str | None = None,
     crop: str | None = None,
+    store_dtype: str | None = None,
 ) -> FeatureStore:
     """The one store under ``cache`` holding ``dataset``, among those matching the given settings.
 
     ``weights`` (a file) selects by its fingerprint, as ``weights_sha256`` does; ``layers`` (``final``,
-    ``stages`` or a comma list) and ``crop`` by recipe. Raises StoreError naming the candidates when
+    ``stages`` or a comma list) and ``crop`` by recipe; ``store_dtype`` (``float32``/``float16``) by how
+    the vectors are kept. Raises StoreError naming the candidates when
     there are none or several.
     """
     if weights is not None:
@@ -72,7 +74,8 @@ def find_dataset(
                 and (precision in (None, "auto") or c.precision == precision)
                 and (weights_sha256 is None or c.weights_sha256 == weights_sha256)
                 and (layers is None or recipe_has_layers(c, layers))
-                and (crop is None or c.preprocess.crop == crop))
+                and (crop is None or c.preprocess.crop == crop)
+                and (store_dtype is None or c.store_dtype == store_dtype))
 
     stores = list_stores(cache)
     hits = [s for s in stores if matches(s.config) and any(d.name == dataset for d in s.datasets())]
@@ -83,7 +86,8 @@ def find_dataset(
         return hits[0]
     if not hits:
         where = str(cache or DEFAULT_CACHE)
-        narrowed = any((backbone, image_size, weights_sha256, layers, crop)) or precision not in (None, "auto")
+        narrowed = (any((backbone, image_size, weights_sha256, layers, crop, store_dtype))
+                    or precision not in (None, "auto"))
         raise StoreError(
             f"no dataset {dataset!r} in the feature stores under {where!r}"
             + (" with those backbone settings" if narrowed else "")
@@ -92,8 +96,8 @@ def find_dataset(
         )
     names = "; ".join(h.config.describe() for h in hits)
     raise StoreError(
-        f"dataset {dataset!r} is in several stores ({names}); choose one with backbone=NAME, image_size=PIXELS, precision=fp32|bf16, layers=final|stages or crop=center|full.",
-        params=("backbone", "image_size", "precision", "layers", "crop"),
+        f"dataset {dataset!r} is in several stores ({names}); choose one with backbone=NAME, image_size=PIXELS, precision=fp32|bf16, layers=final|stages, crop=center|full or store_dtype=float32|float16.",
+        params=("backbone", "image_size", "precision", "layers", "crop", "store_dtype"),
     )
 
 

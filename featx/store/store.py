@@ -157,6 +157,11 @@ class FeatureStore:
     def dim(self) -> int:
         return self.config.dim
 
+    @property
+    def dtype(self) -> np.dtype:
+        """How the shards keep the vectors (float32, or float16 for half the disk and page cache)."""
+        return np.dtype(self.config.store_dtype)
+
     def close(self) -> None:
         getattr(self, "_mmaps", {}).clear()
         if self._db is not None:
@@ -207,6 +212,7 @@ class FeatureStore:
         return {
             "store": str(self.path), "key": self.key, "backbone": self.config.name, "dim": self.dim,
             "input_size": self.config.preprocess.input_size, "precision": self.config.precision,
+            "store_dtype": self.config.store_dtype,
             "layers": list(self.config.layers), "crop": self.config.preprocess.crop,
             "columns": {name: list(span) for name, span in self.config.columns().items()},
             "n_vectors": self.n_vectors(), "bytes": self.size_bytes(),
@@ -285,6 +291,8 @@ class FeatureStore:
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.dim or len(keys) != len(X):
             raise StoreError(f"expected {len(keys)} vectors of dimension {self.dim}, got an array of shape {X.shape}.")
+        if self.dtype != np.float32:
+            X = to_store_dtype(X, self.dtype)
         have = self.present(keys)
         fresh = [i for i, k in enumerate(keys) if k not in have]
         fresh = list({keys[i]: i for i in fresh}.values())  # one row per key
@@ -348,9 +356,9 @@ class FeatureStore:
         tmp = self.path / SHARDS / f".tmp-{name}"
         # A merge rewrites its rows: without room for them, leave the shards as they are (readable, just
         # more of them) rather than die half-way with a bus error on a full disk.
-        if shutil.disk_usage(self.path).free < 2 * len(keys) * self.dim * 4 + (64 << 20):
+        if shutil.disk_usage(self.path).free < 2 * len(keys) * self.dim * self.dtype.itemsize + (64 << 20):
             return 0
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(keys), self.dim))
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=(len(keys), self.dim))
         self._gather([where[k] for k in keys], out=out)
         out.flush()
         del out
@@ -409,15 +417,18 @@ class FeatureStore:
         return [Member(*row) for row in self._db.execute(q + " ORDER BY pos", args)]
 
     def load(
-        self, dataset: str, split: str | None = None
+        self, dataset: str, split: str | None = None, *, as_stored: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
         """``(X, y, keys, paths)`` for a dataset, optionally one split, in the dataset's order.
 
         X is a read-only memory map when the rows lie contiguously in one shard (a dataset embedded
         in one run), else an array gathered from the memory-mapped shards. y is None when unlabeled.
-        The catalog is read as one snapshot; if a writer merged shards away meanwhile, it is read again.
+        X is float32; ``as_stored`` keeps a float16 store's rows as they are stored (no float32 copy),
+        for readers that convert block by block. The catalog is read as one snapshot; if a writer merged
+        shards away meanwhile, it is read again.
         """
-        return self._retrying(lambda: self._load(dataset, split))
+        X, y, keys, paths = self._retrying(lambda: self._load(dataset, split))
+        return (X if as_stored else as_float32(X)), y, keys, paths
 
     def _retrying(self, read):
         """Run ``read``; once more if a shard it was told about was merged away by a writer meanwhile."""
@@ -466,8 +477,8 @@ class FeatureStore:
         return X, y, keys, paths
 
     def vectors(self, keys: Sequence[str]) -> np.ndarray:
-        """Vectors for arbitrary stored keys, in the order given (one catalog snapshot, as ``load``)."""
-        return self._retrying(lambda: self._vectors(keys))
+        """Float32 vectors for arbitrary stored keys, in the order given (one catalog snapshot, as ``load``)."""
+        return as_float32(self._retrying(lambda: self._vectors(keys)))
 
     def _vectors(self, keys: Sequence[str]) -> np.ndarray:
         where: dict[str, tuple[int, int]] = {}
@@ -515,10 +526,11 @@ class FeatureStore:
             return "is missing"
         except (OSError, ValueError, SyntaxError) as e:
             return f"has an unreadable header ({e})"
-        if tuple(shape) != (n, self.dim) or np.dtype(dtype) != np.float32:
-            return f"holds {dtype} {tuple(shape)}, not float32 ({n}, {self.dim})"
-        if size != offset + n * self.dim * 4:
-            return f"is {size:,} bytes, not the {offset + n * self.dim * 4:,} its header promises (truncated?)"
+        if tuple(shape) != (n, self.dim) or np.dtype(dtype) != self.dtype:
+            return f"holds {dtype} {tuple(shape)}, not {self.dtype} ({n}, {self.dim})"
+        expected = offset + n * self.dim * self.dtype.itemsize
+        if size != expected:
+            return f"is {size:,} bytes, not the {expected:,} its header promises (truncated?)"
         return None
 
     def damaged_shards(self, checksums: bool = False) -> list[dict]:
@@ -555,14 +567,14 @@ class FeatureStore:
     def _gather(self, locations: list[tuple[int, int]], out: np.ndarray | None = None) -> np.ndarray:
         """Rows at (shard, row) ``locations``: a zero-copy slice when contiguous, else copied into ``out``."""
         if not locations:
-            return np.empty((0, self.dim), dtype=np.float32)
+            return np.empty((0, self.dim), dtype=self.dtype)
         shard_ids = {s for s, _ in locations}
         if out is None and len(shard_ids) == 1:
             rows = np.fromiter((r for _, r in locations), dtype=np.int64, count=len(locations))
             first = int(rows[0])
             if np.array_equal(rows, np.arange(first, first + len(rows))):
                 return self._shard(locations[0][0])[first : first + len(rows)]
-        X = np.empty((len(locations), self.dim), dtype=np.float32) if out is None else out
+        X = np.empty((len(locations), self.dim), dtype=self.dtype) if out is None else out
         by_shard: dict[int, tuple[list[int], list[int]]] = {}
         for i, (s, r) in enumerate(locations):
             dst, src = by_shard.setdefault(s, ([], []))
@@ -571,6 +583,20 @@ class FeatureStore:
         for s, (dst, src) in by_shard.items():
             X[dst] = self._shard(s)[src]
         return X
+
+
+def to_store_dtype(X: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """X rounded to a narrower store dtype; refuses values it cannot hold rather than store them as inf."""
+    limit = np.finfo(dtype).max
+    if np.any(np.abs(X) > limit):
+        raise StoreError(f"these vectors hold values beyond {dtype}'s range (±{limit:g}); store this backbone's "
+                         "vectors as float32 (--store-dtype float32).", params=("store_dtype",))
+    return X.astype(dtype)
+
+
+def as_float32(X: np.ndarray) -> np.ndarray:
+    """X as float32: itself when it is already (a memory map stays one), else a converted copy."""
+    return X if X.dtype == np.float32 else X.astype(np.float32)
 
 
 def open_store(config: BackboneConfig, cache: str | os.PathLike | None = None) -> FeatureStore:
