@@ -37,14 +37,13 @@ def fit_temperature(scores: np.ndarray, t: np.ndarray) -> float:
 class Preconditioner:
     """A change of variables W = V·diag(p)·W' that makes the regularised problem nearly isotropic.
 
-    V and s are the eigenvectors and eigenvalues of the features' covariance, estimated on a
-    sample of rows. With p = 1/sqrt(c·s + λ), the Hessian of loss + λ/2‖W‖² in W' is close to the
+    V and s are the eigenvectors and eigenvalues of the features' covariance, estimated on
+    ``sample``, some rows of Z (``preconditioner_sample`` picks them). With p = 1/sqrt(c·s + λ), the Hessian of loss + λ/2‖W‖² in W' is close to the
     identity (c bounds the loss's curvature), so L-BFGS needs tens of iterations instead of hundreds.
     """
 
-    def __init__(self, Z: np.ndarray, curvature: float, max_rows: int = 8192, seed: int = 0):
-        rows = Z if len(Z) <= max_rows else Z[np.random.default_rng(seed).choice(len(Z), max_rows, replace=False)]
-        rows = rows.astype(np.float64)
+    def __init__(self, sample: np.ndarray, curvature: float):
+        rows = sample.astype(np.float64)
         self.s, self.V = np.linalg.eigh(rows.T @ rows / len(rows))
         self.s = np.maximum(self.s, 0.0)
         self.curvature = curvature
@@ -53,21 +52,27 @@ class Preconditioner:
         return 1.0 / np.sqrt(self.curvature * self.s + lam)
 
 
-def lbfgs(loss_and_grad, Z, C, k, precond: Preconditioner, init, max_iter: int, tol: float):
+def preconditioner_sample(n: int, max_rows: int = 8192, seed: int = 0) -> np.ndarray | None:
+    """Which rows of n estimate the preconditioner's covariance: all (None) up to ``max_rows``, else a sample."""
+    return None if n <= max_rows else np.random.default_rng(seed).choice(n, max_rows, replace=False)
+
+
+def lbfgs(loss_and_grad, rows, C, k, precond: Preconditioner, init, max_iter: int, tol: float):
     """Minimise loss(Z·W + b) + ‖W‖² / (2·C·n) by full-batch L-BFGS in preconditioned coordinates.
 
-    That is scikit-learn's objective C·Σ loss + ½‖W‖², divided by C·n. ``loss_and_grad(S)`` returns
-    the mean loss of the scores S and its gradient. Gradients are written out by hand (no autograd)
-    so the (n, d) product runs in its fast orientation, all in torch so that one thread pool works.
-    Returns W (d, k), b (k,) and the iterations taken.
+    That is scikit-learn's objective C·Σ loss + ½‖W‖², divided by C·n. ``rows`` gives Z block by
+    block (StandardRows: one block when Z is in memory); ``loss_and_grad(S, a, b)`` returns the summed
+    loss of the scores S of rows a:b and its gradient, so a pass over the blocks is exactly the
+    full-batch value. Gradients are written out by hand (no autograd) so the (n, d) product runs in
+    its fast orientation, all in torch so that one thread pool works. Returns W (d, k), b (k,) and
+    the iterations taken.
     """
     import torch
 
-    n, d = Z.shape
+    n, d = rows.n, rows.d
     lam = 1.0 / (C * n)
     p = torch.from_numpy(precond.scale(lam).astype(np.float32)[:, None])
     V = torch.from_numpy(precond.V.astype(np.float32))
-    Zt = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float32))
     W0, b0 = init if init is not None else (np.zeros((d, k), np.float32), np.zeros(k, np.float32))
     # W' = diag(1/p)·Vᵀ·W, so a warm start from any earlier solution carries over.
     Wp = (V.T @ torch.from_numpy(np.asarray(W0, np.float32))) / p
@@ -78,11 +83,16 @@ def lbfgs(loss_and_grad, Z, C, k, precond: Preconditioner, init, max_iter: int, 
 
     def closure():
         W = V @ (p * Wp)
-        loss, dS = loss_and_grad(torch.addmm(b, Zt, W))
-        gW = (dS.T @ Zt).T  # this orientation is several times faster than Zᵀ·dS on CPU
-        Wp.grad = p * (V.T @ gW) + lam * p * p * Wp
-        b.grad = dS.sum(dim=0)
-        return loss + 0.5 * lam * float(((p * Wp) ** 2).sum())
+        loss, gW, gb = 0.0, torch.zeros(d, k), torch.zeros(k)
+        for start, stop, Z in rows.blocks_of_rows():
+            Zt = torch.from_numpy(Z)
+            part, dS = loss_and_grad(torch.addmm(b, Zt, W), start, stop)
+            loss += part
+            gW += (dS.T @ Zt).T  # this orientation is several times faster than Zᵀ·dS on CPU
+            gb += dS.sum(dim=0)
+        Wp.grad = p * (V.T @ (gW / n)) + lam * p * p * Wp
+        b.grad = gb / n
+        return loss / n + 0.5 * lam * float(((p * Wp) ** 2).sum())
 
     opt.step(closure)
     n_iter = max(1, int(opt.state[opt._params[0]].get("n_iter", 1)))
@@ -90,43 +100,52 @@ def lbfgs(loss_and_grad, Z, C, k, precond: Preconditioner, init, max_iter: int, 
 
 
 def cross_entropy(t: np.ndarray, k: int):
+    """Softmax cross-entropy of the scores of rows a:b against targets t: summed loss and gradient."""
     import torch
 
     target = torch.from_numpy(t.astype(np.int64))
-    rows = torch.arange(len(t))
 
-    def loss_and_grad(S):
+    def loss_and_grad(S, a, b):
+        rows, target_ab = torch.arange(b - a), target[a:b]
         logp = torch.log_softmax(S, dim=1)
         G = torch.exp(logp)
-        G[rows, target] -= 1.0
-        return float(-logp[rows, target].mean()), G / len(t)
+        G[rows, target_ab] -= 1.0
+        return float(-logp[rows, target_ab].sum()), G
 
     return loss_and_grad
 
 
 def squared_hinge(t: np.ndarray, k: int):
+    """One-vs-rest squared hinge of the scores of rows a:b: summed loss and gradient."""
     import torch
 
     sign = -torch.ones((len(t), k))
     sign[torch.arange(len(t)), torch.from_numpy(t.astype(np.int64))] = 1.0
 
-    def loss_and_grad(S):
-        margin = torch.clamp(1.0 - sign * S, min=0.0)
-        return float((margin * margin).sum()) / len(t), (-2.0 / len(t)) * sign * margin
+    def loss_and_grad(S, a, b):
+        sign_ab = sign[a:b]
+        margin = torch.clamp(1.0 - sign_ab * S, min=0.0)
+        return float((margin * margin).sum()), -2.0 * sign_ab * margin
 
     return loss_and_grad
 
 
-def ridge_moments(Z, t, k):
-    """Sufficient statistics of a ridge fit: Zᵀ·Z (float32 BLAS, accumulated as float64), Σz, Σy, Zᵀ·Y."""
+def ridge_moments(rows, t, k):
+    """Sufficient statistics of a ridge fit on StandardRows: Zᵀ·Z (float32 BLAS per block, summed as
+    float64), Σz, Σy, Zᵀ·Y."""
     import torch
 
     Y = -np.ones((len(t), k), np.float32)
     Y[np.arange(len(t)), t] = 1.0
-    Zt = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float32))
-    gram = (Zt.T @ Zt).double().numpy()
-    zy = (torch.from_numpy(Y).T @ Zt).T.double().numpy()
-    return gram, Z.sum(0, dtype=np.float64), Y.sum(0, dtype=np.float64), zy, len(t)
+    gram = np.zeros((rows.d, rows.d))
+    zy = np.zeros((rows.d, k))
+    zsum = np.zeros(rows.d)
+    for a, b, Z in rows.blocks_of_rows():
+        Zt = torch.from_numpy(Z)
+        gram += (Zt.T @ Zt).double().numpy()
+        zy += (torch.from_numpy(Y[a:b]).T @ Zt).T.double().numpy()
+        zsum += Z.sum(0, dtype=np.float64)
+    return gram, zsum, Y.sum(0, dtype=np.float64), zy, len(t)
 
 
 def ridge_solutions(gram, zsum, ysum, zy, n, grid):

@@ -46,8 +46,8 @@ def default_head_path(store: FeatureStore, dataset: str, head: str, layers: Sequ
     return store.path / "heads" / f"{name_stem(dataset)}-{head}{layers_suffix(layers)}.npz"
 
 
-def _labeled(store: FeatureStore, dataset: str, split: str):
-    X, y, _, _ = store.load(dataset, split)
+def _labeled(store: FeatureStore, dataset: str, split: str, as_stored: bool = False):
+    X, y, _, _ = store.load(dataset, split, as_stored=as_stored)
     if y is None:
         raise DataError(
             f"dataset {dataset!r} has no labels; embed a folder with class sub-folders or a CSV with a label column."
@@ -77,7 +77,8 @@ def train_head(
     info = store.dataset(dataset)
     if "train" not in info.splits:
         raise DataError(f"dataset {dataset!r} has no train split (splits: {', '.join(info.splits) or 'none'}).")
-    X, y = _labeled(store, dataset, "train")
+    # As stored: a float16 store's memory map goes to the head as it is (heads convert block by block).
+    X, y = _labeled(store, dataset, "train", as_stored=True)
     n_classes = len(set(y))
     if n_classes < 2:
         raise DataError(

@@ -1,0 +1,125 @@
+"""The rows a linear head trains on, standardised: kept in memory when small, else streamed in blocks from X."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from ..search.flat import normalize
+
+IN_MEMORY_BYTES = 1 << 30  # standardised rows up to this size are made once and kept; larger ones are streamed
+BLOCK_BYTES = 64 << 20  # float32 bytes per streamed block: big enough for fast BLAS, small beside the data
+
+
+class StandardRows:
+    """Z = (N(X) − mean) / scale for the rows ``index`` of X (default all); N L2-normalises each row
+    (layer by layer with ``blocks``) or does nothing.
+
+    X may be a read-only memory map of any float dtype (a float16 store's shards): when Z is small
+    it is made once, as one float32 copy; otherwise each pass reads X again block by block, so
+    training a head on a million stored vectors never holds a second copy of them.
+    """
+
+    def __init__(self, X: np.ndarray, *, l2: bool, blocks: tuple[int, ...] | None, mean: np.ndarray,
+                 scale: np.ndarray, index: np.ndarray | None = None, block_rows: int | None = None,
+                 dense: np.ndarray | None = None):
+        self.X, self.l2, self.blocks, self.index = X, l2, blocks, index
+        self.mean, self.scale = mean, scale
+        self.n = len(X) if index is None else len(index)
+        self.d = X.shape[1]
+        self.block_rows = block_rows or max(1, BLOCK_BYTES // (4 * self.d))
+        self.dense = dense  # Z itself, when it is kept
+
+    @classmethod
+    def fit(cls, X: np.ndarray, *, l2: bool, blocks: tuple[int, ...] | None = None,
+            block_rows: int | None = None) -> "StandardRows":
+        """Standardise X: the mean and scale from passes over it; Z kept whole unless ``block_rows``
+        is given or it would take more than IN_MEMORY_BYTES."""
+        n, d = X.shape
+        rows = cls(X, l2=l2, blocks=blocks, mean=np.zeros(d, np.float32), scale=np.ones(d, np.float32),
+                   block_rows=block_rows)
+        if block_rows is None and 4 * n * d <= IN_MEMORY_BYTES:
+            Z = rows._normalised(0, n)
+            mean = Z.mean(axis=0, dtype=np.float64)
+            if not np.all(np.isfinite(mean)):
+                raise ValueError("Input X contains NaN or infinity.")
+            mean = mean.astype(np.float32)
+            Z -= mean
+            sq = np.einsum("ij,ij->j", Z, Z, dtype=np.float64)
+            rows.dense = Z
+        else:
+            total = np.zeros(d, np.float64)
+            for a, b in rows._spans():
+                total += rows._normalised(a, b).sum(axis=0, dtype=np.float64)
+            if not np.all(np.isfinite(total)):
+                raise ValueError("Input X contains NaN or infinity.")
+            mean = (total / max(n, 1)).astype(np.float32)
+            sq = np.zeros(d, np.float64)
+            for a, b in rows._spans():
+                Z = rows._normalised(a, b) - mean
+                sq += np.einsum("ij,ij->j", Z, Z, dtype=np.float64)
+        scale = np.sqrt(sq / max(n, 1))
+        if l2:
+            # One scale for every feature: per-feature scales estimated from a few examples inflate
+            # near-constant features to the size of informative ones (see LogisticHead).
+            scale[:] = np.sqrt(np.mean(scale**2))
+        scale[scale < 1e-12] = 1.0
+        rows.mean, rows.scale = mean, scale.astype(np.float32)
+        if rows.dense is not None:
+            rows.dense /= rows.scale
+        return rows
+
+    def _spans(self) -> Iterator[tuple[int, int]]:
+        step = self.n if self.dense is not None else self.block_rows
+        for a in range(0, self.n, max(step, 1)):
+            yield a, min(self.n, a + step)
+
+    def _normalised(self, a: int, b: int) -> np.ndarray:
+        """Rows a:b of N(X) (of the index's rows), as a fresh float32 array."""
+        src = self.X[a:b] if self.index is None else self.X[self.index[a:b]]
+        if self.l2:
+            return normalize(src, blocks=self.blocks)
+        return np.array(src, dtype=np.float32, order="C", copy=True)
+
+    def block(self, a: int, b: int) -> np.ndarray:
+        """Rows a:b of Z."""
+        if self.dense is not None:
+            return self.dense[a:b]
+        Z = self._normalised(a, b)
+        Z -= self.mean
+        Z /= self.scale
+        return Z
+
+    def blocks_of_rows(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """``(start, stop, Z[start:stop])`` over all rows: one block when Z is kept, else BLOCK_BYTES each."""
+        for a, b in self._spans():
+            yield a, b, self.block(a, b)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Z at ``rows`` (a small subset), as an array."""
+        rows = np.asarray(rows)
+        if self.dense is not None:
+            return self.dense[rows]
+        return StandardRows(self.X, l2=self.l2, blocks=self.blocks, mean=self.mean, scale=self.scale,
+                            index=rows if self.index is None else self.index[rows]).block(0, len(rows))
+
+    def subset(self, rows: np.ndarray) -> "StandardRows":
+        """The rows at ``rows`` as StandardRows of their own (same mean and scale); kept in memory when
+        these are, or when they are few (a grid search's sample is fitted many times over)."""
+        rows = np.asarray(rows)
+        index = rows if self.index is None else self.index[rows]
+        out = StandardRows(self.X, l2=self.l2, blocks=self.blocks, mean=self.mean, scale=self.scale, index=index,
+                           block_rows=self.block_rows)
+        if self.dense is not None:
+            out.dense = self.dense[rows]
+        elif 4 * len(rows) * self.d <= IN_MEMORY_BYTES // 8:
+            out.dense = out.block(0, len(rows))
+        return out
+
+    def scores(self, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Z·W + b, block by block."""
+        out = np.empty((self.n, W.shape[1]), np.float32)
+        for a, e, Z in self.blocks_of_rows():
+            out[a:e] = Z @ W + b
+        return out
