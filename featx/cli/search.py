@@ -14,28 +14,48 @@ from .output import echo_json, printable
 @selection_options
 @click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,
               help="auto: exact search for small collections, HNSW tuned to recall@10 >= 0.95 for large ones.")
+@click.option("--max-memory", metavar="SIZE", default=None,
+              help="Choose the index to fit this much memory (e.g. 256MB, 1.5GB): the most faithful of flat, "
+                   "HNSW, IVF with scalar or product quantisation that fits and reaches --target-recall, else "
+                   "the best recall it allows.")
+@click.option("--target-recall", type=click.FloatRange(0.0, 1.0), default=0.95, show_default=True,
+              help="With --max-memory: the recall@10 to reach.")
 @use_layers_option
 @json_option
-def index(dataset, where, cache, kind, use_layers, as_json):
+def index(dataset, where, cache, kind, max_memory, target_recall, use_layers, as_json):
     """Build (or update) a FAISS index over a dataset for fast similarity search.
 
     Vectors are L2-normalised, so scores are cosine similarities. Approximate
     indexes are tuned and report their recall@10 against exact search on up to
     1,000 sampled queries. Run it again after embedding new files: they are
-    added to the index (rebuilt when files were removed).
+    added to the index (rebuilt when files were removed; an index chosen under
+    --max-memory is chosen again under the same budget).
 
     \b
     Examples:
       featx index fashion-mnist
       featx index photos --kind hnsw --json
+      featx index photos --max-memory 256MB --target-recall 0.9
     """
     from ..search import index_dataset
     from ..store import find_dataset
 
+    progress = None if as_json else (lambda message: click.echo(f"{message}…", err=True))
     with find_dataset(dataset, cache, **where) as store:
-        report = index_dataset(store, dataset, kind, use_layers)
+        report = index_dataset(store, dataset, kind, use_layers, max_memory=max_memory, target_recall=target_recall,
+                               progress=progress)
     if as_json:
         return echo_json(report.to_dict())
+    if report.choices:
+        click.echo(f"{'index':<22} {'MB':>9} {'recall@10':>9} {'setting':<12} {'queries/s':>9}  outcome")
+        for c in report.choices:
+            size = c["bytes"] if c["bytes"] is not None else c["estimated_bytes"]
+            recall = f"{c['recall_at_10']:.3f}" if c["recall_at_10"] is not None else "-"
+            qps = f"{c['queries_per_second']:,.0f}" if c["queries_per_second"] else "-"
+            click.echo(f"{c['factory']:<22} {size / 1e6:>9,.1f} {recall:>9} {c['search'] or '-':<12} {qps:>9}  "
+                       f"{c['outcome']}")
+    if report.note:
+        click.echo(f"note: {report.note}")
     params = ", ".join(f"{k}={v}" for k, v in report.params.items())
     click.echo(f"{report.dataset}: {report.kind} index of {report.n} vectors ({report.action}) in "
                f"{report.build_seconds:.2f}s, {report.bytes / 1e6:.1f} MB, recall@10 {report.recall_at_10:.3f}"

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..errors import SearchError
+from ..errors import ParameterError, SearchError
 from ..store import FeatureStore
 from ..store.atomic import name_stem
 from ..store.columns import layers_suffix, select_layers
+from .budget import choose_index, parse_bytes, size_text
 from .flat import flat_index, normalize
-from .index import AUTO_EXACT_BELOW, VectorIndex, build_index, check_kind, load_index, save_index, tune_index
+from .index import (
+    AUTO_EXACT_BELOW, TARGET_RECALL, VectorIndex, build_index, check_kind, load_index, save_index, tune_index,
+)
 
 
 def index_path(store: FeatureStore, dataset: str, layers: Sequence[str] | None = None) -> Path:
@@ -62,17 +65,25 @@ class IndexReport:
     params: dict
     path: str
     action: str  # built, added, unchanged
+    choices: list[dict] = field(default_factory=list)  # under a memory budget: every index considered
+    note: str = ""
 
     def to_dict(self) -> dict:
         return dict(vars(self))
 
 
 def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
-                  use_layers: str | Sequence[str] | None = None) -> IndexReport:
+                  use_layers: str | Sequence[str] | None = None, *, max_memory: int | str | None = None,
+                  target_recall: float = TARGET_RECALL, progress=None) -> IndexReport:
     """Build or update the index of a dataset (of ``use_layers`` of its recipe; default all), saved beside its store.
 
     An existing index of the same kind gains the dataset's new vectors when none were removed
     (FAISS can add to flat, IVF and HNSW indexes); anything else rebuilds it.
+
+    ``max_memory`` (bytes, or a size such as ``256MB``) chooses the index instead: the most faithful
+    FAISS index that fits it and reaches ``target_recall`` (see ``budget.choose_index``), built from
+    blocks of vectors. An index built under a budget is rebuilt under the same budget when indexed
+    again. ``progress(message)`` hears what it is doing.
     """
     check_kind(kind)
     if store.read_only:
@@ -83,8 +94,14 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
     path = view.path
     start = time.perf_counter()
     old = load_index(path) if path.is_file() else None
+    if max_memory is None and kind == "auto" and old is not None and old.kind == BUDGET and view.fits(old):
+        max_memory, target_recall = old.params["max_memory"], old.params["target_recall"]
+    if max_memory is not None:
+        if kind != "auto":
+            raise ParameterError("max_memory", f"chooses the kind of index itself; leave --kind at auto, not {kind!r}.")
+        return _index_within_budget(view, keys, parse_bytes(max_memory), target_recall, progress)
     action = "built"
-    if old is not None and view.fits(old) and kind in ("auto", old.kind):
+    if old is not None and view.fits(old) and old.kind != BUDGET and kind in ("auto", old.kind):
         have = set(old.keys.tolist())
         new = [i for i, k in enumerate(keys.tolist()) if k not in have]
         if have <= set(keys.tolist()) and not (kind == "auto" and old.kind == "flat"
@@ -111,6 +128,32 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
     return IndexReport(dataset=dataset, kind=vi.kind, n=vi.n, dim=vi.dim, build_seconds=round(vi.build_seconds, 3),
                        bytes=vi.nbytes(), recall_at_10=vi.recall_at_10, params=vi.params, path=str(path),
                        action=action)
+
+
+BUDGET = "budget"  # the kind of an index chosen under a memory budget
+
+
+def _index_within_budget(view: SearchView, keys: np.ndarray, max_bytes: int, target_recall: float,
+                         progress) -> IndexReport:
+    start = time.perf_counter()
+    read = lambda rows: normalize(view.vectors(keys[rows]), blocks=view.blocks)  # noqa: E731
+    d = view.selection.dim
+    index, order, chosen, tried = choose_index(read, len(keys), d, max_bytes, target_recall=target_recall,
+                                               progress=progress)
+    params = {"factory": chosen.factory, "search": chosen.search, "max_memory": max_bytes,
+              "target_recall": target_recall}
+    vi = VectorIndex(index=index, keys=keys[order], kind=BUDGET, params=params, recall_at_10=chosen.recall_at_10,
+                     build_seconds=time.perf_counter() - start, store_key=view.store.key, dataset=view.dataset,
+                     blocks=view.blocks, layers=view.layers)
+    view.path.parent.mkdir(exist_ok=True)
+    save_index(vi, view.path)
+    note = "" if chosen.recall_at_10 >= target_recall else (
+        f"no index within {size_text(max_bytes)} reaches recall@10 {target_recall}: this is the best it allows; "
+        "raise --max-memory for more.")
+    return IndexReport(dataset=view.dataset, kind=f"{BUDGET}: {chosen.factory}", n=vi.n, dim=vi.dim,
+                       build_seconds=round(vi.build_seconds, 3), bytes=vi.nbytes(), recall_at_10=vi.recall_at_10,
+                       params=params, path=str(view.path), action="built", choices=[c.to_dict() for c in tried],
+                       note=note)
 
 
 def open_index(store: FeatureStore, dataset: str,

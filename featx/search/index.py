@@ -173,6 +173,8 @@ def load_index(path: str | os.PathLike) -> VectorIndex:
         index.nprobe = vi.params["nprobe"]
     if "efSearch" in vi.params:
         index.hnsw.efSearch = vi.params["efSearch"]
+    if vi.params.get("search"):  # an index chosen under a memory budget: FAISS's own settings string
+        faiss.ParameterSpace().set_index_parameters(index, vi.params["search"])
     return vi
 
 

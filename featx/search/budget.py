@@ -1,0 +1,219 @@
+"""An index chosen to fit a memory budget: FAISS factory strings, sized, built from blocks and tuned with ParameterSpace."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import faiss
+import numpy as np
+from faiss.contrib.exhaustive_search import knn_ground_truth
+
+from ..errors import ParameterError, SearchError
+
+AUTO_EXACT_BELOW = 20000  # as index.py: below this, exact search needs no training
+ADD_BLOCK = 50000  # vectors read and added at a time: the build never holds all of them
+KNOBS = {"nprobe": (1, 2, 4, 8, 16, 32, 64, 128, 256), "efSearch": (16, 32, 64, 128, 256, 512)}
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+Reader = Callable[[np.ndarray], np.ndarray]  # positions -> their L2-normalised float32 vectors
+
+
+def parse_bytes(text: str | int) -> int:
+    """``256MB``, ``1.5GB``, ``300MiB`` or a number of bytes, as bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if unit not in _UNITS:
+        raise ParameterError("max_memory", f"{text!r} is not a size; write it like 256MB, 1.5GB or 300MiB.")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise ParameterError("max_memory", f"must be more than nothing, not {text!r}.")
+    return value
+
+
+def size_text(n_bytes: int) -> str:
+    """Bytes for people: ``256.0 MB``, ``150 kB``."""
+    return f"{n_bytes / 1e6:,.1f} MB" if n_bytes >= 1e6 else f"{n_bytes / 1e3:,.0f} kB"
+
+
+@dataclass
+class Candidate:
+    """One index considered: its factory string, its size (estimated, then measured) and what it reached."""
+
+    factory: str
+    estimated_bytes: int
+    bytes: int | None = None
+    recall_at_10: float | None = None
+    search: str = ""  # ParameterSpace settings of that recall, e.g. "nprobe=32"
+    queries_per_second: float | None = None  # 1,000 queries in one batch
+    single_query_ms: float | None = None
+    build_seconds: float | None = None
+    outcome: str = "not tried"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def coarse_lists(n: int) -> int:
+    """IVF lists: a power of two near √n (≥ 39 training vectors each, FAISS's minimum), 16 to 1,024."""
+    lists = 2 ** int(round(np.log2(max(np.sqrt(n), 1))))
+    return int(max(16, min(1024, lists, 2 ** int(np.log2(max(n // 39, 16))))))
+
+
+def candidates(n: int, d: int) -> list[Candidate]:
+    """Indexes worth trying for n vectors of d dimensions, most faithful first, with estimated sizes."""
+    lists = coarse_lists(n)
+    factories = ["Flat"] if n < AUTO_EXACT_BELOW else []
+    factories += ["HNSW32,Flat", f"IVF{lists},Flat", f"IVF{lists},SQ8"]
+    # "np": no polysemous training, which the factory otherwise adds and which costs minutes per index.
+    factories += [f"IVF{lists},PQ{m}np" for m in dict.fromkeys((d // 4, d // 8, d // 16, d // 32))
+                  if m >= 4 and d % m == 0]
+    return [Candidate(f, estimate_bytes(f, n, d)) for f in factories]
+
+
+def estimate_bytes(factory: str, n: int, d: int) -> int:
+    """What ``factory`` takes in memory for n vectors: codes, ids, graph links, centroids, codebooks."""
+    if factory == "Flat":
+        return 4 * n * d
+    if factory.startswith("HNSW32"):
+        return n * (4 * d + 2 * 32 * 4 + 40)  # vectors, level-0 links (2M), upper levels and offsets
+    lists, code = factory.split(",")
+    centroids = 4 * d * int(lists[3:])
+    if code == "Flat":
+        return n * (4 * d + 8) + centroids
+    if code == "SQ8":
+        return n * (d + 8) + centroids + 8 * d
+    m = int(code[2:].removesuffix("np"))
+    return n * (m + 8) + centroids + 4 * 256 * d  # PQm: m bytes a vector, 256 centroids per part
+
+
+def choose_index(read: Reader, n: int, d: int, max_bytes: int, *, target_recall: float = 0.95,
+                 n_queries: int = 1000, seed: int = 0, progress: Callable[[str], None] | None = None):
+    """The most faithful candidate that fits ``max_bytes`` and reaches ``target_recall`` (recall@10 of
+    held-back vectors against exact search), else the fitting one of best recall.
+
+    Vectors are read in blocks through ``read`` (positions → normalised rows), never all at once.
+    Returns ``(index, order, chosen, tried)``: the FAISS index with its search settings applied,
+    the positions in id order, the chosen Candidate and every Candidate considered.
+    """
+    say = progress or (lambda message: None)
+    tried = candidates(n, d)
+    if not any(c.estimated_bytes <= max_bytes for c in tried):
+        smallest = min(tried, key=lambda c: c.estimated_bytes)
+        raise SearchError(f"no index of {n:,} vectors of {d} dimensions fits in {size_text(max_bytes)}: the "
+                          f"smallest, {smallest.factory}, needs about {size_text(smallest.estimated_bytes)}. "
+                          "Raise --max-memory.", params=("max_memory",))
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    n_held = min(n_queries, n // 2)
+    held, base = np.sort(perm[:n_held]), np.sort(perm[n_held:])
+    queries = read(held)
+    say("exact neighbours of the held-back queries")
+    blocks = (read(base[a:a + ADD_BLOCK]) for a in range(0, len(base), ADD_BLOCK))
+    _, truth = knn_ground_truth(queries, blocks, 10, metric_type=faiss.METRIC_INNER_PRODUCT)
+    lists = coarse_lists(n)
+    train = read(np.sort(rng.choice(base, min(len(base), max(64 * lists, 64 * 256)), replace=False)))
+    centroids = None
+    best = None  # (candidate, index) of the best recall so far, when none reached the target
+    for c in tried:
+        if c.estimated_bytes > max_bytes:
+            c.outcome = "over budget (estimated)"
+            continue
+        if c.factory.startswith("IVF") and centroids is None:
+            say(f"clustering {len(train):,} vectors into {lists} lists")
+            centroids = _coarse_centroids(train, lists, seed)
+        say(f"building {c.factory}")
+        start = time.perf_counter()
+        index, empty = _build(c.factory, d, train, centroids, read, base)
+        # Its size once the held-back vectors join too: sizes grow linearly in vectors, plus 1% to spare.
+        held_bytes = (_nbytes(index) - empty) * len(held) / max(len(base), 1)
+        c.bytes = int(1.01 * (_nbytes(index) + held_bytes))
+        c.build_seconds = round(time.perf_counter() - start, 2)
+        if c.bytes > max_bytes:
+            c.outcome = "over budget"
+            continue
+        _tune(index, c, queries, truth, target_recall)
+        if c.recall_at_10 >= target_recall:
+            c.outcome = "chosen"
+            if best is not None:
+                best[0].outcome = "below target"
+            return _finish(index, c, queries, held, base, tried)
+        c.outcome = "below target"
+        if best is None or c.recall_at_10 > best[0].recall_at_10:
+            best = (c, index)
+        if "PQ" in c.factory:  # fewer bytes per vector only lose more: stop at the first PQ that misses
+            break
+    if best is None:
+        raise SearchError(f"no candidate index fits in {size_text(max_bytes)} once built; raise --max-memory.",
+                          params=("max_memory",))
+    c, index = best
+    c.outcome = "chosen (best the budget allows)"  # _tune left its best setting on it
+    return _finish(index, c, queries, held, base, tried)
+
+
+def _coarse_centroids(train: np.ndarray, lists: int, seed: int) -> np.ndarray:
+    km = faiss.Kmeans(train.shape[1], lists, niter=20, spherical=True, seed=seed + 1234,
+                      min_points_per_centroid=1, max_points_per_centroid=256)
+    km.train(train)
+    return km.centroids
+
+
+def _build(factory: str, d: int, train: np.ndarray, centroids, read: Reader, base: np.ndarray):
+    index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    if factory.startswith("IVF"):
+        ivf = faiss.extract_index_ivf(index)
+        ivf.quantizer.add(centroids)  # trained once for every IVF candidate; train() now trains the codes only
+        if "PQ" in factory:
+            faiss.downcast_index(ivf).pq.cp.min_points_per_centroid = 1  # small collections: no warning per part
+    if factory.startswith("HNSW"):
+        index.hnsw.efConstruction = 80
+    index.train(train)
+    empty = _nbytes(index)
+    for a in range(0, len(base), ADD_BLOCK):
+        index.add(read(base[a:a + ADD_BLOCK]))
+    return index, empty
+
+
+def _nbytes(index) -> int:
+    return int(faiss.serialize_index(index).nbytes)
+
+
+def _tune(index, c: Candidate, queries: np.ndarray, truth: np.ndarray, target_recall: float) -> None:
+    """The least effort reaching the target (or the best recall of any setting), set on the index."""
+    knob = "nprobe" if c.factory.startswith("IVF") else "efSearch" if c.factory.startswith("HNSW") else None
+    space = faiss.ParameterSpace()
+    settings = [f"{knob}={v}" for v in KNOBS[knob] if knob != "nprobe" or v <= faiss.extract_index_ivf(index).nlist] \
+        if knob else [""]
+    best = (-1.0, "")
+    for setting in settings:
+        if setting:
+            space.set_index_parameters(index, setting)
+        _, found = index.search(queries, truth.shape[1])
+        recall = _recall(found, truth)
+        if recall > best[0] + 1e-9:
+            best = (recall, setting)
+        if recall >= target_recall:
+            break
+    c.recall_at_10, c.search = round(best[0], 4), best[1]
+    if best[1]:
+        space.set_index_parameters(index, best[1])
+    start = time.perf_counter()
+    index.search(queries, 10)
+    c.queries_per_second = round(len(queries) / (time.perf_counter() - start), 1)
+    singles = queries[: min(200, len(queries))]
+    start = time.perf_counter()
+    for q in singles:
+        index.search(q[None], 10)
+    c.single_query_ms = round(1000 * (time.perf_counter() - start) / len(singles), 3)
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return sum(len(set(f) & set(t)) for f, t in zip(found.tolist(), truth.tolist())) / truth.size
+
+
+def _finish(index, c: Candidate, queries, held, base, tried):
+    index.add(queries)  # the held-back vectors are part of the collection too
+    c.bytes = _nbytes(index)
+    return index, np.concatenate([base, held]), c, tried

@@ -1,0 +1,99 @@
+"""Indexes chosen under a memory budget: never over it, the target recall when reachable, the best otherwise."""
+
+from __future__ import annotations
+
+import json
+
+import faiss
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from featx.config import BackboneConfig, PreprocessConfig
+from featx.errors import ParameterError, SearchError
+from featx.search.budget import choose_index, estimate_bytes, parse_bytes
+from featx.search.flat import flat_search, normalize
+from featx.store import Member, open_store
+
+D = 32
+
+
+def clustered(n=3000, d=D, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, d))
+    X = centres[rng.integers(0, 40, n)] + 0.35 * rng.standard_normal((n, d))
+    return normalize(X.astype(np.float32))
+
+
+def recall_of(index, order, X, n_queries=300):
+    """recall@10 of the built index for vectors of the collection, against exact search (ids → positions)."""
+    Q = X[:n_queries]
+    _, truth = flat_search(X, Q, 10)
+    _, found = index.search(Q, 10)
+    found = np.where(found >= 0, order[np.maximum(found, 0)], -1)
+    return np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found.tolist(), truth.tolist())])
+
+
+def test_sizes_parse_as_people_write_them():
+    assert parse_bytes("256MB") == 256_000_000 and parse_bytes("1.5GiB") == int(1.5 * 2**30)
+    assert parse_bytes("300 kb") == 300_000 and parse_bytes(4096) == 4096
+    for bad in ("lots", "12 parsecs", "0MB", "-5MB"):
+        with pytest.raises(ParameterError, match="max_memory"):
+            parse_bytes(bad)
+
+
+@pytest.mark.parametrize("budget", [2_000_000, 300_000, 150_000, 90_000])
+def test_the_chosen_index_never_exceeds_its_budget(budget):
+    X = clustered()
+    index, order, chosen, tried = choose_index(lambda rows: X[rows], len(X), D, budget, target_recall=0.9)
+    assert int(faiss.serialize_index(index).nbytes) <= budget
+    assert chosen.bytes <= budget and index.ntotal == len(X) and sorted(order) == list(range(len(X)))
+    assert all(c.bytes is None or c.bytes <= budget or c.outcome == "over budget" for c in tried)
+    assert chosen.outcome.startswith("chosen") and [c.outcome for c in tried].count(chosen.outcome) == 1
+
+
+def test_a_reachable_target_is_met_by_the_most_faithful_index_that_fits():
+    X = clustered()
+    # Exact search does not fit; the IVF and scalar-quantised ones do and reach 0.9.
+    budget = estimate_bytes("Flat", len(X), D) - 1
+    index, order, chosen, tried = choose_index(lambda rows: X[rows], len(X), D, budget, target_recall=0.9)
+    assert chosen.factory != "Flat" and chosen.outcome == "chosen"
+    assert chosen.recall_at_10 >= 0.9
+    assert recall_of(index, order, X) >= 0.85  # measured again on queries it was not tuned on
+    assert tried[0].outcome == "over budget (estimated)"
+
+
+def test_an_unreachable_target_gives_the_best_recall_the_budget_allows():
+    X = clustered()
+    index, order, chosen, tried = choose_index(lambda rows: X[rows], len(X), D, 90_000, target_recall=0.999)
+    assert chosen.outcome == "chosen (best the budget allows)" and chosen.recall_at_10 < 0.999
+    built = [c for c in tried if c.recall_at_10 is not None]
+    assert chosen.recall_at_10 == max(c.recall_at_10 for c in built)
+
+
+def test_a_budget_below_every_index_says_what_is_needed():
+    X = clustered()
+    with pytest.raises(SearchError, match=r"fits in 10 kB: the smallest, IVF\d+,PQ\d+np, needs about \d+ kB. Raise --max-memory"):
+        choose_index(lambda rows: X[rows], len(X), D, 10_000)
+
+
+def test_featx_index_with_max_memory_end_to_end(tmp_path):
+    X = clustered(n=2500)
+    config = BackboneConfig(name="fake", weights_sha256="0" * 64, preprocess=PreprocessConfig(32), dim=D)
+    store = open_store(config, tmp_path)
+    keys = [f"{i:064x}" for i in range(len(X))]
+    with store.writing():
+        store.add(keys, X)
+        store.record_dataset("ds", "t", [Member(k, f"/p/{i}", str(i % 3), "train") for i, k in enumerate(keys)])
+    report = json.loads(run_cli("index", "ds", "--cache", tmp_path, "--max-memory", "150KB", "--target-recall", "0.9",
+                                "--json").output)
+    assert report["bytes"] <= 150_000 and report["kind"].startswith("budget: ")
+    assert {c["outcome"] for c in report["choices"]} >= {"over budget (estimated)"}
+    hits = json.loads(run_cli("search", "ds", f"id:{keys[7]}", "-k", 5, "--cache", tmp_path, "--json").output)
+    assert hits[0]["results"][0]["key"] == keys[7]
+    again = json.loads(run_cli("index", "ds", "--cache", tmp_path, "--json").output)  # keeps its budget
+    assert again["kind"].startswith("budget: ") and again["params"]["max_memory"] == 150_000
+    text = run_cli("index", "ds", "--cache", tmp_path, "--max-memory", "150KB").output
+    assert "outcome" in text and "saved:" in text
+    refused = run_cli("index", "ds", "--cache", tmp_path, "--max-memory", "150KB", "--kind", "hnsw", ok=False)
+    assert refused.exit_code != 0 and "--max-memory" in refused.output
