@@ -9,12 +9,9 @@ from typing import Callable
 
 import faiss
 import numpy as np
-from faiss.contrib.exhaustive_search import knn_ground_truth
-
 from ..errors import ParameterError, SearchError
+from .index import AUTO_EXACT_BELOW, BLOCK_ROWS, exact_neighbours, recall_of
 
-AUTO_EXACT_BELOW = 20000  # as index.py: below this, exact search needs no training
-ADD_BLOCK = 50000  # vectors read and added at a time: the build never holds all of them
 KNOBS = {"nprobe": (1, 2, 4, 8, 16, 32, 64, 128, 256), "efSearch": (16, 32, 64, 128, 256, 512)}
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
@@ -111,8 +108,7 @@ def choose_index(read: Reader, n: int, d: int, max_bytes: int, *, target_recall:
     held, base = np.sort(perm[:n_held]), np.sort(perm[n_held:])
     queries = read(held)
     say("exact neighbours of the held-back queries")
-    blocks = (read(base[a:a + ADD_BLOCK]) for a in range(0, len(base), ADD_BLOCK))
-    _, truth = knn_ground_truth(queries, blocks, 10, metric_type=faiss.METRIC_INNER_PRODUCT)
+    truth = exact_neighbours(queries, (read(base[a:a + BLOCK_ROWS]) for a in range(0, len(base), BLOCK_ROWS)))
     lists = coarse_lists(n)
     train = read(np.sort(rng.choice(base, min(len(base), max(64 * lists, 64 * 256)), replace=False)))
     centroids = None
@@ -171,8 +167,8 @@ def _build(factory: str, d: int, train: np.ndarray, centroids, read: Reader, bas
         index.hnsw.efConstruction = 80
     index.train(train)
     empty = _nbytes(index)
-    for a in range(0, len(base), ADD_BLOCK):
-        index.add(read(base[a:a + ADD_BLOCK]))
+    for a in range(0, len(base), BLOCK_ROWS):  # the build never holds all the vectors
+        index.add(read(base[a:a + BLOCK_ROWS]))
     return index, empty
 
 
@@ -191,7 +187,7 @@ def _tune(index, c: Candidate, queries: np.ndarray, truth: np.ndarray, target_re
         if setting:
             space.set_index_parameters(index, setting)
         _, found = index.search(queries, truth.shape[1])
-        recall = _recall(found, truth)
+        recall = recall_of(found, truth)
         if recall > best[0] + 1e-9:
             best = (recall, setting)
         if recall >= target_recall:
@@ -207,10 +203,6 @@ def _tune(index, c: Candidate, queries: np.ndarray, truth: np.ndarray, target_re
     for q in singles:
         index.search(q[None], 10)
     c.single_query_ms = round(1000 * (time.perf_counter() - start) / len(singles), 3)
-
-
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return sum(len(set(f) & set(t)) for f, t in zip(found.tolist(), truth.tolist())) / truth.size
 
 
 def _finish(index, c: Candidate, queries, held, base, tried):

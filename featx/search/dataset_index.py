@@ -16,7 +16,8 @@ from ..store.columns import layers_suffix, select_layers
 from .budget import choose_index, parse_bytes, size_text
 from .flat import flat_index, normalize
 from .index import (
-    AUTO_EXACT_BELOW, TARGET_RECALL, VectorIndex, build_index, check_kind, load_index, save_index, tune_index,
+    AUTO_EXACT_BELOW, BLOCK_ROWS, TARGET_RECALL, VectorIndex, build_index, check_kind, exact_neighbours, load_index,
+    save_index, tune_index,
 )
 
 
@@ -111,7 +112,9 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
                 fresh = normalize(view.vectors(keys[new]), blocks=view.blocks)
                 if old.kind != "flat" and len(new) >= 100:
                     # The new vectors are outside queries for the index as it stands: retune on them.
-                    tune_index(old, normalize(view.vectors(old.keys), blocks=view.blocks), fresh)
+                    indexed = (normalize(view.vectors(old.keys[a:a + BLOCK_ROWS]), blocks=view.blocks)
+                               for a in range(0, old.n, BLOCK_ROWS))
+                    tune_index(old, fresh, exact_neighbours(fresh, indexed))
                 old.index.add(fresh)
                 old.keys = np.concatenate([old.keys, keys[new]])
                 action = "added"

@@ -6,6 +6,7 @@ from ..errors import ParameterError
 from ..store import FeatureStore
 from ..store.columns import select_layers
 from .dataset_index import open_index
+from .index import BLOCK_ROWS
 
 
 def find_duplicates(store: FeatureStore, dataset: str, threshold: float = 0.95, k: int = 10,
@@ -20,8 +21,7 @@ def find_duplicates(store: FeatureStore, dataset: str, threshold: float = 0.95, 
         raise ParameterError("threshold", f"must be in (0, 1], not {threshold}.")
     vi, _ = open_index(store, dataset, use_layers)
     keys = vi.keys.tolist()
-    vectors = select_layers(store.config, use_layers).take(store.vectors(keys))
-    D, I = vi.search(vectors, min(k + 1, vi.n))  # it normalises as it was built
+    selection = select_layers(store.config, use_layers)
     parent = list(range(len(keys)))
 
     def find(a: int) -> int:
@@ -31,12 +31,15 @@ def find_duplicates(store: FeatureStore, dataset: str, threshold: float = 0.95, 
         return a
 
     best: dict[tuple[int, int], float] = {}
-    for a, (scores, ids) in enumerate(zip(D, I)):
-        for s, b in zip(scores, ids):
-            if b >= 0 and b != a and s >= threshold:
-                parent[find(a)] = find(b)
-                pair = (min(a, b), max(a, b))
-                best[pair] = max(best.get(pair, 0.0), float(s))
+    for start in range(0, len(keys), BLOCK_ROWS):  # a block of queries at a time: never every vector at once
+        vectors = selection.take(store.vectors(keys[start:start + BLOCK_ROWS]))
+        D, I = vi.search(vectors, min(k + 1, vi.n))  # it normalises as it was built
+        for a, (scores, ids) in enumerate(zip(D.tolist(), I.tolist()), start):
+            for s, b in zip(scores, ids):
+                if b >= 0 and b != a and s >= threshold:
+                    parent[find(a)] = find(b)
+                    pair = (min(a, b), max(a, b))
+                    best[pair] = max(best.get(pair, 0.0), float(s))
     paths_of: dict[str, list[tuple[str, str | None]]] = {}
     for m in store.members(dataset):
         paths_of.setdefault(m.key, []).append((m.path, m.label))

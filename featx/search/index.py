@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import faiss
 import numpy as np
@@ -16,6 +17,7 @@ from ..store.atomic import write_npz
 from .flat import flat_index, normalize
 
 from . import KINDS
+BLOCK_ROWS = 50000  # vectors normalised and added at a time when building
 AUTO_EXACT_BELOW = 20000  # below this, exact search is fast enough and needs no training
 TARGET_RECALL = 0.95
 FORMAT = "featx-index"
@@ -71,7 +73,6 @@ def build_index(X: np.ndarray, keys, kind: str = "auto", *, target_recall: float
     layer widths of a multi-layer recipe, each normalised on its own (see ``normalize``).
     """
     check_kind(kind)
-    X = normalize(X, blocks=blocks)
     keys = np.asarray(keys, dtype=str)
     n, d = X.shape
     if n == 0:
@@ -87,25 +88,50 @@ def build_index(X: np.ndarray, keys, kind: str = "auto", *, target_recall: float
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
         sample = X if n <= 64 * nlist else X[rng.choice(n, 64 * nlist, replace=False)]
-        index.train(sample)
+        index.train(normalize(sample, blocks=blocks))
         params = {"nlist": nlist}
     else:
         index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
         params = {"M": 32, "efConstruction": 80}
     vi = VectorIndex(index=index, keys=keys, kind=kind, params=params, blocks=blocks)
+    # X is read and normalised a block at a time (it may be a store's memory map): never a second copy of it.
     if kind == "flat":
-        index.add(X)
+        for part in normalised_blocks(X, np.arange(n), blocks):
+            index.add(part)
         vi.recall_at_10 = 1.0
     else:
         held = np.random.default_rng(seed).permutation(n)
         held, base = np.sort(held[: min(n_queries, n // 2)]), np.sort(held[min(n_queries, n // 2):])
-        index.add(X[base])
-        tune_index(vi, X[base], X[held], target_recall=target_recall)
-        index.add(X[held])
+        for part in normalised_blocks(X, base, blocks):
+            index.add(part)
+        queries = normalize(X[held], blocks=blocks)
+        tune_index(vi, queries, exact_neighbours(queries, normalised_blocks(X, base, blocks)),
+                   target_recall=target_recall)
+        index.add(queries)
         vi.keys = np.concatenate([keys[base], keys[held]])  # ids follow the order of adding
     vi.build_seconds = time.perf_counter() - start
     return vi
+
+
+def normalised_blocks(X: np.ndarray, rows: np.ndarray, blocks: tuple[int, ...] | None = None,
+                      size: int = BLOCK_ROWS) -> Iterator[np.ndarray]:
+    """X's ``rows``, normalised, ``size`` rows at a time: the only copies of X an index build makes."""
+    for a in range(0, len(rows), size):
+        yield normalize(X[rows[a:a + size]], blocks=blocks)
+
+
+def exact_neighbours(queries: np.ndarray, base_blocks: Iterable[np.ndarray], k: int = 10) -> np.ndarray:
+    """Ids of each query's exact top-k inner products among the rows ``base_blocks`` yields, in turn
+    (FAISS's blockwise ground truth: the rows are never all in memory at once)."""
+    from faiss.contrib.exhaustive_search import knn_ground_truth
+
+    return knn_ground_truth(queries, base_blocks, k, metric_type=faiss.METRIC_INNER_PRODUCT)[1]
+
+
+def recall_of(found: np.ndarray, truth: np.ndarray) -> float:
+    """Share of the exact ids ``truth`` (one row per query) that ``found`` holds."""
+    return sum(len(set(t) & set(f)) for t, f in zip(truth.tolist(), found.tolist())) / truth.size
 
 
 def recall_at_k(vi: VectorIndex, base: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
@@ -116,14 +142,14 @@ def recall_at_k(vi: VectorIndex, base: np.ndarray, queries: np.ndarray, k: int =
     """
     k = min(k, len(base))
     _, truth = flat_index(base).search(queries, k)
-    _, found = vi.index.search(queries, k)
-    return sum(len(set(t) & set(f)) for t, f in zip(truth, found)) / (len(queries) * k)
+    return recall_of(vi.index.search(queries, k)[1], truth)
 
 
-def tune_index(vi: VectorIndex, base: np.ndarray, queries: np.ndarray, *,
+def tune_index(vi: VectorIndex, queries: np.ndarray, truth: np.ndarray, *,
                target_recall: float = TARGET_RECALL) -> None:
     """Set the smallest search effort whose recall@10 for ``queries`` (not in the index) reaches
-    ``target_recall``; record the recall in ``vi``. ``base``: the indexed vectors, in id order.
+    ``target_recall``; record the recall in ``vi``. ``truth``: the queries' exact neighbours among
+    the indexed vectors (``exact_neighbours``), ids in the index's order.
     """
     if vi.kind == "flat":
         vi.recall_at_10 = 1.0
@@ -137,7 +163,7 @@ def tune_index(vi: VectorIndex, base: np.ndarray, queries: np.ndarray, *,
         set_knob = lambda v: setattr(vi.index.hnsw, "efSearch", v)  # noqa: E731
     for v in values:
         set_knob(v)
-        recall = recall_at_k(vi, base, queries)
+        recall = recall_of(vi.index.search(queries, truth.shape[1])[1], truth)
         if recall >= target_recall:
             break
     vi.params[knob] = v
