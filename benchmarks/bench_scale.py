@@ -154,9 +154,10 @@ def stage_train(n: int, dim: int, work: Path, cache: str) -> dict:
 
 
 def stage_index(n: int, dim: int, work: Path, cache: str) -> dict:
-    from featx.search.dataset_index import index_dataset, open_index
+    from featx.search.dataset_index import index_dataset, index_path, open_index
 
     with open_scale_store(work, n, dim, cache) as store:
+        index_path(store, DATASET).unlink(missing_ok=True)  # not the budget stage's index of an earlier run
         report = index_dataset(store, DATASET, "auto")
         vi, _ = open_index(store, DATASET)
         rng = np.random.default_rng(1)

@@ -8,7 +8,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..search.flat import normalize
-from .rows import StandardRows
+from .rows import BLOCK_BYTES, StandardRows
 from .solvers import (
     Preconditioner, cross_entropy, fit_temperature, holdout_indices, lbfgs, preconditioner_sample, ridge_moments,
     ridge_solutions, softmax, squared_hinge,
@@ -97,10 +97,16 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
 
     def _scores(self, X) -> np.ndarray:
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        if self.scaling == "l2":
-            X = normalize(X, dtype=np.float64, blocks=self.blocks)
-        return ((X - self.mean_) / self.scale_) @ self.coef_.T.astype(np.float64) + self.intercept_
+        X = validate_data(self, X, dtype=[np.float64, np.float32, np.float16], reset=False)
+        W = self.coef_.T.astype(np.float64)
+        out = np.empty((len(X), W.shape[1]))
+        step = max(1, BLOCK_BYTES // (8 * X.shape[1]))  # float64 blocks: a memory map is never copied whole
+        for a in range(0, len(X), step):
+            Z = np.asarray(X[a:a + step], dtype=np.float64)
+            if self.scaling == "l2":
+                Z = normalize(Z, dtype=np.float64, blocks=self.blocks)
+            out[a:a + step] = ((Z - self.mean_) / self.scale_) @ W + self.intercept_
+        return out
 
     def decision_function(self, X):
         scores = self._scores(X)

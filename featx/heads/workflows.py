@@ -92,7 +92,7 @@ def train_head(
     seconds = time.perf_counter() - start
     test = None
     if "test" in info.splits:
-        Xt, yt = _labeled(store, dataset, "test")
+        Xt, yt = _labeled(store, dataset, "test", as_stored=True)
         test = score_predictions(yt, estimator.predict(selection.take(np.asarray(Xt))))
     chosen = {k: v for k, v in vars(estimator).items() if k.endswith("_") and isinstance(v, (int, float))
               and k not in ("n_features_in_",)}

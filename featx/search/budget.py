@@ -10,7 +10,7 @@ from typing import Callable
 import faiss
 import numpy as np
 from ..errors import ParameterError, SearchError
-from .index import AUTO_EXACT_BELOW, BLOCK_ROWS, exact_neighbours, recall_of
+from .index import AUTO_EXACT_BELOW, BLOCK_ROWS, exact_neighbours, index_nbytes, recall_of
 
 KNOBS = {"nprobe": (1, 2, 4, 8, 16, 32, 64, 128, 256), "efSearch": (16, 32, 64, 128, 256, 512)}
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -124,8 +124,8 @@ def choose_index(read: Reader, n: int, d: int, max_bytes: int, *, target_recall:
         start = time.perf_counter()
         index, empty = _build(c.factory, d, train, centroids, read, base)
         # Its size once the held-back vectors join too: sizes grow linearly in vectors, plus 1% to spare.
-        held_bytes = (_nbytes(index) - empty) * len(held) / max(len(base), 1)
-        c.bytes = int(1.01 * (_nbytes(index) + held_bytes))
+        held_bytes = (index_nbytes(index) - empty) * len(held) / max(len(base), 1)
+        c.bytes = int(1.01 * (index_nbytes(index) + held_bytes))
         c.build_seconds = round(time.perf_counter() - start, 2)
         if c.bytes > max_bytes:
             c.outcome = "over budget"
@@ -166,14 +166,10 @@ def _build(factory: str, d: int, train: np.ndarray, centroids, read: Reader, bas
     if factory.startswith("HNSW"):
         index.hnsw.efConstruction = 80
     index.train(train)
-    empty = _nbytes(index)
+    empty = index_nbytes(index)
     for a in range(0, len(base), BLOCK_ROWS):  # the build never holds all the vectors
         index.add(read(base[a:a + BLOCK_ROWS]))
     return index, empty
-
-
-def _nbytes(index) -> int:
-    return int(faiss.serialize_index(index).nbytes)
 
 
 def _tune(index, c: Candidate, queries: np.ndarray, truth: np.ndarray, target_recall: float) -> None:
@@ -207,5 +203,5 @@ def _tune(index, c: Candidate, queries: np.ndarray, truth: np.ndarray, target_re
 
 def _finish(index, c: Candidate, queries, held, base, tried):
     index.add(queries)  # the held-back vectors are part of the collection too
-    c.bytes = _nbytes(index)
+    c.bytes = index_nbytes(index)
     return index, np.concatenate([base, held]), c, tried

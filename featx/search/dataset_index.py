@@ -27,9 +27,13 @@ def index_path(store: FeatureStore, dataset: str, layers: Sequence[str] | None =
 
 
 def dataset_keys(store: FeatureStore, dataset: str) -> np.ndarray:
-    """Unique keys of a dataset in first-occurrence order, from the catalog alone."""
+    """Unique keys of a dataset in the order their vectors lie in the shards, from the catalog alone.
+
+    Reading them in that order gives memory-map slices instead of copies (a dataset's splits lie one
+    after the other, so its member order would gather a copy of every vector).
+    """
     store.dataset(dataset)  # a clear error for an unknown dataset
-    return np.array(list(dict.fromkeys(m.key for m in store.members(dataset))), dtype=str)
+    return np.array(store.keys_in_storage_order(dataset), dtype=str)
 
 
 class SearchView:
@@ -94,15 +98,19 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
     keys = dataset_keys(store, dataset)
     path = view.path
     start = time.perf_counter()
-    old = load_index(path) if path.is_file() else None
-    if max_memory is None and kind == "auto" and old is not None and old.kind == BUDGET and view.fits(old):
-        max_memory, target_recall = old.params["max_memory"], old.params["target_recall"]
+    # The saved index's metadata first: its FAISS index (gigabytes at a million vectors) is read only to add to it.
+    saved = load_index(path, read_index=False) if path.is_file() else None
+    if max_memory is None and kind == "auto" and saved is not None and saved.kind == BUDGET and view.fits(saved):
+        max_memory, target_recall = saved.params["max_memory"], saved.params["target_recall"]
     if max_memory is not None:
         if kind != "auto":
             raise ParameterError("max_memory", f"chooses the kind of index itself; leave --kind at auto, not {kind!r}.")
         return _index_within_budget(view, keys, parse_bytes(max_memory), target_recall, progress)
     action = "built"
-    if old is not None and view.fits(old) and old.kind != BUDGET and kind in ("auto", old.kind):
+    old = None
+    if saved is not None and view.fits(saved) and saved.kind != BUDGET and kind in ("auto", saved.kind):
+        old = load_index(path)
+    if old is not None:
         have = set(old.keys.tolist())
         new = [i for i, k in enumerate(keys.tolist()) if k not in have]
         if have <= set(keys.tolist()) and not (kind == "auto" and old.kind == "flat"
@@ -123,6 +131,7 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
             vi = old
             vi.build_seconds = time.perf_counter() - start
     if action == "built":
+        old = None  # not kept in memory beside the new one
         vi = build_index(view.vectors(keys), keys, kind, blocks=view.blocks)
     vi.store_key, vi.dataset, vi.layers = store.key, dataset, view.layers
     if action != "unchanged":

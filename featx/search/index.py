@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -13,7 +14,7 @@ import faiss
 import numpy as np
 
 from ..errors import ParameterError, SearchError
-from ..store.atomic import write_npz
+from ..store.atomic import atomic_write
 from .flat import flat_index, normalize
 
 from . import KINDS
@@ -21,6 +22,7 @@ BLOCK_ROWS = 50000  # vectors normalised and added at a time when building
 AUTO_EXACT_BELOW = 20000  # below this, exact search is fast enough and needs no training
 TARGET_RECALL = 0.95
 FORMAT = "featx-index"
+INDEX_MEMBER = "index.faiss"
 
 
 @dataclass
@@ -47,7 +49,7 @@ class VectorIndex:
         return int(self.index.d)
 
     def nbytes(self) -> int:
-        return int(faiss.serialize_index(self.index).nbytes)
+        return index_nbytes(self.index)
 
     def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Cosine similarities D and positions I (into ``keys``) of the k nearest, for each query row."""
@@ -170,23 +172,48 @@ def tune_index(vi: VectorIndex, queries: np.ndarray, truth: np.ndarray, *,
     vi.recall_at_10 = round(recall, 4)
 
 
+def index_nbytes(index) -> int:
+    """The FAISS index's serialised size (about its size in memory), counted as it streams: no copy of it."""
+    total = [0]
+
+    def count(chunk) -> None:
+        total[0] += len(chunk)
+
+    faiss.write_index(index, faiss.PyCallbackIOWriter(count))
+    return total[0]
+
+
 def save_index(vi: VectorIndex, path: str | os.PathLike) -> Path:
-    """Index bytes, keys and metadata in one .npz, via a temp file and a rename."""
+    """The index, its keys and metadata in one zip (``.npz``: keys.npy, meta.npy and index.faiss), via a
+    temp file and a rename. The index streams into the file: a 5 GB index is never copied in memory."""
     meta = {"format": FORMAT, "kind": vi.kind, "params": vi.params, "recall_at_10": vi.recall_at_10,
             "build_seconds": vi.build_seconds, "store_key": vi.store_key, "dataset": vi.dataset,
             "blocks": list(vi.blocks) if vi.blocks else None, "layers": list(vi.layers) if vi.layers else None}
-    return write_npz(path, index=faiss.serialize_index(vi.index), keys=vi.keys,
-                     meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    arrays = {"keys": np.asarray(vi.keys), "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+    with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open(INDEX_MEMBER, "w", force_zip64=True) as out:
+            faiss.write_index(vi.index, faiss.PyCallbackIOWriter(out.write))
+        for name, array in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, array, allow_pickle=False)
+    return Path(path)
 
 
-def load_index(path: str | os.PathLike) -> VectorIndex:
+def load_index(path: str | os.PathLike, *, read_index: bool = True) -> VectorIndex:
+    """A saved index; with ``read_index=False`` its keys and metadata only (``index`` is None)."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(bytes(data["meta"]).decode())
-            keys = data["keys"]
-            index = faiss.deserialize_index(data["index"])
-    except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as e:
+        with zipfile.ZipFile(path) as zf:
+            meta = json.loads(bytes(_read_array(zf, "meta.npy")).decode())
+            keys = _read_array(zf, "keys.npy")
+            if not read_index:
+                index = None
+            elif INDEX_MEMBER in zf.namelist():
+                with zf.open(INDEX_MEMBER) as src:
+                    index = faiss.read_index(faiss.PyCallbackIOReader(src.read))
+            else:  # saved before indexes were streamed: the serialised bytes as an array
+                index = faiss.deserialize_index(_read_array(zf, "index.npy"))
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
         raise SearchError(f"{str(path)!r} is not a readable featx index ({e}); rebuild it (index the dataset again).") from None
     if meta.get("format") != FORMAT:
         raise SearchError(f"{str(path)!r} is not a featx index; rebuild it (index the dataset again).")
@@ -195,6 +222,8 @@ def load_index(path: str | os.PathLike) -> VectorIndex:
                      store_key=meta.get("store_key", ""), dataset=meta.get("dataset", ""),
                      blocks=tuple(meta["blocks"]) if meta.get("blocks") else None,
                      layers=tuple(meta["layers"]) if meta.get("layers") else None)
+    if index is None:
+        return vi
     if "nprobe" in vi.params:
         index.nprobe = vi.params["nprobe"]
     if "efSearch" in vi.params:
@@ -202,6 +231,11 @@ def load_index(path: str | os.PathLike) -> VectorIndex:
     if vi.params.get("search"):  # an index chosen under a memory budget: FAISS's own settings string
         faiss.ParameterSpace().set_index_parameters(index, vi.params["search"])
     return vi
+
+
+def _read_array(zf: zipfile.ZipFile, name: str) -> np.ndarray:
+    with zf.open(name) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
 
 
 def check_kind(kind: str) -> None:

@@ -476,6 +476,13 @@ class FeatureStore:
         X = self._gather([(r[3], r[4]) for r in rows])
         return X, y, keys, paths
 
+    def keys_in_storage_order(self, dataset: str) -> list[str]:
+        """A dataset's unique keys ordered by where their vectors lie (shard, row): read in that order,
+        a dataset embedded in one run comes back as memory-map slices, not copies."""
+        q = ("SELECT DISTINCT m.key, s.shard, s.row FROM members m JOIN samples s ON s.key = m.key "
+             "WHERE m.dataset = ? ORDER BY s.shard, s.row")
+        return [k for k, _, _ in self._db.execute(q, (dataset,))]
+
     def vectors(self, keys: Sequence[str]) -> np.ndarray:
         """Float32 vectors for arbitrary stored keys, in the order given (one catalog snapshot, as ``load``)."""
         return as_float32(self._retrying(lambda: self._vectors(keys)))
