@@ -65,6 +65,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_map.py
 	$(BIN)/python benchmarks/bench_writer.py
+	$(BIN)/python benchmarks/bench_store_dtype.py
 
 clean:
 	rm -rf $(VENV) cache/*/ benchmarks/out

@@ -251,7 +251,7 @@ def slope(points: list[tuple[int, float]]) -> float | None:
 
 
 def table(results: dict, sizes, dims) -> str:
-    lines = ["| stage | dim | " + " | ".join(f"{n:,}: s / peak GB" for n in sizes) + " | slope (time) |",
+    lines = ["| stage | dim | " + " | ".join(f"{n:,}: s / peak GiB" for n in sizes) + " | slope (time) |",
              "|---|---|" + "---|" * len(sizes) + "---|"]
     for stage in STAGES:
         for dim in dims:
@@ -294,14 +294,14 @@ def figure(results: dict, sizes, dims, path: Path) -> None:
             label = f"{stage} {dim}" + (f" (slope {s:.2f})" if s is not None else "")
             ax_t.plot(*zip(*t), style, marker="o", color=colours[stage], label=label)
             ax_m.plot(*zip(*m), style, marker="o", color=colours[stage], label=f"{stage} {dim}")
-    for ax, what in ((ax_t, "seconds"), (ax_m, "peak memory (GB, resident)")):
+    for ax, what in ((ax_t, "seconds"), (ax_m, "peak memory (GiB, resident)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("vectors")
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
     ax_m.axhline(24, color="k", lw=0.8)
-    ax_m.text(sizes[0], 24 * 1.05, "this machine's 24 GB", fontsize=8)
+    ax_m.text(sizes[0], 24 * 1.05, "this machine's 24 GiB", fontsize=8)
     ax_t.legend(fontsize=7, ncol=2)
     ax_t.set_title("time per stage (solid 1,280-d, dashed 1,792-d)")
     ax_m.set_title("peak memory per stage")
