@@ -15,11 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 from bench_embed import write_jpegs
 
@@ -45,6 +48,30 @@ def store_task_with(tree: Path, task: str, cache: Path, dataset: str) -> float:
     return report["train_seconds"] if task == "train" else report["build_seconds"]
 
 
+@contextmanager
+def base_worktree(revision: str) -> Iterator[tuple[Path, Path]]:
+    """A temporary folder and, inside it, a git worktree of ``revision``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        base = tmp / "base"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(base), revision], check=True,
+                       capture_output=True)
+        try:
+            yield tmp, base
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], check=False)
+
+
+def alternate(rounds: int, base: Path, measure: Callable[[str, Path, int], float], unit: str) -> tuple[float, float]:
+    """Medians of ``measure(name, tree, round)`` for the base revision and this checkout, taking turns."""
+    values: dict[str, list[float]] = {"base": [], "head": []}
+    for r in range(rounds):
+        for name, tree in (("base", base), ("head", REPO)):
+            values[name].append(measure(name, tree, r))
+            print(f"round {r + 1} {name}: {values[name][-1]:.2f} {unit}", flush=True)
+    return statistics.median(values["base"]), statistics.median(values["head"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the earlier revision (a commit or tag)")
@@ -54,50 +81,25 @@ def main() -> None:
     parser.add_argument("--store", type=Path, help="with --task train/index: the store to copy and use")
     parser.add_argument("--dataset", default="fashion-mnist")
     args = parser.parse_args()
-    if args.task != "embed":
-        return compare_store_task(args)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        base = tmp / "base"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(base), args.base], check=True,
-                       capture_output=True)
-        try:
+    with base_worktree(args.base) as (tmp, base):
+        if args.task == "embed":
             write_jpegs(tmp / "jpegs", args.images, 0)
-            speeds: dict[str, list[float]] = {"base": [], "head": []}
-            for r in range(args.rounds):
-                for name, tree in (("base", base), ("head", REPO)):
-                    speeds[name].append(embed_with(tree, tmp / "jpegs", tmp / f"cache-{name}-{r}"))
-                    print(f"round {r + 1} {name}: {speeds[name][-1]:.1f} images/s", flush=True)
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], check=False)
-    b, h = statistics.median(speeds["base"]), statistics.median(speeds["head"])
-    print(f"{args.images} JPEGs, efficientnet_lite0 @ 224 px, median of {args.rounds} alternating rounds:")
-    print(f"base {args.base}: {b:.1f} images/s; this checkout: {h:.1f} images/s; ratio {h / b:.3f}")
-
-
-def compare_store_task(args) -> None:
-    import shutil
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        base = tmp / "base"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(base), args.base], check=True,
-                       capture_output=True)
-        try:
-            seconds: dict[str, list[float]] = {"base": [], "head": []}
-            for name in seconds:  # one copy of the store each: the revisions may save indexes differently
+            b, h = alternate(args.rounds, base, lambda name, tree, r: embed_with(
+                tree, tmp / "jpegs", tmp / f"cache-{name}-{r}"), "images/s")
+            what, unit = f"{args.images} JPEGs, efficientnet_lite0 @ 224 px", "images/s"
+        else:
+            for name in ("base", "head"):  # one copy of the store each: the revisions may save indexes differently
                 shutil.copytree(args.store, tmp / f"cache-{name}" / args.store.name,
                                 ignore=shutil.ignore_patterns("indexes", "heads", "maps", "thumbnails"))
-            for r in range(args.rounds):
-                for name, tree in (("base", base), ("head", REPO)):
-                    shutil.rmtree(tmp / f"cache-{name}" / args.store.name / "indexes", ignore_errors=True)
-                    seconds[name].append(store_task_with(tree, args.task, tmp / f"cache-{name}", args.dataset))
-                    print(f"round {r + 1} {name}: {seconds[name][-1]:.2f} s", flush=True)
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], check=False)
-    b, h = statistics.median(seconds["base"]), statistics.median(seconds["head"])
-    print(f"featx {args.task} {args.dataset} ({args.store.name}), median of {args.rounds} alternating rounds:")
-    print(f"base {args.base}: {b:.2f} s; this checkout: {h:.2f} s; ratio {h / b:.3f}")
+
+            def measure(name: str, tree: Path, r: int) -> float:
+                shutil.rmtree(tmp / f"cache-{name}" / args.store.name / "indexes", ignore_errors=True)
+                return store_task_with(tree, args.task, tmp / f"cache-{name}", args.dataset)
+
+            b, h = alternate(args.rounds, base, measure, "s")
+            what, unit = f"featx {args.task} {args.dataset} ({args.store.name})", "s"
+    print(f"{what}, median of {args.rounds} alternating rounds:")
+    print(f"base {args.base}: {b:.2f} {unit}; this checkout: {h:.2f} {unit}; ratio {h / b:.3f}")
 
 
 if __name__ == "__main__":
