@@ -97,6 +97,7 @@ def stage_write(n: int, dim: int, work: Path, cache: str) -> dict:
     from featx.embed import embed_source
     from featx.embed.runner import Engine
     from featx.embed.writer import store_batch
+    from featx.store import open_store
 
     base, y, splits, blocks = source_vectors(cache, dim)
     std = base.std(axis=0) * NOISE
@@ -125,9 +126,7 @@ def stage_write(n: int, dim: int, work: Path, cache: str) -> dict:
     source = ArraySource(DATASET, "replicated Fashion-MNIST vectors", np.zeros((1, 1, 1), np.uint8), items)
     backbone = SimpleNamespace(config=config, name=config.name, dim=dim)
     del y, splits
-    from featx.store import open_store
-
-    with open_store(config, folder.parent / folder.name) as store:
+    with open_store(config, folder) as store:
         started = time.perf_counter()
         result = embed_source(source, backbone, store, batch_size=64, engine=Replicas(), hashes=(keys, {}))
         seconds = time.perf_counter() - started - making[0]

@@ -176,8 +176,11 @@ def _tune(index, c: Candidate, queries: np.ndarray, truth: np.ndarray, target_re
     """The least effort reaching the target (or the best recall of any setting), set on the index."""
     knob = "nprobe" if c.factory.startswith("IVF") else "efSearch" if c.factory.startswith("HNSW") else None
     space = faiss.ParameterSpace()
-    settings = [f"{knob}={v}" for v in KNOBS[knob] if knob != "nprobe" or v <= faiss.extract_index_ivf(index).nlist] \
-        if knob else [""]
+    if knob is None:
+        settings = [""]
+    else:
+        most = faiss.extract_index_ivf(index).nlist if knob == "nprobe" else max(KNOBS[knob])
+        settings = [f"{knob}={v}" for v in KNOBS[knob] if v <= most]
     best = (-1.0, "")
     for setting in settings:
         if setting:
