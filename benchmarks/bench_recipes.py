@@ -61,7 +61,7 @@ def pooling_probe(n_train: int = 10000, n_test: int = 5000, size: int = 112) -> 
     import torch
 
     from featx.data import decode_input
-    from featx.runtime import prepare_batch
+    from featx.hardware import prepare_batch
 
     source = open_source("fashion-mnist")
     backbone = create_backbone("efficientnet_lite0", image_size=size, crop="full")

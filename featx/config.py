@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
-PRECISIONS = ("auto", "fp32", "bf16")  # what a backbone can be asked to run at
-STORED_PRECISIONS = ("fp32", "bf16")  # what a store can have been embedded at
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # what a backbone can be asked to run at (int8: OpenVINO only)
+STORED_PRECISIONS = ("fp32", "bf16", "int8")  # what a store can have been embedded at
 STORE_DTYPES = ("float32", "float16")  # how a store keeps its vectors on disk (float16: half the bytes)
 
 
@@ -63,6 +63,7 @@ class BackboneConfig:
     layers: tuple[str, ...] = (FINAL,)  # the taps concatenated into each vector, in order
     layer_dims: tuple[int, ...] = ()  # their widths; empty means one layer of ``dim``
     store_dtype: str = "float32"  # how the store keeps the vectors: rounding to float16 changes them
+    calibration: str = ""  # int8: fingerprint of the images the quantisation was calibrated on
 
     def __post_init__(self):
         if self.store_dtype not in STORE_DTYPES:
@@ -81,6 +82,8 @@ class BackboneConfig:
             del d["preprocess"]["crop"]
         if self.store_dtype == "float32":
             del d["store_dtype"]
+        if not self.calibration:
+            del d["calibration"]
         return d
 
     @classmethod
@@ -120,4 +123,5 @@ class BackboneConfig:
         p = self.preprocess
         recipe = "" if self.layers == (FINAL,) and p.crop == "center" else f" ({self.recipe})"
         stored = "" if self.store_dtype == "float32" else f", stored as {self.store_dtype}"
-        return f"{self.name} @ {p.input_size}px, {self.precision}{stored}, weights {self.weights_sha256[:12]}{recipe}"
+        calibrated = f" (calibration {self.calibration[:12]})" if self.calibration else ""
+        return f"{self.name} @ {p.input_size}px, {self.precision}{calibrated}{stored}, weights {self.weights_sha256[:12]}{recipe}"

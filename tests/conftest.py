@@ -137,3 +137,16 @@ def digits_head_cache(tmp_path_factory) -> Path:
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
     return cache
+
+
+@pytest.fixture(autouse=True)
+def shared_runtime_files(tmp_path_factory, monkeypatch, request):
+    """Every test's caches share one runtimes folder, so OpenVINO converts each configuration and auto
+    measures it once per session, not once per test. Tests of that machinery opt out with
+    ``@pytest.mark.own_runtime_files``."""
+    if request.node.get_closest_marker("own_runtime_files"):
+        return
+    from featx.runtimes import cache as runtime_cache
+
+    root = tmp_path_factory.getbasetemp() / "runtimes"
+    monkeypatch.setattr(runtime_cache, "runtimes_root", lambda cache: root)

@@ -19,7 +19,7 @@ from featx.backbones import (
 from featx.embed import Embedder
 from featx.errors import BackboneError
 from featx.data.images import load_input
-from featx.runtime import prepare_batch
+from featx.hardware import prepare_batch
 
 
 def top_label(backbone, arr: np.ndarray) -> str:

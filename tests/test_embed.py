@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from featx.embed import Embedder, embed_source
+from featx.runtimes import runtime_for
 from featx.data.sources import open_source
 from featx.store import FeatureStore, open_store
 
@@ -44,16 +45,10 @@ def test_embed_folder_then_rerun_reuses_everything(tmp_path, cache):
     store = FeatureStore(first["store"])
     X, y, keys, paths = store.load("colours")
     assert X.shape == (10, 1280) and sorted(set(y)) == ["blue", "red"]
-    # the stored vectors are the model's vectors for those files
-    direct = Embedder(_backbone_for(store)).embed_inputs([Path(paths[0]).read_bytes()])
+    # the stored vectors are the model's vectors for those files, from the runtime the command chose
+    assert first["runtime"]["runtime"] in ("torch", "openvino") and again["runtime"]["how"] == "remembered"
+    direct = Embedder(runtime_for(store.config, cache=cache)).embed_inputs([Path(paths[0]).read_bytes()])
     np.testing.assert_allclose(X[0], direct[0], rtol=1e-4, atol=1e-4)
-
-
-def _backbone_for(store):
-    from featx.backbones import create_backbone
-
-    cfg = store.config
-    return create_backbone(cfg.name, image_size=cfg.preprocess.input_size, precision=cfg.precision)
 
 
 def test_only_added_files_are_embedded_and_copies_are_shared(tmp_path, cache):
@@ -217,7 +212,7 @@ def test_killed_run_loses_nothing_committed_and_resumes(tmp_path, sig):
 
 
 def test_cpu_embedding_keeps_freed_memory_in_the_heap(lite0_small):
-    from featx.runtime import keep_freed_memory
+    from featx.hardware import keep_freed_memory
 
     Embedder(lite0_small)  # applies the allocator setting on CPU
     assert keep_freed_memory() is sys.platform.startswith("linux")

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from featx.runtimes import TorchRuntime
 from featx.errors import ParameterError, StoreBusyError, StoreError
 
 from conftest import run_cli, write_class_folder
@@ -27,7 +28,7 @@ def test_the_store_and_catalog_commands_never_import_torch(digits_head_cache):
     assert not _imports_torch(cli.format(args=["--help"]))
     assert not _imports_torch(cli.format(args=["stores", "--cache", str(digits_head_cache)]))
     # …while the probe can tell: embedding does import it.
-    assert _imports_torch("import featx.embed; featx.embed.Embedder")
+    assert _imports_torch("import featx.runtimes; featx.runtimes.TorchRuntime")
 
 
 def test_describe_stores_is_what_featx_stores_prints(digits_head_cache):
@@ -98,7 +99,7 @@ def test_create_app_refuses_bad_limits_with_a_featx_error(lite0_small):
     from featx.serve import Resources, create_app
 
     with pytest.raises(ParameterError, match="max_batch must be at least 1"):
-        create_app(Resources(backbone=lite0_small), max_batch=0)
+        create_app(Resources(runtime=TorchRuntime(lite0_small)), max_batch=0)
 
 
 def test_embed_files_falls_back_only_when_the_store_is_busy(tmp_path, lite0_small):

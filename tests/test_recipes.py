@@ -181,7 +181,7 @@ def test_the_service_predicts_and_searches_with_a_multi_layer_recipe(tmp_path, c
     query = tmp_path / "q.png"
     noisy_image((30, 30, 220), seed=777).save(query)
     resources = open_resources(head=head, dataset="data", cache=str(cache))
-    assert resources.backbone.config.layers == ("blocks.6", "final")
+    assert resources.runtime.config.layers == ("blocks.6", "final")
     with TestClient(create_app(resources)) as client:
         files = {"files": ("q.png", query.read_bytes(), "image/png")}
         predicted = client.post("/predict", files=files).json()

@@ -56,7 +56,7 @@ def test_health_and_info(client, served):
     resources, _ = served
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/info").json()
-    assert info["store_key"] == resources.backbone.config.key
+    assert info["store_key"] == resources.runtime.config.key
     assert info["backbone"]["image_size"] == TINY and info["backbone"]["dim"] == 1280
     assert info["head"]["name"] == "logreg" and info["head"]["classes"] == [str(c) for c in range(10)]
     assert info["dataset"] == "digits" and info["index"]["n"] == 1797 and info["index"]["kind"] == "flat"
@@ -69,9 +69,9 @@ def test_embed_returns_the_librarys_vectors_and_content_keys(client, served):
     resources, _ = served
     blobs = [png(1), png(2)]
     body = client.post("/embed", files=files(*blobs)).json()
-    assert body["store_key"] == resources.backbone.config.key and body["dim"] == 1280
+    assert body["store_key"] == resources.runtime.config.key and body["dim"] == 1280
     assert [r["key"] for r in body["results"]] == [hashlib.sha256(b).hexdigest() for b in blobs]
-    expected = Embedder(resources.backbone).embed_crops([load_input(b, resources.backbone.config.preprocess)
+    expected = Embedder(resources.runtime).embed_crops([load_input(b, resources.runtime.config.preprocess)
                                                          for b in blobs])
     got = np.array([r["vector"] for r in body["results"]], dtype=np.float32)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
@@ -83,7 +83,7 @@ def test_predict_gives_the_heads_top_k(client, served):
     body = client.post("/predict", files=files(blob), params={"top_k": 4}).json()
     preds = body["results"][0]["predictions"]
     assert body["head"] == "logreg" and len(preds) == 4
-    x = Embedder(resources.backbone).embed_crops([load_input(blob, resources.backbone.config.preprocess)])
+    x = Embedder(resources.runtime).embed_crops([load_input(blob, resources.runtime.config.preprocess)])
     proba = resources.bundle.head.predict_proba(x)[0]
     assert preds[0]["label"] == resources.bundle.classes[int(np.argmax(proba))]
     assert preds[0]["probability"] == pytest.approx(float(proba.max()), abs=1e-3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import stat
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from featx.runtimes import TorchRuntime
 from featx.errors import BundleError, ParameterError, StoreError
 
 from conftest import SMALL, noisy_image, run_cli, write_class_folder
@@ -28,7 +30,7 @@ def test_an_empty_token_is_refused_not_taken_as_no_token(lite0_small):
     result = run_cli("serve", "--token", "", ok=False)
     assert result.exit_code == 2 and "empty token" in result.output
     with pytest.raises(ParameterError, match="token must not be empty"):
-        create_app(Resources(backbone=lite0_small), token="")
+        create_app(Resources(runtime=TorchRuntime(lite0_small)), token="")
 
 
 def test_port_out_of_range_is_a_usage_error():
@@ -154,6 +156,7 @@ def read_only_view(folder: Path):
             pytest.skip("the bind mount came up writable")
         yield view
     finally:
+        gc.collect()  # a failed command's traceback can keep a shard's file open until the next collection
         subprocess.run(["umount", view], check=True)
 
 

@@ -9,7 +9,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from ..errors import DataError, ParameterError
 from ..heads import HEADS
-from ..runtime import Progress
+from ..hardware import Progress
 
 
 @dataclass(frozen=True)

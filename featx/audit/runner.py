@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, ParameterError
-from ..runtime import Progress
+from ..hardware import Progress
 from ..search.flat import normalize
 from ..store import DEFAULT_CACHE, find_dataset
 from ..store.atomic import atomic_write, name_stem

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..config import CROPS, DEFAULT_BACKBONE, FINAL, STORE_DTYPES, BackboneConfig, PreprocessConfig
 from ..errors import BackboneError, ParameterError
-from ..runtime import default_device, resolve_precision
+from ..hardware import default_device, resolve_precision
 from .hub import create_timm, create_torchvision
 from .layers import LayerExtractor, Tap, list_taps, resolve_layers
 from .registry import get_backbone_spec
@@ -92,7 +92,8 @@ def create_backbone(
     name : a registered name (``list_backbones()``), ``timm:MODEL`` or ``torchvision:MODEL``.
     weights : a local state dict or featx checkpoint to load instead of the default weights.
     image_size : input resolution; defaults to the backbone's native size.
-    precision : ``auto``, ``fp32`` or ``bf16``; ``auto`` picks bf16 where the hardware runs it natively.
+    precision : ``auto``, ``fp32`` or ``bf16``; ``auto`` picks bf16 where the hardware runs it natively
+        (``int8`` is OpenVINO's: see featx.runtimes.load_runtime).
     device : where to run; defaults to CUDA when present, else CPU.
     layers : ``final`` (the default), ``stages`` (every stage's output, average-pooled, plus the final
         features) or a comma list of tap names (``list_taps``); concatenated in network order.
@@ -101,6 +102,9 @@ def create_backbone(
         rounding is part of the configuration, so float16 vectors live in a store of their own).
     """
     check_image_size(image_size)
+    if precision == "int8":
+        raise ParameterError("precision", "int8 runs on OpenVINO: use featx.runtimes.load_runtime (or `featx embed "
+                                          "--precision int8`), which quantises this backbone.")
     if store_dtype not in STORE_DTYPES:
         raise ParameterError("store_dtype", f"must be one of {', '.join(STORE_DTYPES)}, not {store_dtype!r}.")
     if crop not in CROPS:

@@ -76,6 +76,6 @@ def main() -> None:
     """
     warnings.showwarning = _show_warning
     if os.environ.get("FEATX_MALLOC", "") == "default":
-        from ..runtime import set_malloc_tuning
+        from ..hardware import set_malloc_tuning
 
         set_malloc_tuning(False)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ..embed import ENGINES
-from .options import backbone_options, cache_option, data_dir_option, json_option, name_option, recipe_options
+from .options import (backbone_options, cache_option, data_dir_option, json_option, name_option, recipe_options,
+                      runtime_option)
 from .output import Bars, echo_json, printable
 
 
@@ -54,6 +55,7 @@ def _echo_layers(name: str, as_json: bool) -> None:
 @click.command()
 @click.argument("source")
 @backbone_options
+@runtime_option
 @recipe_options
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Images per forward pass.")
 @click.option("--workers", type=int, default=None,
@@ -72,8 +74,8 @@ def _echo_layers(name: str, as_json: bool) -> None:
 
 
 @json_option
-def embed(source, backbone, weights, image_size, precision, cache, layers, crop, store_dtype, batch_size, workers, name,
-          data_dir, engine, address, as_json):
+def embed(source, backbone, weights, image_size, precision, runtime, cache, layers, crop, store_dtype, batch_size,
+          workers, name, data_dir, engine, address, as_json):
     """Embed a dataset into the feature store, reusing every vector already there.
 
     SOURCE is a folder of images (class sub-folders give labels), a CSV manifest
@@ -88,6 +90,7 @@ def embed(source, backbone, weights, image_size, precision, cache, layers, crop,
       featx embed fashion-mnist --layers stages
       featx embed ./photos --name holidays --json
       featx embed fashion-mnist --backbone efficientnet_lite1 --batch-size 128
+      featx embed ./photos --runtime openvino --precision int8
       featx embed /shared/photos --engine ray --address 10.0.0.5:6379 --cache /shared/cache
     """
     from ..data import open_source
@@ -98,7 +101,8 @@ def embed(source, backbone, weights, image_size, precision, cache, layers, crop,
     src = open_source(source, name=name, data_dir=data_dir)
     with Bars() as bars:
         result = embed_into_store(src, backbone=backbone, weights=weights, image_size=image_size,
-                                  precision=precision, layers=layers, crop=crop, store_dtype=store_dtype, cache=cache,
+                                  precision=precision, runtime=runtime, layers=layers, crop=crop,
+                                  store_dtype=store_dtype, cache=cache,
                                   name=name, batch_size=batch_size,
                                   workers=workers, engine=engine, address=address, progress=bars)
     if as_json:
@@ -107,11 +111,18 @@ def embed(source, backbone, weights, image_size, precision, cache, layers, crop,
     click.echo(f"{result.dataset}: {result.n_total} images, {result.n_embedded} embedded, {result.n_reused} reused, "
                f"{result.n_failed} failed in {result.seconds:.1f}s ({speed})")
     click.echo(f"store: {result.store} ({result.backbone}, dim {result.dim})")
-    click.echo(f"recipe: layers {', '.join(result.layers)}; {result.crop} crop")
+    click.echo(f"recipe: layers {', '.join(result.layers)}; {result.crop} crop; {result.precision}")
+    click.echo(f"runtime: {_runtime_line(result.runtime)}")
     if result.failures:
         click.echo(f"skipped {len(result.failures)} file(s) that could not be used:", err=True)
         for f in result.failures:
             click.echo(f"  {printable(f['path'])}: {printable(f['reason'])}", err=True)
+
+
+def _runtime_line(choice: dict) -> str:
+    from ..runtimes.choice import RuntimeChoice
+
+    return RuntimeChoice(**choice).describe()
 
 
 @click.command()

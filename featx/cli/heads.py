@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..heads.registry import HEADS
-from .options import cache_option, json_option, selection_options, use_layers_option
+from .options import cache_option, json_option, runtime_option, selection_options, use_layers_option
 from .output import echo_json, echo_metrics, printable
 
 
@@ -82,8 +82,9 @@ def evaluate(head, dataset, split, cache, verbose, as_json):
 @click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
               help="The weights file the head's backbone used, when it was not the default.")
 @cache_option
+@runtime_option
 @json_option
-def predict(head, images, top_k, weights, cache, as_json):
+def predict(head, images, top_k, weights, cache, runtime, as_json):
     """Classify image files or folders with a saved head.
 
     New images are embedded with the head's backbone configuration; images
@@ -97,7 +98,7 @@ def predict(head, images, top_k, weights, cache, as_json):
     """
     from ..heads import predict_images
 
-    answer = predict_images(head, images, top_k, weights=weights, cache=cache)
+    answer = predict_images(head, images, top_k, weights=weights, cache=cache, runtime=runtime)
     if as_json:
         return echo_json(answer)
     for r in answer["results"]:

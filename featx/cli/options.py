@@ -7,6 +7,7 @@ import functools
 import click
 
 from ..config import CROPS, DEFAULT_BACKBONE, PRECISIONS, STORE_DTYPES, STORED_PRECISIONS
+from ..runtimes import RUNTIMES
 
 
 def stack(*options):
@@ -37,9 +38,17 @@ backbone_options = stack(
     click.option("--image-size", type=int, default=None,
                  help="Input resolution in pixels [default: the backbone's native size]."),
     click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-                 help="auto: bfloat16 where the CPU/GPU runs it natively, else fp32."),
+                 help="auto: bfloat16 where the CPU/GPU runs it natively, else fp32. int8: OpenVINO's INT8, "
+                      "calibrated on a sample of the dataset (a store of its own; accuracy cost in the README)."),
     cache_option,
 )
+
+# What runs the model's forward pass (embed, serve, and commands that embed new images).
+runtime_option = click.option(
+    "--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
+    help="auto: measure torch and OpenVINO on this machine the first time a configuration runs, keep the "
+         "faster and remember it (under CACHE/runtimes). torch: the reference. openvino: needs "
+         "`pip install 'featx[openvino]'`. Vectors agree across runtimes, so they share a store.")
 
 # The recipe: which layers make a vector and how an image is cropped (embed).
 recipe_options = stack(

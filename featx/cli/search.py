@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..search import KINDS
-from .options import json_option, selection_options, use_layers_option
+from .options import json_option, runtime_option, selection_options, use_layers_option
 from .output import echo_json, printable
 
 
@@ -69,8 +69,9 @@ def index(dataset, where, cache, kind, max_memory, target_recall, use_layers, as
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query.")
 @selection_options
 @use_layers_option
+@runtime_option
 @json_option
-def search(dataset, queries, k, where, cache, use_layers, as_json):
+def search(dataset, queries, k, where, cache, use_layers, runtime, as_json):
     """Find the images in DATASET that look most like each query.
 
     A QUERY is an image file, a folder of images, or id:KEY for a stored sample.
@@ -85,7 +86,7 @@ def search(dataset, queries, k, where, cache, use_layers, as_json):
     """
     from ..search.query import search_stored
 
-    answer = search_stored(dataset, list(queries), k, cache=cache, use_layers=use_layers, **where)
+    answer = search_stored(dataset, list(queries), k, cache=cache, use_layers=use_layers, runtime=runtime, **where)
     if as_json:
         return echo_json(answer.results)
     if answer.exact:

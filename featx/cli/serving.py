@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..config import PRECISIONS
-from .options import cache_option, stack
+from .options import cache_option, runtime_option, stack
 
 # Here the backbone options narrow the store of --dataset; alone, they choose the backbone to embed with.
 serve_backbone_options = stack(
@@ -16,6 +16,7 @@ serve_backbone_options = stack(
     click.option("--image-size", type=int, default=None, help="Input resolution [default: the backbone's native size]."),
     click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
                  help="auto: bfloat16 where native (or, with --dataset, whichever the store has)."),
+    runtime_option,
     cache_option,
 )
 
@@ -39,7 +40,7 @@ serve_backbone_options = stack(
 @click.option("--log-level", envvar="FEATX_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"]),
               help="uvicorn's log level [env: FEATX_LOG_LEVEL].")
-def serve(dataset, head, backbone, weights, image_size, precision, cache, host, port, token, max_upload_mb,
+def serve(dataset, head, backbone, weights, image_size, precision, runtime, cache, host, port, token, max_upload_mb,
           max_batch, max_wait_ms, log_level):
     """Serve embedding, classification and similarity search over HTTP.
 
@@ -66,10 +67,10 @@ def serve(dataset, head, backbone, weights, image_size, precision, cache, host, 
         raise click.BadParameter("an empty token would turn authentication off; give a real one, or leave "
                                  "--token and FEATX_TOKEN unset.", param_hint="--token")
     resources = open_resources(dataset=dataset, head=head, backbone=backbone, weights=weights,
-                               image_size=image_size, precision=precision, cache=cache)
+                               image_size=image_size, precision=precision, cache=cache, runtime=runtime)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         click.echo(f"warning: serving on {host} without --token; anyone who can reach it can use it.", err=True)
-    loaded = [resources.backbone.config.describe()]
+    loaded = [resources.runtime.config.describe(), f"runtime {resources.runtime.choice.describe()}"]
     if resources.bundle is not None:
         loaded.append(f"head {resources.bundle.head_name} ({len(resources.bundle.classes)} classes)")
     if resources.index is not None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..runtime import Progress
+    from ..hardware import Progress
     from .sources import Source
 
 

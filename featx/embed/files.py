@@ -6,20 +6,21 @@ from typing import Sequence
 
 import numpy as np
 
-from ..backbones import Backbone
 from ..data import FileListSource, hash_source, read_input
 from ..errors import ImageError, StoreBusyError
 from ..store import FeatureStore
+from .decoders import DecoderPool
 from .mapper import Embedder
 from .runner import missing_keys, run_batches
 
 
 def embed_files(
-    paths: Sequence[str], backbone: Backbone, store: FeatureStore, *, batch_size: int = 64, workers: int = 0,
+    paths: Sequence[str], backbone, store: FeatureStore, *, batch_size: int = 64, workers: int = 0,
     strict: bool = False,
 ) -> tuple[np.ndarray, list[str], list[dict]]:
     """Vectors for loose image files or folders, through the store's cache: what is there is reused,
     what is new is embedded and kept (unless the store is read-only or another process is writing it).
+    ``backbone`` is a Runtime (``featx.runtimes.runtime_for``) or a torch Backbone.
 
     Returns ``(X, paths, failures)`` for the images that could be used, in the order found. With
     ``strict``, any unusable image raises an ImageError naming each one instead.
@@ -45,7 +46,8 @@ def _embed_cached(source, keys, failures, embedder, store, batch_size, workers) 
     with store.writing():
         todo = missing_keys(keys, store)
         if todo:
-            _, failed = run_batches(source, embedder, store, list(todo.values()), keys, batch_size, workers, None)
+            with DecoderPool(source, workers) as decoders:
+                _, failed, _ = run_batches(decoders, embedder, store, list(todo.values()), keys, batch_size, None)
             failures.update({i: failed[k] for i, k in enumerate(keys) if k in failed})
     ok = [i for i, k in enumerate(keys) if k and i not in failures]
     return ok, store.vectors([keys[i] for i in ok])

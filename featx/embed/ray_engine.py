@@ -9,7 +9,7 @@ import numpy as np
 from ..config import BackboneConfig
 from ..data import Source, read_input
 from ..errors import FeatxError, ParameterError
-from ..runtime import Progress
+from ..hardware import Progress
 from ..store import FeatureStore
 from .runner import Engine
 from .writer import store_batch
@@ -27,19 +27,17 @@ def _import_ray():
 
 
 class _EmbedActor:
-    """One Ray actor: holds the backbone, reads and decodes its batch's items, runs one forward pass."""
+    """One Ray actor: holds the backbone on the driver's runtime, decodes its batch's items, runs one forward pass."""
 
-    def __init__(self, source: Source, config: dict, weights: str | None):
-        import torch
-
-        from ..backbones import create_backbone_for
+    def __init__(self, source: Source, config: dict, weights: str | None, runtime: str, cache: str | None):
+        from ..runtimes import runtime_for
         from .mapper import Embedder
 
-        # Each actor has the one CPU Ray gave it (num_cpus=1); torch would otherwise start a thread per core.
-        torch.set_num_threads(1)
         self.source = source
-        self.embedder = Embedder(create_backbone_for(BackboneConfig.from_dict(config), weights))
-        self.dim = self.embedder.backbone.dim
+        # Each actor has the one CPU Ray gave it (num_cpus=1); a runtime would otherwise start a thread per core.
+        self.embedder = Embedder(runtime_for(BackboneConfig.from_dict(config), runtime=runtime, weights=weights,
+                                             cache=cache, threads=1))
+        self.dim = self.embedder.dim
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         pre = self.embedder.preprocess
@@ -59,7 +57,8 @@ class _EmbedActor:
 
 
 class RayEngine(Engine):
-    """Ray Data batch inference: items flow to ``num_workers`` actors that each hold the backbone.
+    """Ray Data batch inference: items flow to ``num_workers`` actors that each hold the backbone, on
+    ``runtime`` (the one the driver chose, so every vector comes from the same runtime as a local run).
 
     Without ``address`` a local Ray instance starts (``num_cpus`` CPUs, default all); with it,
     featx joins that cluster, whose nodes must reach the source's files. The vectors come back to
@@ -68,12 +67,14 @@ class RayEngine(Engine):
     """
 
     def __init__(self, config: BackboneConfig, weights: str | None = None, *, address: str | None = None,
-                 num_workers: int | None = None, num_cpus: int | None = None):
+                 num_workers: int | None = None, num_cpus: int | None = None, runtime: str = "torch",
+                 cache: str | None = None):
         if num_workers is not None and num_workers < 1:
             raise ParameterError("workers", f"must be at least 1 backbone actor on Ray, not {num_workers}.")
         self.ray = _import_ray()
         self.config, self.weights = config, weights
         self.address, self.num_workers, self.num_cpus = address, num_workers, num_cpus
+        self.runtime, self.cache = runtime, None if cache is None else str(cache)
 
     def _start(self) -> None:
         ray = self.ray
@@ -97,7 +98,7 @@ class RayEngine(Engine):
         ray.data.DataContext.get_current().enable_progress_bars = False
         ds = ray.data.from_items([{"i": int(i)} for i in indices]).map_batches(
             _EmbedActor,
-            fn_constructor_args=(source, self.config.to_dict(), self.weights),
+            fn_constructor_args=(source, self.config.to_dict(), self.weights, self.runtime, self.cache),
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers),

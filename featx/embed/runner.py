@@ -1,4 +1,4 @@
-"""The embedding runner: hash a source, decode what is new in worker processes, forward in batches, store."""
+"""The embedding runner: hash a source while the model loads, decode what is new in worker processes, forward, store."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+from concurrent.futures import ThreadPoolExecutor
 
-from ..backbones import Backbone
+import numpy as np
+
 from ..config import DEFAULT_BACKBONE, PreprocessConfig
-from ..data import Source, hash_source, read_input, split_from_key
+from ..data import Source, hash_source, split_from_key
 from ..errors import ParameterError, StoreError
-from ..runtime import Progress, check_batch_size, check_workers, default_workers
+from ..hardware import Progress, check_batch_size, check_workers, default_workers, seconds_since_process_start
 from ..store import SPLIT_ORDER, FeatureStore, Member
+from .decoders import DecoderPool, decode_batch
 from .mapper import Embedder
 from . import ENGINES
 from .writer import store_batch
@@ -39,30 +39,12 @@ class EmbedResult:
     seconds: float
     images_per_second: float
     failures: list[dict] = field(default_factory=list)
+    precision: str = ""
+    runtime: dict = field(default_factory=dict)  # RuntimeChoice.to_dict(): what ran the model, and why
+    first_batch_seconds: float | None = None  # from the process's start to the first stored batch
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class _DecodeDataset(Dataset):
-    """The reader: runs in worker processes, turns source items into model-ready uint8 crops."""
-
-    def __init__(self, source: Source, indices: list[int], preprocess: PreprocessConfig):
-        self.source, self.indices, self.preprocess = source, indices, preprocess
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, j: int):
-        i = self.indices[j]
-        return (i, *read_input(self.source, i, self.preprocess))
-
-
-def _collate(rows):
-    good = [(i, k, a) for i, k, a, _ in rows if a is not None]
-    bad = [(i, reason) for i, _, a, reason in rows if a is None]
-    batch = torch.from_numpy(np.stack([a for _, _, a in good])) if good else None
-    return [i for i, _, _ in good], [k for _, k, _ in good], batch, bad
 
 
 def missing_keys(keys: Sequence[str | None], store: FeatureStore) -> dict[str, int]:
@@ -77,7 +59,7 @@ def missing_keys(keys: Sequence[str | None], store: FeatureStore) -> dict[str, i
 
 def embed_source(
     source: Source,
-    backbone: Backbone,
+    backbone,
     store: FeatureStore,
     *,
     name: str | None = None,
@@ -92,11 +74,13 @@ def embed_source(
     Parameters
     ----------
     source : the dataset (see featx.data.open_source).
-    backbone : the model; must match the store's configuration.
+    backbone : the model, a Runtime (``featx.runtimes.load_runtime``) or a torch Backbone; must match
+        the store's configuration.
     store : the feature store for ``backbone.config``.
     name : dataset name in the catalog; defaults to the source's name.
     batch_size : images per forward pass.
     workers : decoding processes (0 decodes in this process); defaults to cores - 1.
+        Ignored when ``engine`` is given.
     progress : optional ``progress(stage, advance, total)`` callback.
     engine : what decodes and runs the model (``run(source, store, indices, keys, batch_size, progress)``);
         defaults to this machine (LocalEngine). featx.embed.ray_engine.RayEngine spreads it over a Ray cluster.
@@ -110,34 +94,40 @@ def embed_source(
     name = name or source.name
     start = time.perf_counter()
     n = len(source.items)
-    engine = engine or LocalEngine(backbone, workers)
+    own_engine = engine is None
+    engine = engine or LocalEngine(backbone, DecoderPool(source, default_workers() if workers is None else workers))
 
-    with store.writing():
-        keys, failures = (hashes[0], dict(hashes[1])) if hashes is not None else hash_source(source, progress)
-        todo = missing_keys(keys, store)
-        embedded_keys: set[str] = set()
-        if todo:
-            embedded_keys, failed_keys = engine.run(source, store, list(todo.values()), keys, batch_size, progress)
-            for i, k in enumerate(keys):
-                if k in failed_keys:
-                    failures[i] = failed_keys[k]
-        members = []
-        for i, (item, k) in enumerate(zip(source.items, keys)):
-            if i in failures or k is None:
-                continue
-            members.append(Member(k, item.path, item.label, item.split or split_from_key(k)))
-        store.record_dataset(name, source.description, members,
-                             [(source.items[i].path, reason) for i, reason in sorted(failures.items())])
-        order = [m.key for m in sorted(members, key=lambda m: SPLIT_ORDER.get(m.split, 9))]
-        store.compact(order)
+    try:
+        with store.writing():
+            keys, failures = (hashes[0], dict(hashes[1])) if hashes is not None else hash_source(source, progress)
+            todo = missing_keys(keys, store)
+            embedded_keys: set[str] = set()
+            if todo:
+                embedded_keys, failed_keys = engine.run(source, store, list(todo.values()), keys, batch_size, progress)
+                for i, k in enumerate(keys):
+                    if k in failed_keys:
+                        failures[i] = failed_keys[k]
+            members = []
+            for i, (item, k) in enumerate(zip(source.items, keys)):
+                if i in failures or k is None:
+                    continue
+                members.append(Member(k, item.path, item.label, item.split or split_from_key(k)))
+            store.record_dataset(name, source.description, members,
+                                 [(source.items[i].path, reason) for i, reason in sorted(failures.items())])
+            order = [m.key for m in sorted(members, key=lambda m: SPLIT_ORDER.get(m.split, 9))]
+            store.compact(order)
+    finally:
+        if own_engine:
+            engine.close()
 
     seconds = time.perf_counter() - start
     n_embedded = sum(1 for m in members if m.key in embedded_keys)
+    choice = getattr(backbone, "choice", None)
     return EmbedResult(
         dataset=name,
         store=str(store.path),
-        backbone=backbone.name,
-        dim=backbone.dim,
+        backbone=backbone.config.name,
+        dim=backbone.config.dim,
         layers=list(backbone.config.layers),
         crop=backbone.config.preprocess.crop,
         n_total=n,
@@ -147,51 +137,71 @@ def embed_source(
         seconds=round(seconds, 3),
         images_per_second=round(n_embedded / seconds, 2) if seconds > 0 else 0.0,
         failures=[{"path": source.items[i].path, "reason": r} for i, r in sorted(failures.items())],
+        precision=backbone.config.precision,
+        runtime=choice.to_dict() if choice is not None else {"runtime": "torch", "how": "asked"},
+        first_batch_seconds=engine.first_batch_seconds,
     )
 
 
 class Engine:
     """Turns source items into stored vectors; ``run`` returns the keys embedded and {key: reason} failed."""
 
+    first_batch_seconds: float | None = None  # seconds from the process's start to the first stored batch
+
     def run(self, source: Source, store: FeatureStore, indices: list[int], keys: Sequence[str | None],
             batch_size: int, progress: Progress | None) -> tuple[set[str], dict[str, str]]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        pass
+
 
 class LocalEngine(Engine):
-    """This machine: decoding in DataLoader worker processes, forward passes in this one."""
+    """This machine: decoding in a DecoderPool's processes, forward passes in this one."""
 
-    def __init__(self, backbone: Backbone, workers: int | None = None):
-        self.embedder = Embedder(backbone)
-        self.workers = default_workers() if workers is None else workers
+    def __init__(self, model, decoders: DecoderPool):
+        self.embedder = Embedder(model)
+        self.decoders = decoders
 
     def run(self, source, store, indices, keys, batch_size, progress):
-        return run_batches(source, self.embedder, store, indices, keys, batch_size, self.workers, progress)
+        embedded, failed, self.first_batch_seconds = run_batches(
+            self.decoders, self.embedder, store, indices, keys, batch_size, progress)
+        return embedded, failed
+
+    def close(self) -> None:
+        self.decoders.close()
 
 
-def run_batches(source, embedder, store, indices, keys, batch_size, workers, progress):
-    """Decode ``indices`` in workers and store their vectors batch by batch.
+def run_batches(decoders: DecoderPool, embedder: Embedder, store, indices, keys, batch_size, progress):
+    """Decode ``indices`` in the pool's workers and store their vectors batch by batch.
 
-    Returns the keys embedded and {key: failure reason} for those that could not be.
+    Returns the keys embedded, {key: failure reason} for those that could not be, and the seconds
+    from the process's start to the first stored batch.
     """
-    loader = DataLoader(
-        _DecodeDataset(source, indices, embedder.preprocess),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=embedder.device.type == "cuda",
-        prefetch_factor=4 if workers else None,
-    )
     failed: dict[str, str] = {}
     embedded: set[str] = set()
-    for idx, read_keys, batch, bad in loader:
+    first = None
+    for idx, read_keys, batch, bad in decoders.batches(indices, embedder.preprocess, batch_size):
         for i, reason in bad:
             failed[keys[i]] = reason
         if batch is not None:
             embedded.update(store_batch(store, keys, idx, read_keys, embedder(batch), failed))
+            if first is None:
+                first = seconds_since_process_start()
         if progress:
             progress("embed", len(idx) + len(bad), len(indices))
-    return embedded, failed
+    return embedded, failed, first
+
+
+def calibration_for(source: Source, keys: Sequence[str | None]):
+    """int8's calibration: a sample of ``source`` chosen by content key, decoded with the model's preprocessing."""
+    from ..runtimes.quantize import calibration_fingerprint, calibration_sample
+
+    def calibrate(preprocess: PreprocessConfig) -> tuple[str, np.ndarray]:
+        _, read_keys, crops, _ = decode_batch(source, calibration_sample(keys), preprocess)
+        return calibration_fingerprint(read_keys), crops if crops is not None else np.empty((0,), np.uint8)
+
+    return calibrate
 
 
 def embed_into_store(
@@ -201,6 +211,7 @@ def embed_into_store(
     weights: str | os.PathLike | None = None,
     image_size: int | None = None,
     precision: str = "auto",
+    runtime: str = "auto",
     layers: str | None = None,
     crop: str | None = None,
     store_dtype: str = "float32",
@@ -212,14 +223,19 @@ def embed_into_store(
     address: str | None = None,
     progress: Progress | None = None,
 ) -> EmbedResult:
-    """Create the backbone, open (or create) its store under ``cache``, and embed ``source`` into it.
+    """Load the backbone on a runtime, open (or create) its store under ``cache``, and embed ``source`` into it.
 
     ``engine`` is ``local`` (``workers``: decoding processes) or ``ray`` (``workers``: backbone actors;
     ``address``: the cluster to join, default a local Ray instance). ``layers`` and ``crop`` make the
     recipe (see ``create_backbone``); ``crop`` defaults to what suits the source (``source.crop``).
-    ``store_dtype`` ``float16`` keeps the vectors in half the bytes (a store of its own).
+    ``store_dtype`` ``float16`` keeps the vectors in half the bytes (a store of its own). ``runtime``
+    (``auto``, ``torch``, ``openvino``) is what runs the model (see ``featx.runtimes.load_runtime``);
+    ``precision="int8"`` quantises on OpenVINO, calibrated on a sample of ``source``.
+
+    Locally, the decoding workers start first; the model then loads in a thread while this one
+    hashes the source, so start-up costs the longer of the two, not their sum.
     """
-    from ..backbones import create_backbone
+    from ..runtimes import load_runtime
     from ..store import open_store
 
     if engine not in ENGINES:
@@ -227,16 +243,32 @@ def embed_into_store(
     check_batch_size(batch_size)
     if engine == "local":
         check_workers(workers)
-    model = create_backbone(backbone, weights=weights, image_size=image_size, precision=precision, layers=layers,
-                            crop=crop or source.crop, store_dtype=store_dtype)
-    runner = None
+    load = dict(weights=weights, image_size=image_size, precision=precision, runtime=runtime, layers=layers,
+                crop=crop or source.crop, store_dtype=store_dtype, cache=cache, batch_size=batch_size)
     if engine == "ray":
         from .ray_engine import RayEngine
 
-        runner = RayEngine(model.config, weights, address=address, num_workers=workers)
-    with open_store(model.config, cache) as store:
-        return embed_source(source, model, store, name=name, batch_size=batch_size,
-                            workers=None if engine == "ray" else workers, progress=progress, engine=runner)
-
-
-
+        hashes = hash_source(source, progress) if precision == "int8" else None
+        model = load_runtime(backbone, **load, calibrate=calibration_for(source, hashes[0]) if hashes else None)
+        runner = RayEngine(model.config, weights, address=address, num_workers=workers,
+                           runtime=model.choice.runtime, cache=cache)
+        with open_store(model.config, cache) as store:
+            return embed_source(source, model, store, name=name, batch_size=batch_size, progress=progress,
+                                engine=runner, hashes=hashes)
+    decoders = DecoderPool(source, default_workers() if workers is None else workers)
+    try:
+        if precision == "int8":  # calibration needs the content keys first
+            hashes = hash_source(source, progress)
+            model = load_runtime(backbone, **load, calibrate=calibration_for(source, hashes[0]))
+        else:
+            with ThreadPoolExecutor(1) as loader:
+                loading = loader.submit(load_runtime, backbone, **load)
+                try:
+                    hashes = hash_source(source, progress)
+                finally:
+                    model = loading.result()
+        with open_store(model.config, cache) as store:
+            return embed_source(source, model, store, name=name, batch_size=batch_size, progress=progress,
+                                engine=LocalEngine(model, decoders), hashes=hashes)
+    finally:
+        decoders.close()

@@ -9,7 +9,6 @@ from typing import Sequence
 
 import numpy as np
 
-from ..backbones import Backbone
 from ..embed import embed_files
 from ..errors import BundleError, DataError, ImageError, ParameterError
 from ..store import FeatureStore, open_store, store_for_config
@@ -142,7 +141,7 @@ def evaluate_head(bundle: HeadBundle, store: FeatureStore, dataset: str, split: 
 
 
 def predict_files(
-    bundle: HeadBundle, paths: Sequence[str], backbone: Backbone, store: FeatureStore, top_k: int = 3
+    bundle: HeadBundle, paths: Sequence[str], backbone, store: FeatureStore, top_k: int = 3
 ) -> dict:
     """Top-k classes with probabilities for image files or folders, embedding through the cache.
 
@@ -172,17 +171,17 @@ def evaluate_bundle(head: str | Path, dataset: str, split: str = "test", cache: 
 
 
 def predict_images(head: str | Path, images: Sequence[str], top_k: int = 3, *, weights: str | Path | None = None,
-                   cache: str | Path | None = None) -> dict:
+                   cache: str | Path | None = None, runtime: str = "auto") -> dict:
     """Top-k classes for image files or folders with the head bundle at ``head`` (see :func:`predict_files`).
 
-    The head's backbone is re-created (``weights``: the file it was embedded with, when not the
-    default) and new images are embedded through its store under ``cache``.
+    The head's backbone is re-created on ``runtime`` (``weights``: the file it was embedded with, when
+    not the default) and new images are embedded through its store under ``cache``.
     """
-    from ..backbones import create_backbone_for
+    from ..runtimes import runtime_for
 
     check_top_k(top_k)
     bundle = load_bundle(head)
-    backbone = create_backbone_for(bundle.config, weights)
+    backbone = runtime_for(bundle.config, runtime=runtime, weights=weights, cache=cache)
     with open_store(backbone.config, cache) as store:
         return predict_files(bundle, list(images), backbone, store, top_k)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime import Progress
+from ..hardware import Progress
 from ..search.flat import normalize
 from ..store import FeatureStore
 from ..store.atomic import atomic_write, name_stem

@@ -12,7 +12,7 @@ from ..config import FINAL
 from ..data import Source, read_input
 from ..embed import embed_source
 from ..embed.runner import EmbedResult
-from ..runtime import Progress
+from ..hardware import Progress
 from ..store import FeatureStore, open_store
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from ..config import FINAL, STAGES
 from ..data import Source, SubsetSource, hash_source
 from ..errors import FeatxError, ParameterError
-from ..runtime import Progress
+from ..hardware import Progress
 from ..store import DEFAULT_CACHE, open_store
 from ..store.atomic import name_stem
 from ..store.columns import select_layers

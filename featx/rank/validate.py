@@ -9,7 +9,7 @@ from ..backbones import Backbone
 from ..config import FINAL
 from ..data import Source
 from ..heads import LogisticHead
-from ..runtime import Progress
+from ..hardware import Progress
 from ..store import open_store
 from ..store.columns import select_layers
 from ..transfer.subsets import splits_from_members

@@ -7,7 +7,6 @@ from typing import Sequence
 
 import numpy as np
 
-from ..backbones import Backbone
 from ..embed import embed_files
 from ..errors import ParameterError, SearchError
 from ..store import FeatureStore
@@ -50,12 +49,12 @@ def search_dataset(
     dataset: str,
     queries: Sequence[str],
     k: int = 10,
-    backbone: Backbone | None = None,
+    backbone=None,
     use_layers: str | Sequence[str] | None = None,
 ) -> SearchAnswer:
     """Nearest neighbours in ``dataset`` for each query: ``id:KEY``, an image file or a folder.
 
-    New images are embedded with ``backbone`` (which must match the store) through the cache.
+    New images are embedded with ``backbone`` (a Runtime or torch Backbone matching the store) through the cache.
     Uses the dataset's saved index when there is one, exact search otherwise. ``use_layers``: search
     on some of the recipe's layers (as ``featx index --use-layers`` indexed them); default all.
     """
@@ -98,16 +97,16 @@ def neighbour_rows(scores: np.ndarray, ids: np.ndarray, keys: np.ndarray,
 
 
 def search_stored(dataset: str, queries: Sequence[str], k: int = 10, *, cache=None, weights=None,
-                  use_layers: str | None = None, **where) -> SearchAnswer:
+                  use_layers: str | None = None, runtime: str = "auto", **where) -> SearchAnswer:
     """Find the store holding ``dataset`` (narrowed by ``where``: find_dataset's settings) and search it.
 
-    The backbone is re-created (with ``weights`` when given) only when a query is an image file.
+    The backbone is re-created on ``runtime`` (with ``weights`` when given) only when a query is an image file.
     """
-    from ..backbones import create_backbone_for
+    from ..runtimes import runtime_for
     from ..store import find_dataset
 
     with find_dataset(dataset, cache, weights=weights, **where) as store:
         model = None
         if any(not q.startswith("id:") for q in queries):
-            model = create_backbone_for(store.config, weights)
+            model = runtime_for(store.config, runtime=runtime, weights=weights, cache=cache)
         return search_dataset(store, dataset, list(queries), k, model, use_layers)

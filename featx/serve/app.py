@@ -52,8 +52,8 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
     check_limits(max_upload_mb, max_batch, max_wait_ms)
     if token is not None and not token.strip():
         raise ParameterError("token", "must not be empty: an empty token would turn authentication off.")
-    embedder = Embedder(resources.backbone)
-    preprocess = resources.backbone.config.preprocess
+    embedder = Embedder(resources.runtime)
+    preprocess = resources.runtime.config.preprocess
     store_lock = threading.Lock()  # one SQLite connection, shared by request threads
     state: dict = {}
     state_lock = threading.Lock()
@@ -126,7 +126,7 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
 
     @app.get("/info", summary="What is loaded: backbone, store, head, dataset and index")
     async def info() -> dict:
-        cfg = resources.backbone.config
+        cfg = resources.runtime.config
         running = state.get("batcher")
         index = resources.index
         store = None
@@ -138,6 +138,7 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
             "backbone": {"name": cfg.name, "describe": cfg.describe(), "dim": cfg.dim,
                          "image_size": cfg.preprocess.input_size, "precision": cfg.precision,
                          "weights_sha256": cfg.weights_sha256},
+            "runtime": _runtime_info(resources.runtime),
             "store_key": cfg.key,
             "store": store,
             "head": None if resources.bundle is None else {
@@ -156,7 +157,7 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
               summary="Feature vectors of one or more uploaded images")
     async def embed(files: Annotated[list[UploadFile], File(description="image files")]):
         vectors, keys = await embed_uploads(files)
-        return {"backbone": resources.backbone.name, "store_key": resources.backbone.config.key,
+        return {"backbone": resources.runtime.config.name, "store_key": resources.runtime.config.key,
                 "dim": int(vectors.shape[1]),
                 "results": [{"filename": f.filename, "key": k, "vector": v.tolist()}
                             for f, k, v in zip(files, keys, vectors)]}
@@ -238,3 +239,10 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
     if token:
         app.add_middleware(BearerAuth, token=token)
     return app
+
+
+def _runtime_info(runtime) -> dict:
+    """What runs the backbone and why (featx.runtimes.RuntimeChoice), for /info."""
+    choice = getattr(runtime, "choice", None)
+    return choice.to_dict() if choice is not None else {"runtime": runtime.name, "how": "asked",
+                                                        "detail": runtime.describe()}

@@ -1,4 +1,4 @@
-"""What a service serves, loaded once at start-up: the backbone, a head bundle, a dataset's store and index."""
+"""What a service serves, loaded once at start-up: the backbone on its runtime, a head bundle, a dataset's store and index."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..backbones import Backbone, create_backbone, create_backbone_for
 from ..config import DEFAULT_BACKBONE
 from ..heads import HeadBundle, load_bundle
+from ..runtimes import Runtime, load_runtime, runtime_for
 from ..search import VectorIndex, open_index
 from ..search.query import member_info
 from ..store import DEFAULT_CACHE, FeatureStore, find_dataset, store_for_config
@@ -17,9 +17,9 @@ from ..store.atomic import name_stem
 
 @dataclass
 class Resources:
-    """What the service serves: a backbone, and optionally a head and a dataset to search."""
+    """What the service serves: a backbone on its runtime, and optionally a head and a dataset to search."""
 
-    backbone: Backbone
+    runtime: Runtime
     bundle: HeadBundle | None = None
     store: FeatureStore | None = None
     dataset: str | None = None
@@ -36,9 +36,10 @@ class Resources:
 def open_resources(
     *, dataset: str | None = None, head: str | None = None, backbone: str | None = None,
     weights: str | os.PathLike | None = None, image_size: int | None = None, precision: str = "auto",
-    cache: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None, runtime: str = "auto",
 ) -> Resources:
-    """Load the head (its backbone configuration wins), the dataset's store and index, and the backbone."""
+    """Load the head (its backbone configuration wins), the dataset's store and index, and the backbone
+    on ``runtime`` (chosen as ``featx embed`` chooses it: see featx.runtimes.load_runtime)."""
     bundle = load_bundle(head) if head else None
     store = None
     if dataset and bundle is not None:
@@ -46,14 +47,13 @@ def open_resources(
     elif dataset:
         store = find_dataset(dataset, cache, backbone, image_size=image_size, precision=precision, weights=weights)
     try:
-        if bundle is not None:
-            model = create_backbone_for(bundle.config, weights)
-        elif store is not None:
-            model = create_backbone_for(store.config, weights)
+        config = bundle.config if bundle is not None else store.config if store is not None else None
+        if config is not None:
+            model = runtime_for(config, runtime=runtime, weights=weights, cache=cache)
         else:
-            model = create_backbone(backbone or DEFAULT_BACKBONE, weights=weights, image_size=image_size,
-                                    precision=precision)
-        resources = Resources(backbone=model, bundle=bundle, store=store, dataset=dataset)
+            model = load_runtime(backbone or DEFAULT_BACKBONE, runtime=runtime, weights=weights,
+                                 image_size=image_size, precision=precision, cache=cache)
+        resources = Resources(runtime=model, bundle=bundle, store=store, dataset=dataset)
         if store is not None:
             resources.index, resources.unindexed = open_index(store, dataset)
             resources.members = member_info(store, dataset)

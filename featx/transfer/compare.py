@@ -16,7 +16,7 @@ from ..data import Source, hash_source
 from ..embed import embed_source
 from ..errors import ParameterError
 from ..heads import HEADS, score_predictions
-from ..runtime import Progress
+from ..hardware import Progress
 from ..store import FeatureStore
 from ..store.columns import select_layers
 from .finetune import FinetuneSettings, finetune

@@ -19,7 +19,7 @@ from ..data import ArraySource, Source, read_image
 from ..data.images import random_resized_crop, resize_and_crop
 from ..errors import DataError, ImageError, ParameterError, TrainingError
 from ..heads import score_predictions
-from ..runtime import Progress, check_batch_size, default_workers, keep_freed_memory, prepare_batch
+from ..hardware import Progress, check_batch_size, default_workers, keep_freed_memory, prepare_batch
 from .measure import Measure
 from .subsets import LabeledSet, carve_validation
 

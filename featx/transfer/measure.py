@@ -34,7 +34,7 @@ def _reset_peak_rss() -> bool:
 def _release_free_memory() -> None:
     """Give freed heap memory back to the kernel, so the next block's peak counts what it allocates.
 
-    featx.runtime.keep_freed_memory keeps freed blocks resident for speed; without this, a run
+    featx.hardware.keep_freed_memory keeps freed blocks resident for speed; without this, a run
     after a larger one would reuse that memory and look as if it needed none.
     """
     gc.collect()

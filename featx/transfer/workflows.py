@@ -11,7 +11,7 @@ from ..backbones import Backbone, create_backbone
 from ..config import DEFAULT_BACKBONE, STAGES
 from ..data import Source, hash_source
 from ..errors import ParameterError
-from ..runtime import Progress, default_device
+from ..hardware import Progress, default_device
 from ..store import DEFAULT_CACHE, open_store
 from ..store.atomic import name_stem
 from .checkpoints import default_checkpoint_path

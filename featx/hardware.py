@@ -1,4 +1,4 @@
-"""Runtime choices in one place: device, precision, decoding workers, the allocator, progress callbacks."""
+"""This machine's side of running a model: device, precision, decoding workers, the allocator, progress callbacks."""
 
 from __future__ import annotations
 
@@ -33,6 +33,29 @@ def cpu_has_native_bf16() -> bool:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def cpu_flags_say_bf16() -> bool:
+    """Whether /proc/cpuinfo lists native bf16 (AMX-BF16 or AVX512-BF16); False when it cannot tell."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision_without_torch(precision: str) -> str | None:
+    """What ``resolve_precision`` will say on the CPU, when that is certain without importing torch; else None.
+
+    Only a yes is trusted: a machine that may have a GPU, or a CPU whose flags do not list bf16,
+    is left to torch to decide, so both paths always agree (the precision is part of the store key).
+    """
+    if precision != "auto":
+        return precision
+    if os.path.exists("/dev/nvidiactl") or not cpu_flags_say_bf16():
+        return None
+    return "bf16"
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -103,3 +126,15 @@ def prepare_batch(batch: torch.Tensor, preprocess, device: torch.device) -> torc
     mean = torch.tensor(preprocess.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(preprocess.std, device=x.device).view(1, 3, 1, 1)
     return x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
+
+
+def seconds_since_process_start() -> float | None:
+    """Wall seconds since this process started (Linux; 10 ms steps), imports included; None elsewhere."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, ValueError, IndexError):
+        return None

@@ -1,0 +1,85 @@
+"""Decoding workers: processes that turn source items into batches of model-ready crops, in order, ahead of the model."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..config import PreprocessConfig
+from ..data import Source, read_input
+
+# (item indices, their content keys as read, uint8 crops (N, 3, H, W) or None, [(index, reason)] unusable)
+Batch = tuple[list[int], list[str], "np.ndarray | None", list[tuple[int, str]]]
+
+_SOURCE: Source | None = None  # a worker's source, inherited when it forks
+
+
+def decode_batch(source: Source, indices: Sequence[int], preprocess: PreprocessConfig) -> Batch:
+    """Read and decode ``indices``: the usable ones stacked into one array, the others with their reasons."""
+    idx, keys, crops, bad = [], [], [], []
+    for i in indices:
+        key, crop, reason = read_input(source, i, preprocess)
+        if crop is None:
+            bad.append((i, reason))
+        else:
+            idx.append(i)
+            keys.append(key)
+            crops.append(crop)
+    return idx, keys, (np.stack(crops) if crops else None), bad
+
+
+def _decode_in_worker(indices: Sequence[int], preprocess: PreprocessConfig) -> Batch:
+    return decode_batch(_SOURCE, indices, preprocess)
+
+
+def _set_source(source: Source) -> None:
+    global _SOURCE
+    _SOURCE = source
+
+
+class DecoderPool:
+    """``workers`` forked processes (0: decode in this process) that decode batches a few ahead, in order.
+
+    Start it before loading a model or starting threads: the workers fork from a process with
+    nothing running but this one thread, and decode while the model loads. A batch is one task,
+    so a worker returns a whole stacked array (one pickled buffer), not one object per image.
+    """
+
+    def __init__(self, source: Source, workers: int):
+        self.source, self.workers = source, workers
+        self.pool = None
+        if workers:
+            context = multiprocessing.get_context("fork")
+            self.pool = context.Pool(workers, initializer=_set_source, initargs=(source,))
+
+    def batches(self, indices: Sequence[int], preprocess: PreprocessConfig, batch_size: int,
+                ahead: int | None = None) -> Iterator[Batch]:
+        """Decoded batches of ``indices`` in order, at most ``ahead`` in flight (default: two per worker + 2)."""
+        chunks = [list(indices[i:i + batch_size]) for i in range(0, len(indices), batch_size)]
+        if self.pool is None:
+            for chunk in chunks:
+                yield decode_batch(self.source, chunk, preprocess)
+            return
+        ahead = ahead or 2 * self.workers + 2
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(self.pool.apply_async(_decode_in_worker, (chunk, preprocess)))
+            if len(pending) >= ahead:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+    def __enter__(self) -> "DecoderPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,32 @@
+"""What every runtime offers: uint8 crops in, float32 vectors out, and a line saying what ran them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import BackboneConfig, PreprocessConfig
+
+
+class Runtime:
+    """A backbone ready to run: ``runtime(batch)`` maps uint8 (N, 3, H, W) crops to (N, dim) float32 vectors."""
+
+    name = ""  # "torch" or "openvino"
+    device = "cpu"
+
+    def __init__(self, config: BackboneConfig):
+        self.config = config
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.config.preprocess
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """E.g. ``openvino 2026.4.1, bf16, 2 requests``: what the CLI and --json report."""
+        return f"{self.name}, {self.config.precision}"

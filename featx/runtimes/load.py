@@ -1,0 +1,183 @@
+"""The one way to get a runtime: for a new configuration (embed, serve) or for a store's (search, predict, Ray)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from importlib import metadata
+from typing import Callable
+
+import numpy as np
+
+from ..config import DEFAULT_BACKBONE, FINAL, BackboneConfig, PreprocessConfig, layer_names
+from ..errors import BackboneError, ParameterError
+from ..hardware import resolve_precision_without_torch
+from . import RUNTIMES
+from .base import Runtime
+from .cache import CONFIGS, openvino_model, read_table, remember, runtimes_root, save_openvino_model
+from .choice import RuntimeChoice, choose, remembered_choice
+from .openvino_runtime import OpenVINORuntime, convert_backbone, import_openvino, openvino_available
+
+# calibrate(preprocess) -> (fingerprint of the sample, its uint8 crops): what int8 quantises with.
+Calibrate = Callable[[PreprocessConfig], tuple[str, np.ndarray]]
+
+
+def load_runtime(
+    name: str = DEFAULT_BACKBONE,
+    *,
+    runtime: str = "auto",
+    weights: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    precision: str = "auto",
+    layers: str | tuple[str, ...] | None = None,
+    crop: str = "center",
+    store_dtype: str = "float32",
+    cache: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    calibrate: Calibrate | None = None,
+    threads: int | None = None,
+) -> Runtime:
+    """A backbone ready to embed on ``runtime``: ``torch``, ``openvino`` or ``auto``.
+
+    ``auto`` measures both on this machine the first time a configuration and batch size run, keeps
+    the faster and remembers it under ``<cache>/runtimes`` (a GPU means torch; no OpenVINO means
+    torch). The choice is ``runtime.choice``. OpenVINO models are converted once and cached there too,
+    with the configuration they make, so a later run that uses OpenVINO never builds the torch model.
+    ``precision="int8"`` quantises with NNCF, calibrated by ``calibrate``, and is a configuration
+    (and store) of its own. ``threads`` caps the runtime's threads (a Ray actor's one CPU); the other
+    arguments are ``create_backbone``'s.
+    """
+    if runtime not in RUNTIMES:
+        raise ParameterError("runtime", f"must be one of {', '.join(RUNTIMES)}, not {runtime!r}.")
+    int8 = precision == "int8"
+    if int8:
+        if runtime == "torch":
+            raise ParameterError("runtime", "torch cannot run int8; use --runtime openvino (or auto) with "
+                                            "--precision int8.")
+        if calibrate is None:
+            raise ParameterError("precision", "int8 is calibrated on the dataset it embeds: "
+                                              "embed one with --precision int8 first.")
+    if runtime == "openvino" or int8:
+        import_openvino()  # says how to install it
+    use_openvino = openvino_available() and runtime != "torch"
+    build_precision = "fp32" if int8 else precision
+    resolved = resolve_precision_without_torch(build_precision) if use_openvino else None
+    if use_openvino and resolved is None and runtime == "auto" and _gpu_present():
+        use_openvino = False  # a GPU: torch runs there, OpenVINO would run on the CPU
+    request = _request(name, weights, image_size, resolved, layers, crop, store_dtype) if resolved else None
+    known = read_table(cache, CONFIGS).get(request) if request else None
+    config = BackboneConfig.from_dict(known) if known else None
+    backbone = None
+
+    def build():
+        nonlocal backbone, config
+        if backbone is None:
+            from ..backbones import create_backbone
+
+            backbone = create_backbone(name, weights=weights, image_size=image_size, precision=build_precision,
+                                       device="cpu" if use_openvino else None, layers=layers, crop=crop,
+                                       store_dtype=store_dtype)
+            config = backbone.config
+            if request and not known:
+                remember(cache, CONFIGS, request, config.to_dict())
+        return backbone
+
+    if not use_openvino:
+        how = "asked" if runtime == "torch" else "gpu" if _gpu_present() else "fallback"
+        return _torch(build(), how, threads)
+    if config is None:
+        build()
+    reference = dataclasses.replace(config, precision="fp32")  # one converted model serves fp32 and bf16
+    path = openvino_model(cache, reference) or save_openvino_model(
+        cache, reference, lambda p: convert_backbone(build(), p))
+    if int8:
+        return _int8(cache, config, path, calibrate, threads)
+    openvino = OpenVINORuntime(config, path, threads)
+    if runtime == "openvino":
+        return _chosen(openvino, RuntimeChoice("openvino", "asked"))
+    choice = remembered_choice(cache, config, batch_size)
+    if choice is None:
+        torch_runtime = _torch(build(), "measured")
+        choice = choose(cache, config, batch_size, {"torch": torch_runtime, "openvino": openvino})
+    if choice.runtime == "openvino":
+        return _chosen(openvino, choice)
+    return _chosen(_torch(build(), choice.how, threads), choice)
+
+
+def runtime_for(config: BackboneConfig, *, runtime: str = "auto", weights: str | os.PathLike | None = None,
+                cache: str | os.PathLike | None = None, batch_size: int = 64, threads: int | None = None) -> Runtime:
+    """The runtime that embeds exactly like ``config`` (a store's or a head's); refuses one that differs."""
+    if config.precision == "int8":
+        if runtime == "torch":
+            raise ParameterError("runtime", "torch cannot run int8 vectors' model; use --runtime openvino or auto.")
+        path = openvino_model(cache, config)
+        if path is None:
+            raise BackboneError(f"the int8 model calibrated for {config.describe()} is not under "
+                                f"{runtimes_root(cache)}; embed the dataset again with --precision int8 to calibrate "
+                                "it.", params=("precision",))
+        return _chosen(OpenVINORuntime(config, path, threads), RuntimeChoice("openvino", "int8"))
+    made = load_runtime(config.name, runtime=runtime, weights=weights, image_size=config.preprocess.input_size,
+                        precision=config.precision, layers=config.layers, crop=config.preprocess.crop,
+                        store_dtype=config.store_dtype, cache=cache, batch_size=batch_size, threads=threads)
+    if made.config.key != config.key:
+        hint = "" if weights else " It was embedded with other weights: pass them as weights=FILE."
+        raise BackboneError(f"cannot re-create {config.describe()}: this machine gives "
+                            f"{made.config.describe()}.{hint}", params=("weights",))
+    return made
+
+
+def _torch(backbone, how: str, threads: int | None = None) -> Runtime:
+    from .torch_runtime import TorchRuntime
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    runtime = TorchRuntime(backbone)
+    return _chosen(runtime, RuntimeChoice("torch", how))
+
+
+def _chosen(runtime: Runtime, choice: RuntimeChoice) -> Runtime:
+    choice.detail = runtime.describe()
+    runtime.choice = choice
+    return runtime
+
+
+def _int8(cache, config: BackboneConfig, fp32_path, calibrate: Calibrate, threads: int | None) -> Runtime:
+    from .quantize import quantize_model
+
+    fingerprint, crops = calibrate(config.preprocess)
+    quantised = dataclasses.replace(config, precision="int8", calibration=fingerprint)
+    path = openvino_model(cache, quantised) or save_openvino_model(
+        cache, quantised, lambda p: quantize_model(fp32_path, crops, p))
+    return _chosen(OpenVINORuntime(quantised, path, threads), RuntimeChoice("openvino", "int8"))
+
+
+def _gpu_present() -> bool:
+    if not os.path.exists("/dev/nvidiactl"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _request(name, weights, image_size, precision, layers, crop, store_dtype) -> str | None:
+    """What names a configuration before its model is built; None when only building can tell."""
+    from ..backbones.registry import HUB_PREFIXES, get_backbone_spec
+    from ..backbones.weights import sha256_file
+
+    if weights:
+        if not os.path.isfile(weights):
+            return None  # create_backbone says what is wrong with it
+        fingerprint = sha256_file(weights)
+    elif name.startswith(HUB_PREFIXES):
+        return None
+    else:
+        path = get_backbone_spec(name).find_weights()
+        if path is None:
+            return None
+        fingerprint = sha256_file(path)
+    return json.dumps({"name": name, "weights": fingerprint, "image_size": image_size, "precision": precision,
+                       "layers": layer_names(layers or FINAL), "crop": crop, "store_dtype": store_dtype,
+                       "featx": metadata.version("featx")}, sort_keys=True)
