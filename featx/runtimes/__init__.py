@@ -5,7 +5,7 @@ from ..lazy import lazy_exports
 RUNTIMES = ("auto", "torch", "openvino")  # what runs the backbone's forward pass (`--runtime`)
 
 _EXPORTS = {
-    "Runtime": "base",
+    "AGREEMENT": "base", "Runtime": "base",
     "TorchRuntime": "torch_runtime",
     "OpenVINORuntime": "openvino_runtime", "openvino_available": "openvino_runtime",
     "RuntimeChoice": "choice",

@@ -6,6 +6,12 @@ import numpy as np
 
 from ..config import BackboneConfig, PreprocessConfig
 
+# How closely every runtime's vectors agree with torch fp32's, per vector (cosine), for them to share a
+# store: the runtime is not part of the store key, so tests/test_runtimes.py holds each runtime to this.
+# bf16's bound is the one torch's own bf16 meets (0.9905 at worst on real photos, README "Runtimes");
+# int8 is not bound: it is a configuration, and a store, of its own.
+AGREEMENT = {"fp32": 0.9999, "bf16": 0.99}
+
 
 class Runtime:
     """A backbone ready to run: ``runtime(batch)`` maps uint8 (N, 3, H, W) crops to (N, dim) float32 vectors."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -38,7 +40,8 @@ def quantize_model(fp32_path: Path, crops: np.ndarray, out_path: Path) -> None:
     """Quantise the fp32 OpenVINO model at ``fp32_path`` to INT8 with ``crops`` (uint8, N×3×H×W) as calibration."""
     ov = import_openvino()
     try:
-        import nncf
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars must not mix into --json output
+            import nncf
     except ImportError:
         raise BackboneError(f"int8 needs NNCF to calibrate the quantisation: {INSTALL_HINT}.",
                             params=("precision",)) from None
@@ -47,6 +50,6 @@ def quantize_model(fp32_path: Path, crops: np.ndarray, out_path: Path) -> None:
                             params=("precision",))
     model = ov.Core().read_model(str(fp32_path))
     data = nncf.Dataset([crops[i:i + 1] for i in range(len(crops))])
-    quantized = nncf.quantize(model, data, subset_size=len(crops), preset=nncf.QuantizationPreset.MIXED,
-                              model_type=None)
+    with contextlib.redirect_stdout(sys.stderr):
+        quantized = nncf.quantize(model, data, subset_size=len(crops), preset=nncf.QuantizationPreset.MIXED)
     ov.save_model(quantized, str(out_path), compress_to_fp16=False)

@@ -1,0 +1,136 @@
+"""Runtimes: every runtime agrees with torch fp32, auto measures once and falls back, int8 is a store of its own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from featx.errors import BackboneError, ParameterError
+from featx.runtimes import AGREEMENT, load_runtime, runtime_for
+
+from conftest import SMALL, noisy_image, run_cli, write_class_folder
+
+openvino = pytest.importorskip("openvino", reason="the openvino extra is not installed")
+
+
+def photo_crops(size: int, n: int = 16) -> np.ndarray:
+    """Crops of scikit-learn's two sample photos, as the decoders would give them."""
+    from sklearn.datasets import load_sample_images
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    crops = []
+    for i in range(n):
+        photo = load_sample_images().images[i % 2]
+        h, w, _ = photo.shape
+        s = int(rng.integers(h // 3, h))
+        y, x = int(rng.integers(0, h - s)), int(rng.integers(0, w - s))
+        img = Image.fromarray(photo[y:y + s, x:x + s]).resize((size, size), Image.Resampling.BICUBIC)
+        crops.append(np.asarray(img).transpose(2, 0, 1))
+    return np.stack(crops)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.parametrize("size", [224, SMALL])
+def test_every_runtime_and_precision_agrees_with_torch_fp32_within_its_tolerance(tmp_path, size):
+    crops = photo_crops(size)
+    reference = load_runtime(image_size=size, precision="fp32", runtime="torch", cache=tmp_path)(crops)
+    for runtime in ("torch", "openvino"):
+        for precision in ("fp32", "bf16"):
+            model = load_runtime(image_size=size, precision=precision, runtime=runtime, cache=tmp_path)
+            assert model.name == runtime and model.config.precision == precision
+            agree = cosines(model(crops), reference)
+            assert agree.min() >= AGREEMENT[precision], (runtime, precision, agree.min())
+    # the tolerance can fail: a different image size is not the same model's vectors
+    other = load_runtime(image_size=size + 32, precision="fp32", runtime="openvino", cache=tmp_path)
+    assert cosines(other(photo_crops(size + 32)), reference).min() < AGREEMENT["bf16"]
+
+
+def test_openvino_and_torch_share_a_store_and_its_vectors(tmp_path, cache):
+    folder = write_class_folder(tmp_path / "colours", per_class=4)
+    args = ("embed", folder, "--image-size", SMALL, "--workers", 0, "--precision", "fp32", "--json")
+    by_torch = json.loads(run_cli(*args, "--runtime", "torch").stdout)
+    assert by_torch["runtime"]["runtime"] == "torch" and by_torch["runtime"]["how"] == "asked"
+    cache2 = tmp_path / "other-cache"
+    by_openvino = json.loads(run_cli(*args, "--runtime", "openvino", "--cache", cache2).stdout)
+    assert by_openvino["runtime"]["runtime"] == "openvino" and by_openvino["n_embedded"] == 8
+    assert by_openvino["store"].rsplit("/", 1)[1] == by_torch["store"].rsplit("/", 1)[1]  # one key
+    from featx.store import FeatureStore
+
+    Xt, *_ = FeatureStore(by_torch["store"]).load("colours")
+    Xo, *_ = FeatureStore(by_openvino["store"]).load("colours")
+    assert cosines(Xt, Xo).min() >= AGREEMENT["fp32"]
+
+
+@pytest.mark.own_runtime_files
+def test_auto_measures_once_remembers_and_says_which(tmp_path):
+    first = load_runtime(image_size=SMALL, cache=tmp_path, batch_size=8)
+    assert first.choice.how == "measured" and set(first.choice.images_per_second) == {"torch", "openvino"}
+    assert first.choice.runtime == max(first.choice.images_per_second, key=first.choice.images_per_second.get)
+    again = load_runtime(image_size=SMALL, cache=tmp_path, batch_size=8)
+    assert again.choice.how == "remembered" and again.name == first.name and again.config.key == first.config.key
+    table = json.loads((tmp_path / "runtimes" / "choices.json").read_text())
+    (entry,) = table.values()
+    assert entry["runtime"] == first.name
+    assert (tmp_path / "runtimes" / "configs.json").is_file()  # a later OpenVINO run needs no torch model
+
+
+@pytest.mark.own_runtime_files
+def test_auto_falls_back_to_torch_when_openvino_is_absent(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what `import openvino` does when it is not installed
+    model = load_runtime(image_size=SMALL, cache=tmp_path)
+    assert model.name == "torch" and model.choice.how == "fallback"
+    assert "featx[openvino]" in model.choice.describe()
+    with pytest.raises(BackboneError, match=r"pip install 'featx\[openvino\]'"):
+        load_runtime(image_size=SMALL, runtime="openvino", cache=tmp_path)
+    with pytest.raises(BackboneError, match="OpenVINO"):
+        load_runtime(image_size=SMALL, precision="int8", cache=tmp_path, calibrate=lambda pre: ("", None))
+
+
+def test_int8_is_calibrated_on_the_dataset_and_gets_its_own_store(tmp_path, cache):
+    folder = write_class_folder(tmp_path / "colours", per_class=6)
+    args = ("embed", folder, "--image-size", SMALL, "--workers", 0, "--json")
+    fp32 = json.loads(run_cli(*args, "--precision", "fp32").stdout)
+    int8 = json.loads(run_cli(*args, "--precision", "int8").stdout)
+    assert int8["precision"] == "int8" and int8["runtime"]["runtime"] == "openvino"
+    assert int8["store"] != fp32["store"] and int8["n_embedded"] == 12
+    again = json.loads(run_cli(*args, "--precision", "int8").stdout)
+    assert again["store"] == int8["store"] and again["n_reused"] == 12  # same sample, same calibration
+    from featx.store import FeatureStore
+
+    store = FeatureStore(int8["store"])
+    assert store.config.calibration and "int8" in store.config.describe()
+    X8, *_ = store.load("colours")
+    X32, *_ = FeatureStore(fp32["store"]).load("colours")
+    assert cosines(X8, X32).min() > 0.9  # close, though not held to fp32's tolerance
+    # a query image is embedded by the very model the store was calibrated with
+    query = tmp_path / "query.png"
+    noisy_image((220, 30, 30), seed=7).save(query)
+    answer = json.loads(run_cli("search", "colours", query, "--precision", "int8", "-k", 1, "--json").stdout)
+    assert answer[0]["results"][0]["label"] == "red"
+    with pytest.raises(ParameterError, match="torch cannot run int8"):
+        runtime_for(store.config, runtime="torch", cache=cache)
+    result = run_cli(*args, "--precision", "int8", "--runtime", "torch", ok=False)
+    assert result.exit_code != 0 and "torch cannot run int8" in result.output
+
+
+@pytest.mark.own_runtime_files
+def test_a_converted_configuration_embeds_without_importing_torch(tmp_path):
+    folder = write_class_folder(tmp_path / "a", per_class=2)
+    more = write_class_folder(tmp_path / "b", per_class=2, fmt="jpg")  # other bytes: new vectors
+    cache = tmp_path / "cache"
+    base = ["embed", "--cache", str(cache), "--image-size", str(SMALL), "--workers", "1", "--runtime", "openvino"]
+    run_cli(*base[:1], folder, *base[1:])  # converts the model and remembers its configuration
+    probe = ("import sys, json\nfrom featx.cli import main\ntry:\n"
+             f"    main({[base[0], str(more), *base[1:], '--json']!r})\nexcept SystemExit:\n    pass\n"
+             "print(json.dumps('torch' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    result, imported = out.strip().rsplit("\n", 1)
+    assert json.loads(result)["n_embedded"] == 4 and json.loads(imported) is False
