@@ -53,7 +53,8 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/bench_embed.py --ray
+	$(BIN)/python benchmarks/bench_embed.py
+	$(BIN)/python benchmarks/bench_embed.py --ray-only
 	$(BIN)/python benchmarks/bench_heads.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_service.py

@@ -1,22 +1,34 @@
-"""Embedding throughput: featx end to end versus a plain img2vec-style loop, in the same script.
+"""Embedding speed, end to end and piece by piece: whole commands, start-up, decoding, and each runtime.
 
-Writes Fashion-MNIST images as JPEG files (class folders, train/test), then embeds them twice with
-the same efficientnet_lite0 weights at the native 224 px:
+Default (about 30 minutes, run it alone), everything with efficientnet_lite0 at 224 px, batch 64:
 
-  baseline: one process; PIL decode, timm's eval transform, fp32 NCHW forward under torch.no_grad()
-  featx:    featx.embed_source on a fresh store (worker decoding, channels-last, bf16 where native)
+  whole command   `featx embed` as a user runs it (a fresh process, fresh store) on 2,000 JPEGs of 256 px
+                  cut from scikit-learn's sample photos, against a naive loop in this script (one
+                  process: PIL decode, timm's eval transform, fp32 NCHW forward under no_grad) and
+                  against the revision before the runtime work (--before, in a git worktree); seconds,
+                  images/s, and the time from the process's start to the first stored batch.
+  Fashion-MNIST   `featx embed fashion-mnist` (70,000 images) at fp32, bf16 (auto) and int8, against the
+                  naive loop on the first --naive-images; the logreg head's test accuracy on each store
+                  and the cosine of bf16 and int8 vectors to fp32's.
+  model only      images/s of each runtime and precision on the same batch of photo crops (alternating
+                  rounds), and each one's cosine to torch fp32's vectors.
+  decoding        images/s per core of the decoders alone, for 256 and 1,024 px JPEGs and PNGs, in one
+                  process and in two worker processes.
 
-and prints images/s for both, their ratio, and the test accuracy of logistic-regression heads trained
-on each set of vectors (they should agree within 0.5 points).
-
-    .venv/bin/python benchmarks/bench_embed.py [--train 2000] [--test 3000] [--batch-size 64]
+    .venv/bin/python benchmarks/bench_embed.py [--before 8f3d751] [--skip-fashion]   # -> benchmarks/out/embed.json
     .venv/bin/python benchmarks/bench_embed.py --recipes-only [--rounds 3]   # --layers stages vs final
+    .venv/bin/python benchmarks/bench_embed.py --ray-only                    # local engine vs Ray
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,16 +36,37 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from timm.data import create_transform
 
 from featx.backbones import create_backbone
 from featx.embed import embed_source
 from featx.data.builtins import load_fashion_mnist_source
 from featx.data.sources import FolderSource
-from featx.store import open_store
+from featx.store import FeatureStore, open_store
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "out" / "embed.json"
+# Runs featx's CLI and reports when the first batch reached the store, counted from the process's start
+# (imports included), by wrapping the writer both revisions call; works for any revision of featx.
+PROBE = """
+import json, os, sys
+def since_start():
+    with open('/proc/self/stat') as f:
+        ticks = int(f.read().rsplit(')', 1)[1].split()[19])
+    with open('/proc/uptime') as f:
+        return float(f.read().split()[0]) - ticks / os.sysconf('SC_CLK_TCK')
+import featx.embed.runner as runner
+store_batch, first = runner.store_batch, []
+def probe(*args, **kwargs):
+    first or first.append(since_start())
+    return store_batch(*args, **kwargs)
+runner.store_batch = probe
+from featx.cli import main
+try:
+    main(sys.argv[1:], prog_name='featx')
+finally:
+    print(json.dumps({'first_batch_seconds': first[0] if first else None}), file=sys.stderr)
+"""
 
 
 def write_jpegs(root: Path, n_train: int, n_test: int) -> list[tuple[Path, str, str]]:
@@ -49,22 +82,6 @@ def write_jpegs(root: Path, n_train: int, n_test: int) -> list[tuple[Path, str, 
             Image.fromarray(src.read(i), "L").save(path, quality=95)
             files.append((path, label, split))
     return files
-
-
-def baseline_embed(files, batch_size: int) -> tuple[np.ndarray, float]:
-    """What img2vec-style code does: decode, transform, forward in fp32 NCHW, one process."""
-    backbone = create_backbone("efficientnet_lite0", precision="fp32")
-    model = backbone.model.to(memory_format=torch.contiguous_format)
-    p = backbone.config.preprocess
-    transform = create_transform(input_size=(3, p.input_size, p.input_size), crop_pct=p.crop_pct,
-                                 interpolation=p.interpolation, mean=p.mean, std=p.std)
-    out = []
-    start = time.perf_counter()
-    with torch.no_grad():
-        for i in range(0, len(files), batch_size):
-            x = torch.stack([transform(Image.open(f).convert("RGB")) for f, _, _ in files[i : i + batch_size]])
-            out.append(model.forward_head(model.forward_features(x), pre_logits=True).numpy())
-    return np.concatenate(out), time.perf_counter() - start
 
 
 def featx_embed(root: Path, cache: Path, batch_size: int, precision: str = "auto", ray: bool = False,
@@ -85,72 +102,222 @@ def featx_embed(root: Path, cache: Path, batch_size: int, precision: str = "auto
     return X, paths, seconds, backbone.config.precision
 
 
-def head_accuracy(X: np.ndarray, labels, splits) -> float:
-    labels, splits = np.asarray(labels), np.asarray(splits)
-    train, test = splits == "train", splits == "test"
-    head = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
-    head.fit(X[train], labels[train])
-    return 100.0 * head.score(X[test], labels[test])
+def write_photo_jpegs(root: Path, n: int, size: int, fmt: str = "jpg") -> list[Path]:
+    """``n`` square crops of scikit-learn's two sample photos at ``size`` px, in four class folders."""
+    from sklearn.datasets import load_sample_images
+
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(n):
+        photo = photos[i % 2]
+        w, h = photo.size
+        s = int(rng.integers(min(w, h) // 3, min(w, h)))
+        x, y = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))
+        crop = photo.crop((x, y, x + s, y + s)).resize((size, size), Image.Resampling.BILINEAR)
+        path = root / f"class{i % 4}" / f"{i:05d}.{fmt}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        crop.save(path, quality=90) if fmt == "jpg" else crop.save(path)
+        files.append(path)
+    return files
+
+
+def naive_embed(images, batch_size: int = 64, full: bool = False) -> float:
+    """What img2vec-style code does, in this process: decode, transform, fp32 NCHW forward; images/s.
+
+    ``images`` are file paths or pixel arrays; ``full`` resizes the whole image (Fashion-MNIST's recipe).
+    """
+    backbone = create_backbone("efficientnet_lite0", precision="fp32")
+    model = backbone.model.to(memory_format=torch.contiguous_format)
+    p = backbone.config.preprocess
+    transform = create_transform(input_size=(3, p.input_size, p.input_size), crop_pct=1.0 if full else p.crop_pct,
+                                 interpolation=p.interpolation, mean=p.mean, std=p.std)
+
+    def load(item):
+        img = Image.fromarray(item) if isinstance(item, np.ndarray) else Image.open(item)
+        return transform(img.convert("RGB"))
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = torch.stack([load(item) for item in images[i:i + batch_size]])
+            model.forward_head(model.forward_features(x), pre_logits=True)
+    return len(images) / (time.perf_counter() - start)
+
+
+def run_featx(tree: Path, *args) -> dict:
+    """``featx ARGS --json`` of the featx in ``tree``, in a fresh process: its JSON, wall seconds, first batch."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", PROBE, *map(str, args), "--json"], env=env, cwd=tree,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"featx {' '.join(map(str, args))} failed:\n{done.stderr[-3000:]}")
+    probe = json.loads(done.stderr.strip().splitlines()[-1])
+    return {"json": json.loads(done.stdout), "seconds": round(seconds, 2),
+            "first_batch_seconds": round(probe["first_batch_seconds"], 2)}
+
+
+def whole_commands(args, tmp: Path, results: dict) -> None:
+    folder = tmp / "jpeg256"
+    files = write_photo_jpegs(folder, args.images, 256)
+    n = len(files)
+    naive = naive_embed(files)
+    rows = {"naive loop (fp32 NCHW, one process)": {"images_per_second": round(naive, 1)}}
+    print(f"{n} JPEGs at 256 px; naive loop: {naive:.1f} images/s", flush=True)
+    runs = []
+    if args.before:
+        from bench_revisions import base_worktree
+
+        with base_worktree(args.before) as (_, base):
+            runs.append((f"featx embed at {args.before} (before)", run_featx(base, "embed", folder, "--cache",
+                                                                             tmp / "cache-before")))
+    cache = tmp / "cache-now"
+    runs.append(("featx embed, first run on this machine (converts, measures)",
+                 run_featx(REPO, "embed", folder, "--cache", cache)))
+    for label, extra in (("featx embed (auto, remembered)", ()), ("featx embed --runtime torch", ("--runtime", "torch")),
+                         ("featx embed --runtime openvino --precision fp32", ("--runtime", "openvino", "--precision",
+                                                                             "fp32")),
+                         ("featx embed --precision int8 (calibrates first)", ("--precision", "int8"))):
+        for store in cache.glob("efficientnet_lite0-*"):  # a fresh store; the runtimes folder stays
+            shutil.rmtree(store)
+        runs.append((label, run_featx(REPO, "embed", folder, "--cache", cache, *extra)))
+    for label, run in runs:
+        ips = n / run["seconds"]
+        runtime = run["json"].get("runtime", {}).get("detail", "torch (before runtimes)")
+        rows[label] = {"seconds": run["seconds"], "images_per_second": round(ips, 1), "vs_naive": round(ips / naive, 2),
+                       "first_batch_seconds": run["first_batch_seconds"], "runtime": runtime,
+                       "precision": run["json"].get("precision", "bf16")}
+        print(f"{label}: {run['seconds']:.1f} s, {ips:.1f} images/s ({ips / naive:.2f}x), first batch at "
+              f"{run['first_batch_seconds']:.2f} s; {runtime}", flush=True)
+    results["jpeg256"] = {"images": n, "rows": rows}
+
+
+def fashion_mnist(args, tmp: Path, results: dict) -> None:
+    source = load_fashion_mnist_source()
+    arrays = [source.read(i) for i in range(args.naive_images)]
+    naive = naive_embed(arrays, full=True)
+    print(f"Fashion-MNIST naive loop on {len(arrays)} images: {naive:.1f} images/s", flush=True)
+    rows, stores = {}, {}
+    for precision in ("bf16", "fp32", "int8"):
+        cache = tmp / f"fmnist-{precision}"
+        run = run_featx(REPO, "embed", "fashion-mnist", "--cache", cache, "--precision", precision)
+        n = run["json"]["n_embedded"]
+        trained = subprocess.run([sys.executable, "-m", "featx", "train", "fashion-mnist", "--cache", cache,
+                                  "--out", cache / "head.npz", "--json"], capture_output=True, text=True, check=True)
+        accuracy = json.loads(trained.stdout)["accuracy"]
+        stores[precision] = run["json"]["store"]
+        rows[precision] = {"seconds": run["seconds"], "images_per_second": round(n / run["seconds"], 1),
+                           "vs_naive": round(n / run["seconds"] / naive, 2),
+                           "first_batch_seconds": run["first_batch_seconds"],
+                           "runtime": run["json"]["runtime"]["detail"], "logreg_test_accuracy": round(100 * accuracy, 2)}
+        print(f"featx embed fashion-mnist --precision {precision}: {rows[precision]}", flush=True)
+    X32, _, keys, _ = FeatureStore(stores["fp32"]).load("fashion-mnist")
+    for precision in ("bf16", "int8"):
+        X, _, k, _ = FeatureStore(stores[precision]).load("fashion-mnist")
+        assert list(k) == list(keys)
+        c = cosines(np.asarray(X), np.asarray(X32))
+        rows[precision]["cosine_to_fp32"] = {"min": round(float(c.min()), 5), "mean": round(float(c.mean()), 5)}
+        print(f"{precision} vs fp32 cosine: min {c.min():.5f}, mean {c.mean():.5f}", flush=True)
+    results["fashion_mnist"] = {"images": int(len(keys)), "naive_images_per_second": round(naive, 1),
+                                "naive_images": len(arrays), "rows": rows}
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def model_only(args, tmp: Path, results: dict) -> None:
+    """Each runtime and precision on the same 64 photo crops, in alternating rounds; cosine to torch fp32."""
+    from featx.data import read_input
+    from featx.embed.runner import calibration_for
+    from featx.data import hash_source
+    from featx.runtimes import load_runtime
+
+    folder = tmp / "jpeg256-model"
+    write_photo_jpegs(folder, 400, 256)
+    source = FolderSource(folder)
+    cache = tmp / "cache-model"
+    pre = create_backbone("efficientnet_lite0").config.preprocess
+    crops = np.stack([read_input(source, i, pre)[1] for i in range(0, 400, 400 // args.batch_size)][:args.batch_size])
+    keys, _ = hash_source(source)
+    runtimes = {f"{runtime} {precision}": load_runtime(runtime=runtime, precision=precision, cache=cache,
+                                                      calibrate=calibration_for(source, keys))
+                for runtime, precision in (("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"),
+                                           ("openvino", "bf16"), ("openvino", "int8"))}
+    reference = runtimes["torch fp32"](crops)
+    times: dict[str, list[float]] = {name: [] for name in runtimes}
+    for r in range(args.rounds + 1):
+        for name, runtime in runtimes.items():
+            start = time.perf_counter()
+            for _ in range(3):
+                runtime(crops)
+            if r:  # the first round warms up
+                times[name].append(3 * len(crops) / (time.perf_counter() - start))
+    rows = {}
+    for name, runtime in runtimes.items():
+        c = cosines(runtime(crops), reference)
+        rows[name] = {"images_per_second": round(statistics.median(times[name]), 1),
+                      "vs_torch_fp32": round(statistics.median(times[name]) / statistics.median(times["torch fp32"]), 2),
+                      "cosine_to_torch_fp32": {"min": round(float(c.min()), 5), "mean": round(float(c.mean()), 5)},
+                      "detail": runtime.describe()}
+        print(f"model only, {name}: {rows[name]}", flush=True)
+    results["model_only"] = {"batch": len(crops), "rounds": args.rounds, "rows": rows}
+
+
+def decoding(args, tmp: Path, results: dict) -> None:
+    """The decoders alone: images/s in this process (one core) and in a pool of two worker processes."""
+    from featx.embed.decoders import DecoderPool
+
+    pre = create_backbone("efficientnet_lite0").config.preprocess
+    rows = {}
+    for fmt, size, n in (("jpg", 256, 1000), ("jpg", 1024, 200), ("png", 256, 400), ("png", 1024, 60)):
+        folder = tmp / f"decode-{fmt}-{size}"
+        write_photo_jpegs(folder, n, size, fmt)
+        source = FolderSource(folder)
+        row = {}
+        for workers in (0, 2):
+            with DecoderPool(source, workers) as pool:
+                list(pool.batches(list(range(min(n, 64))), pre, 32))  # warm: file cache, forked workers
+                start = time.perf_counter()
+                for _ in pool.batches(list(range(n)), pre, 32):
+                    pass
+                row[f"{workers or 1}_process" + ("es" if workers > 1 else "")] = round(n / (time.perf_counter() - start), 1)
+        rows[f"{fmt.upper()} {size} px"] = row
+        print(f"decoding {fmt} {size} px: {row}", flush=True)
+    results["decoding"] = {"cores": os.cpu_count(), "rows": rows}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train", type=int, default=2000)
-    ap.add_argument("--test", type=int, default=3000)
+    ap.add_argument("--images", type=int, default=2000, help="JPEGs for the whole-command runs")
+    ap.add_argument("--naive-images", type=int, default=3000, help="Fashion-MNIST images for its naive loop")
+    ap.add_argument("--before", default="8f3d751", help="revision to compare whole commands with ('' to skip)")
+    ap.add_argument("--skip-fashion", action="store_true", help="leave out the Fashion-MNIST runs (25 minutes)")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
-    ap.add_argument("--ray", action="store_true", help="also embed with --engine ray (a local Ray instance)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the model-only and --recipes-only runs")
+    ap.add_argument("--train", type=int, default=2000, help="--recipes-only / --ray-only: Fashion-MNIST JPEGs")
+    ap.add_argument("--test", type=int, default=3000, help="--recipes-only / --ray-only: Fashion-MNIST JPEGs")
     ap.add_argument("--ray-only", action="store_true", help="only featx's local engine against the Ray engine")
     ap.add_argument("--recipes-only", action="store_true",
                     help="only the cost of --layers stages against final (alternating rounds)")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of --recipes-only")
     args = ap.parse_args()
     if args.ray_only:
         return compare_engines(args)
     if args.recipes_only:
         return compare_recipes(args)
-
+    results: dict = {"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "images"
-        files = write_jpegs(root, args.train, args.test)
-        n = len(files)
-        print(f"{n} Fashion-MNIST JPEGs ({args.train} train, {args.test} test), efficientnet_lite0 @ 224 px, "
-              f"{torch.get_num_threads()} threads")
-
-        Xb, base_s = baseline_embed(files, args.batch_size)
-        base_ips = n / base_s
-        print(f"baseline (PIL + timm transform, fp32 NCHW, no_grad): {base_ips:7.1f} images/s ({base_s:.1f} s)")
-
-        Xf, paths, featx_s, precision = featx_embed(root, Path(tmp) / "cache", args.batch_size)
-        featx_ips = n / featx_s
-        print(f"featx embed ({precision}, channels-last, worker decoding): {featx_ips:7.1f} images/s ({featx_s:.1f} s)"
-              " - model load and store writes included")
-        print(f"speed-up: {featx_ips / base_ips:.2f}x")
-        Xf32, paths32, f32_s, _ = featx_embed(root, Path(tmp) / "cache-fp32", args.batch_size, precision="fp32")
-        print(f"featx embed --precision fp32 (for reference):        {n / f32_s:7.1f} images/s ({f32_s:.1f} s), "
-              f"{n / f32_s / base_ips:.2f}x the baseline")
-
-        # Align both sets of vectors on file path, then train the same head on each.
-        order = {str(p): i for i, p in enumerate(paths)}
-        Xf = Xf[[order[str(f.resolve())] for f, _, _ in files]]
-        labels = [label for _, label, _ in files]
-        splits = [split for _, _, split in files]
-        acc_b, acc_f = head_accuracy(Xb, labels, splits), head_accuracy(Xf, labels, splits)
-        order32 = {str(p): i for i, p in enumerate(paths32)}
-        acc_32 = head_accuracy(Xf32[[order32[str(f.resolve())] for f, _, _ in files]], labels, splits)
-        print(f"logistic-regression test accuracy, featx fp32: {acc_32:.2f}%")
-        cos = np.sum(Xb * Xf, 1) / np.linalg.norm(Xb, axis=1) / np.linalg.norm(Xf, axis=1)
-        print(f"logistic-regression test accuracy: baseline {acc_b:.2f}%, featx {acc_f:.2f}% "
-              f"(difference {abs(acc_b - acc_f):.2f} points); vector cosine mean {cos.mean():.4f}, min {cos.min():.4f}")
-        if args.json:
-            args.json.write_text(json.dumps({
-                "n_images": n, "baseline_images_per_second": base_ips, "featx_images_per_second": featx_ips,
-                "ratio": featx_ips / base_ips, "precision": precision, "baseline_accuracy": acc_b,
-                "featx_accuracy": acc_f, "featx_fp32_images_per_second": n / f32_s, "featx_fp32_accuracy": acc_32,
-                "cosine_mean": float(cos.mean())}, indent=2))
-
-        if args.ray:
-            compare_engines(args, root, files, featx_ips)
+        tmp = Path(tmp)
+        whole_commands(args, tmp, results)
+        decoding(args, tmp, results)
+        model_only(args, tmp, results)
+        if not args.skip_fashion:
+            fashion_mnist(args, tmp, results)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=1))
+    print(f"wrote {OUT}")
 
 
 def compare_engines(args, root: Path | None = None, files=None, local_ips: float | None = None) -> None:

@@ -61,6 +61,9 @@ def test_health_and_info(client, served):
     assert info["head"]["name"] == "logreg" and info["head"]["classes"] == [str(c) for c in range(10)]
     assert info["dataset"] == "digits" and info["index"]["n"] == 1797 and info["index"]["kind"] == "flat"
     assert info["featx_version"]
+    # the service runs the backbone on the runtime `featx embed` chose (or would choose) for this store
+    assert info["runtime"]["runtime"] == resources.runtime.name and info["runtime"]["detail"]
+    assert info["runtime"]["how"] in ("measured", "remembered", "fallback")
     assert client.get("/openapi.json").json()["paths"].keys() >= {"/embed", "/predict", "/search", "/health", "/info"}
     assert client.get("/docs").status_code == 200
 

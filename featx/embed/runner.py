@@ -243,6 +243,7 @@ def embed_into_store(
     check_batch_size(batch_size)
     if engine == "local":
         check_workers(workers)
+    _check_backbone_name(backbone)  # before hashing starts: a typo should not wait for a whole dataset
     load = dict(weights=weights, image_size=image_size, precision=precision, runtime=runtime, layers=layers,
                 crop=crop or source.crop, store_dtype=store_dtype, cache=cache, batch_size=batch_size)
     if engine == "ray":
@@ -272,3 +273,10 @@ def embed_into_store(
                                 engine=LocalEngine(model, decoders), hashes=hashes)
     finally:
         decoders.close()
+
+
+def _check_backbone_name(name: str) -> None:
+    from ..backbones.registry import HUB_PREFIXES, get_backbone_spec
+
+    if not name.startswith(HUB_PREFIXES):
+        get_backbone_spec(name)  # raises BackboneError naming the known ones
