@@ -47,10 +47,11 @@ def test_every_runtime_and_precision_agrees_with_torch_fp32_within_its_tolerance
             model = load_runtime(image_size=size, precision=precision, runtime=runtime, cache=tmp_path)
             assert model.name == runtime and model.config.precision == precision
             agree = cosines(model(crops), reference)
-            assert agree.min() >= AGREEMENT[precision], (runtime, precision, agree.min())
+            worst, mean = AGREEMENT[precision]
+            assert agree.min() >= worst and agree.mean() >= mean, (runtime, precision, agree.min(), agree.mean())
     # the tolerance can fail: a different image size is not the same model's vectors
     other = load_runtime(image_size=size + 32, precision="fp32", runtime="openvino", cache=tmp_path)
-    assert cosines(other(photo_crops(size + 32)), reference).min() < AGREEMENT["bf16"]
+    assert cosines(other(photo_crops(size + 32)), reference).mean() < AGREEMENT["bf16"][1]
 
 
 def test_openvino_and_torch_share_a_store_and_its_vectors(tmp_path, cache):
@@ -66,7 +67,7 @@ def test_openvino_and_torch_share_a_store_and_its_vectors(tmp_path, cache):
 
     Xt, *_ = FeatureStore(by_torch["store"]).load("colours")
     Xo, *_ = FeatureStore(by_openvino["store"]).load("colours")
-    assert cosines(Xt, Xo).min() >= AGREEMENT["fp32"]
+    assert cosines(Xt, Xo).min() >= AGREEMENT["fp32"][0]
 
 
 @pytest.mark.own_runtime_files
