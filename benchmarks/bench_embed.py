@@ -1,21 +1,22 @@
 """Embedding speed, end to end and piece by piece: whole commands, start-up, decoding, and each runtime.
 
-Default (about 30 minutes, run it alone), everything with efficientnet_lite0 at 224 px, batch 64:
+Default (about 45 minutes, run it alone), everything with efficientnet_lite0 at 224 px, batch 64:
 
   whole command   `featx embed` as a user runs it (a fresh process, fresh store) on 2,000 JPEGs of 256 px
                   cut from scikit-learn's sample photos, against a naive loop in this script (one
                   process: PIL decode, timm's eval transform, fp32 NCHW forward under no_grad) and
                   against the revision before the runtime work (--before, in a git worktree); seconds,
                   images/s, and the time from the process's start to the first stored batch.
-  Fashion-MNIST   `featx embed fashion-mnist` (70,000 images) at fp32, bf16 (auto) and int8, against the
-                  naive loop on the first --naive-images; the logreg head's test accuracy on each store
-                  and the cosine of bf16 and int8 vectors to fp32's.
+  Fashion-MNIST   `featx embed fashion-mnist` (70,000 images) at fp32, bf16 and int8 (auto's runtime) and
+                  bf16 on torch, against the naive loop on the first --naive-images; the logreg head's
+                  test accuracy on each store and the cosine of each one's vectors to fp32's.
   model only      images/s of each runtime and precision on the same batch of photo crops (alternating
                   rounds), and each one's cosine to torch fp32's vectors.
   decoding        images/s per core of the decoders alone, for 256 and 1,024 px JPEGs and PNGs, in one
                   process and in two worker processes.
 
     .venv/bin/python benchmarks/bench_embed.py [--before 8f3d751] [--skip-fashion]   # -> benchmarks/out/embed.json
+    .venv/bin/python benchmarks/bench_embed.py --only fashion                # one part again, merged
     .venv/bin/python benchmarks/bench_embed.py --recipes-only [--rounds 3]   # --layers stages vs final
     .venv/bin/python benchmarks/bench_embed.py --ray-only                    # local engine vs Ray
 """
@@ -200,26 +201,29 @@ def fashion_mnist(args, tmp: Path, results: dict) -> None:
     naive = naive_embed(arrays, full=True)
     print(f"Fashion-MNIST naive loop on {len(arrays)} images: {naive:.1f} images/s", flush=True)
     rows, stores = {}, {}
-    for precision in ("bf16", "fp32", "int8"):
-        cache = tmp / f"fmnist-{precision}"
-        run = run_featx(REPO, "embed", "fashion-mnist", "--cache", cache, "--precision", precision)
+    # auto's three precisions, and torch's bf16 beside OpenVINO's (they share a store key: separate caches)
+    for precision, runtime in (("fp32", "auto"), ("bf16", "auto"), ("int8", "auto"), ("bf16", "torch")):
+        name = precision if runtime == "auto" else f"{precision} --runtime {runtime}"
+        cache = tmp / f"fmnist-{precision}-{runtime}"
+        run = run_featx(REPO, "embed", "fashion-mnist", "--cache", cache, "--precision", precision, "--runtime", runtime)
         n = run["json"]["n_embedded"]
         trained = subprocess.run([sys.executable, "-m", "featx", "train", "fashion-mnist", "--cache", cache,
                                   "--out", cache / "head.npz", "--json"], capture_output=True, text=True, check=True)
         accuracy = json.loads(trained.stdout)["accuracy"]
-        stores[precision] = run["json"]["store"]
-        rows[precision] = {"seconds": run["seconds"], "images_per_second": round(n / run["seconds"], 1),
-                           "vs_naive": round(n / run["seconds"] / naive, 2),
-                           "first_batch_seconds": run["first_batch_seconds"],
-                           "runtime": run["json"]["runtime"]["detail"], "logreg_test_accuracy": round(100 * accuracy, 2)}
-        print(f"featx embed fashion-mnist --precision {precision}: {rows[precision]}", flush=True)
-    X32, _, keys, _ = FeatureStore(stores["fp32"]).load("fashion-mnist")
-    for precision in ("bf16", "int8"):
-        X, _, k, _ = FeatureStore(stores[precision]).load("fashion-mnist")
-        assert list(k) == list(keys)
-        c = cosines(np.asarray(X), np.asarray(X32))
-        rows[precision]["cosine_to_fp32"] = {"min": round(float(c.min()), 5), "mean": round(float(c.mean()), 5)}
-        print(f"{precision} vs fp32 cosine: min {c.min():.5f}, mean {c.mean():.5f}", flush=True)
+        stores[name] = run["json"]["store"]
+        rows[name] = {"seconds": run["seconds"], "images_per_second": round(n / run["seconds"], 1),
+                      "vs_naive": round(n / run["seconds"] / naive, 2),
+                      "first_batch_seconds": run["first_batch_seconds"],
+                      "runtime": run["json"]["runtime"]["detail"], "logreg_test_accuracy": round(100 * accuracy, 2)}
+        print(f"featx embed fashion-mnist --precision {precision} --runtime {runtime}: {rows[name]}", flush=True)
+        if name != "fp32":
+            X32, _, keys, _ = FeatureStore(stores["fp32"]).load("fashion-mnist")
+            X, _, k, _ = FeatureStore(stores[name]).load("fashion-mnist")
+            assert list(k) == list(keys)
+            c = cosines(np.asarray(X), np.asarray(X32))
+            rows[name]["cosine_to_fp32"] = {"min": round(float(c.min()), 5), "mean": round(float(c.mean()), 5),
+                                            "p01": round(float(np.percentile(c, 1)), 5)}
+            print(f"{name} vs fp32 cosine: {rows[name]['cosine_to_fp32']}", flush=True)
     results["fashion_mnist"] = {"images": int(len(keys)), "naive_images_per_second": round(naive, 1),
                                 "naive_images": len(arrays), "rows": rows}
 
@@ -294,7 +298,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2000, help="JPEGs for the whole-command runs")
     ap.add_argument("--naive-images", type=int, default=3000, help="Fashion-MNIST images for its naive loop")
     ap.add_argument("--before", default="8f3d751", help="revision to compare whole commands with ('' to skip)")
-    ap.add_argument("--skip-fashion", action="store_true", help="leave out the Fashion-MNIST runs (25 minutes)")
+    ap.add_argument("--only", choices=("whole", "decoding", "model", "fashion"), action="append", default=None,
+                    help="run only these parts (repeatable); their figures replace those in embed.json")
+    ap.add_argument("--skip-fashion", action="store_true", help="leave out the Fashion-MNIST runs (35 minutes)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the model-only and --recipes-only runs")
     ap.add_argument("--train", type=int, default=2000, help="--recipes-only / --ray-only: Fashion-MNIST JPEGs")
@@ -307,14 +313,13 @@ def main() -> None:
         return compare_engines(args)
     if args.recipes_only:
         return compare_recipes(args)
-    results: dict = {"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count()}
+    parts = {"whole": whole_commands, "decoding": decoding, "model": model_only, "fashion": fashion_mnist}
+    chosen = args.only or [p for p in parts if not (p == "fashion" and args.skip_fashion)]
+    results: dict = json.loads(OUT.read_text()) if args.only and OUT.is_file() else {}
+    results.update({"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count()})
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        whole_commands(args, tmp, results)
-        decoding(args, tmp, results)
-        model_only(args, tmp, results)
-        if not args.skip_fashion:
-            fashion_mnist(args, tmp, results)
+        for part in chosen:
+            parts[part](args, Path(tmp), results)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=1))
     print(f"wrote {OUT}")
