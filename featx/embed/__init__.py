@@ -1,10 +1,11 @@
-"""Embedding: the runner (reader → mapper → writer), loose files through the cache, and the Ray engine."""
+"""Embedding: the runner (decoders → mapper → writer), loose files through the cache, and the Ray engine."""
 
 from ..lazy import lazy_exports
 
 ENGINES = ("local", "ray")  # what runs the model: this machine, or Ray actors (featx.embed.ray_engine)
 
 _EXPORTS = {
+    "DecoderPool": "decoders", "decode_batch": "decoders",
     "embed_files": "files",
     "Embedder": "mapper",
     "EmbedResult": "runner", "Engine": "runner", "LocalEngine": "runner", "embed_into_store": "runner", "embed_source": "runner",

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from ..config import PreprocessConfig
 from ..data import Source, read_input
+from ..errors import FeatxError
 
 # (item indices, their content keys as read, uint8 crops (N, 3, H, W) or None, [(index, reason)] unusable)
 Batch = tuple[list[int], list[str], "np.ndarray | None", list[tuple[int, str]]]
@@ -38,6 +42,11 @@ def _decode_in_worker(indices: Sequence[int], preprocess: PreprocessConfig) -> B
 def _set_source(source: Source) -> None:
     global _SOURCE
     _SOURCE = source
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it stops the pool
+
+
+def _ready() -> None:
+    pass
 
 
 class DecoderPool:
@@ -45,15 +54,18 @@ class DecoderPool:
 
     Start it before loading a model or starting threads: the workers fork from a process with
     nothing running but this one thread, and decode while the model loads. A batch is one task,
-    so a worker returns a whole stacked array (one pickled buffer), not one object per image.
+    so a worker returns a whole stacked array (one pickled buffer), not one object per image. A
+    worker that dies (killed for memory, a crashing decoder) ends the run with an error saying so,
+    never a hang; what was stored stays, and the next run resumes.
     """
 
     def __init__(self, source: Source, workers: int):
         self.source, self.workers = source, workers
         self.pool = None
         if workers:
-            context = multiprocessing.get_context("fork")
-            self.pool = context.Pool(workers, initializer=_set_source, initargs=(source,))
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                            initializer=_set_source, initargs=(source,))
+            self.pool.submit(_ready)  # with fork, this starts every worker now, before any thread exists
 
     def batches(self, indices: Sequence[int], preprocess: PreprocessConfig, batch_size: int,
                 ahead: int | None = None) -> Iterator[Batch]:
@@ -65,17 +77,20 @@ class DecoderPool:
             return
         ahead = ahead or 2 * self.workers + 2
         pending: deque = deque()
-        for chunk in chunks:
-            pending.append(self.pool.apply_async(_decode_in_worker, (chunk, preprocess)))
-            if len(pending) >= ahead:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+        try:
+            for chunk in chunks:
+                pending.append(self.pool.submit(_decode_in_worker, chunk, preprocess))
+                if len(pending) >= ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        except BrokenProcessPool:
+            raise FeatxError("a decoding worker died (killed for memory, or a decoder crashed on a file); what "
+                             "was embedded is stored: run again to resume, with --workers 0 to find the file") from None
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            self.pool.shutdown(wait=True, cancel_futures=True)  # batches not started are dropped
             self.pool = None
 
     def __enter__(self) -> "DecoderPool":
