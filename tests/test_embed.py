@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from featx.data.sources import FileListSource, open_source
 from featx.embed import Embedder, embed_source
+from featx.errors import FeatxError
 from featx.runtimes import runtime_for
-from featx.data.sources import open_source
 from featx.store import FeatureStore, open_store
 
 from conftest import SMALL, noisy_image, run_cli, write_bad_files, write_class_folder
@@ -216,3 +217,28 @@ def test_cpu_embedding_keeps_freed_memory_in_the_heap(lite0_small):
 
     Embedder(lite0_small)  # applies the allocator setting on CPU
     assert keep_freed_memory() is sys.platform.startswith("linux")
+
+
+class _DiesInAWorker(FileListSource):
+    """Reading item 2 kills the process that reads it, unless it is the test's own process."""
+
+    def __init__(self, paths, parent: int):
+        super().__init__(paths)
+        self.parent = parent
+
+    def read(self, i):
+        if i == 2 and os.getpid() != self.parent:
+            os._exit(9)  # as the kernel's OOM killer would end it
+        return super().read(i)
+
+
+def test_a_decoding_worker_that_dies_ends_the_run_with_an_error_not_a_hang(tmp_path, lite0_small):
+    from featx.embed import DecoderPool
+
+    folder = write_class_folder(tmp_path / "a", per_class=3)
+    source = _DiesInAWorker(sorted(str(p) for p in folder.rglob("*.png")), os.getpid())
+    with DecoderPool(source, 1) as pool:
+        with pytest.raises(FeatxError, match="a decoding worker died"):
+            list(pool.batches(list(range(6)), lite0_small.config.preprocess, 2))
+    with DecoderPool(source, 0) as pool:  # in this process the same items decode
+        assert sum(len(idx) for idx, *_ in pool.batches(list(range(6)), lite0_small.config.preprocess, 2)) == 6

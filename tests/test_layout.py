@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from featx.runtimes import TorchRuntime
 from featx.errors import ParameterError, StoreBusyError, StoreError
+from featx.runtimes import TorchRuntime
 
 from conftest import run_cli, write_class_folder
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featx.runtimes import TorchRuntime
 from featx.errors import BundleError, ParameterError, StoreError
+from featx.runtimes import TorchRuntime
 
 from conftest import SMALL, noisy_image, run_cli, write_class_folder
 

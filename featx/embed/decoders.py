@@ -86,7 +86,7 @@ class DecoderPool:
                 yield pending.popleft().result()
         except BrokenProcessPool:
             raise FeatxError("a decoding worker died (killed for memory, or a decoder crashed on a file); what "
-                             "was embedded is stored: run again to resume, with --workers 0 to find the file") from None
+                             "was embedded is stored: run again to resume", params=("workers",)) from None
 
     def close(self) -> None:
         if self.pool is not None:
