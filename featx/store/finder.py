@@ -6,7 +6,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ..config import FINAL, STAGES, BackboneConfig, layer_names
+from ..config import FINAL, STAGES, STORED_PRECISIONS, BackboneConfig, layer_names
 from ..errors import StoreError
 from .store import CATALOG, DEFAULT_CACHE, FeatureStore, store_dir
 
@@ -96,7 +96,9 @@ def find_dataset(
         )
     names = "; ".join(h.config.describe() for h in hits)
     raise StoreError(
-        f"dataset {dataset!r} is in several stores ({names}); choose one with backbone=NAME, image_size=PIXELS, precision=fp32|bf16, layers=final|stages, crop=center|full or store_dtype=float32|float16.",
+        f"dataset {dataset!r} is in several stores ({names}); choose one with backbone=NAME, image_size=PIXELS, "
+        f"precision={'|'.join(STORED_PRECISIONS)}, layers=final|stages, crop=center|full or "
+        "store_dtype=float32|float16.",
         params=("backbone", "image_size", "precision", "layers", "crop", "store_dtype"),
     )
 
