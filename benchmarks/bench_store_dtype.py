@@ -21,7 +21,7 @@ import tempfile
 import numpy as np
 
 from featx.heads import train_head
-from featx.store import Member, find_dataset, open_store
+from featx.store import find_dataset, open_store
 
 SOURCE = {"backbone": "efficientnet_lite0", "image_size": 224, "crop": "full", "layers": "stages"}
 

@@ -135,3 +135,14 @@ def test_a_converted_configuration_embeds_without_importing_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     result, imported = out.strip().rsplit("\n", 1)
     assert json.loads(result)["n_embedded"] == 4 and json.loads(imported) is False
+
+
+@pytest.mark.own_runtime_files
+def test_auto_leaves_a_gpu_to_torch_whatever_the_precision(tmp_path, monkeypatch):
+    from featx.runtimes import load as loading
+
+    monkeypatch.setattr(loading, "_gpu_present", lambda: True)
+    for precision in ("auto", "bf16", "fp32"):
+        model = load_runtime(image_size=SMALL, precision=precision, cache=tmp_path)
+        assert model.name == "torch" and model.choice.how == "gpu", precision
+    assert not (tmp_path / "runtimes" / "choices.json").exists()  # nothing measured against the CPU

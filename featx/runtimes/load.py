@@ -61,10 +61,10 @@ def load_runtime(
     if runtime == "openvino" or int8:
         import_openvino()  # says how to install it
     use_openvino = openvino_available() and runtime != "torch"
+    if use_openvino and runtime == "auto" and not int8 and _gpu_present():
+        use_openvino = False  # a GPU: torch runs there, OpenVINO would run on the CPU
     build_precision = "fp32" if int8 else precision
     resolved = resolve_precision_without_torch(build_precision) if use_openvino else None
-    if use_openvino and resolved is None and runtime == "auto" and _gpu_present():
-        use_openvino = False  # a GPU: torch runs there, OpenVINO would run on the CPU
     request = _request(name, weights, image_size, resolved, layers, crop, store_dtype) if resolved else None
     known = read_table(cache, CONFIGS).get(request) if request else None
     config = BackboneConfig.from_dict(known) if known else None
