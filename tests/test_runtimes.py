@@ -146,3 +146,18 @@ def test_auto_leaves_a_gpu_to_torch_whatever_the_precision(tmp_path, monkeypatch
         model = load_runtime(image_size=SMALL, precision=precision, cache=tmp_path)
         assert model.name == "torch" and model.choice.how == "gpu", precision
     assert not (tmp_path / "runtimes" / "choices.json").exists()  # nothing measured against the CPU
+
+
+def test_a_calibration_made_by_other_versions_is_another_configuration(monkeypatch):
+    from importlib import metadata
+
+    from featx.runtimes.quantize import calibration_fingerprint, calibration_sample
+
+    keys = [f"{i:064x}" for i in range(500)][::-1] + [None, "0" * 64]
+    sample = calibration_sample(keys)
+    assert len(sample) == 300 and sorted(keys[i] for i in sample) == sorted(k for k in set(keys) if k)[:300]
+    now = calibration_fingerprint([keys[i] for i in sample])
+    assert calibration_fingerprint([keys[i] for i in reversed(sample)]) == now  # order does not matter
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda p: "0.0.1" if p == "nncf" else real(p))
+    assert calibration_fingerprint([keys[i] for i in sample]) != now

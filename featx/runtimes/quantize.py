@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
@@ -31,8 +32,19 @@ def calibration_sample(keys: Sequence[str | None], size: int = CALIBRATION_SIZE)
 
 
 def calibration_fingerprint(keys: Sequence[str]) -> str:
-    """What identifies a calibration: the content keys it used and the method."""
-    blob = json.dumps({"method": "nncf-ptq-mixed-v1", "keys": sorted(keys)}, separators=(",", ":"))
+    """What identifies a calibration: the content keys it used, the method, and the versions that ran it.
+
+    The versions are in it because another NNCF or OpenVINO may quantise the same sample differently:
+    a model calibrated again after an upgrade must make a new store, never add to the old one.
+    """
+    versions = {}
+    for package in ("nncf", "openvino"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    blob = json.dumps({"method": "nncf-ptq-mixed-v1", "keys": sorted(keys), "versions": versions},
+                      separators=(",", ":"), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
