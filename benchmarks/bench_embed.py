@@ -234,9 +234,8 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def model_only(args, tmp: Path, results: dict) -> None:
     """Each runtime and precision on the same 64 photo crops, in alternating rounds; cosine to torch fp32."""
-    from featx.data import read_input
+    from featx.data import hash_source, read_input
     from featx.embed.runner import calibration_for
-    from featx.data import hash_source
     from featx.runtimes import load_runtime
 
     folder = tmp / "jpeg256-model"

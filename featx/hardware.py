@@ -35,13 +35,23 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def cpu_flags_say_bf16() -> bool:
-    """Whether /proc/cpuinfo lists native bf16 (AMX-BF16 or AVX512-BF16); False when it cannot tell."""
+def cpu_info(field: str) -> str:
+    """One field of /proc/cpuinfo for the first CPU (``model name``, ``flags``); empty where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(field)), "")
     except OSError:
-        return False
+        return ""
+
+
+def gpu_may_be_present() -> bool:
+    """A cheap look for an NVIDIA driver, so CPU-only machines need not import torch to rule a GPU out."""
+    return os.path.exists("/dev/nvidiactl")
+
+
+def cpu_flags_say_bf16() -> bool:
+    """Whether /proc/cpuinfo lists native bf16 (AMX-BF16 or AVX512-BF16); False when it cannot tell."""
+    flags = cpu_info("flags").split()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
@@ -53,7 +63,7 @@ def resolve_precision_without_torch(precision: str) -> str | None:
     """
     if precision != "auto":
         return precision
-    if os.path.exists("/dev/nvidiactl") or not cpu_flags_say_bf16():
+    if gpu_may_be_present() or not cpu_flags_say_bf16():
         return None
     return "bf16"
 

@@ -120,7 +120,7 @@ def embed(source, backbone, weights, image_size, precision, runtime, cache, laye
 
 
 def _runtime_line(choice: dict) -> str:
-    from ..runtimes.choice import RuntimeChoice
+    from ..runtimes import RuntimeChoice
 
     return RuntimeChoice(**choice).describe()
 

@@ -8,17 +8,14 @@ import numpy as np
 
 from ..config import BackboneConfig, PreprocessConfig
 from ..data import decode_input
-from ..runtimes.base import Runtime
+from ..runtimes.base import Runtime, as_runtime
 
 
 class Embedder:
     """Runs a runtime (or a torch Backbone, on torch) on crops; ``embedder(batch)`` gives an (N, dim) float32 array."""
 
     def __init__(self, model):
-        if not isinstance(model, Runtime):  # a torch Backbone
-            from ..runtimes.torch_runtime import TorchRuntime
-
-            model = TorchRuntime(model)
+        model = as_runtime(model)
         self.runtime: Runtime = model
         self.config: BackboneConfig = model.config
         self.preprocess: PreprocessConfig = model.preprocess

@@ -15,6 +15,7 @@ from ..config import DEFAULT_BACKBONE, PreprocessConfig
 from ..data import Source, hash_source, split_from_key
 from ..errors import ParameterError, StoreError
 from ..hardware import Progress, check_batch_size, check_workers, default_workers, seconds_since_process_start
+from ..runtimes.base import as_runtime
 from ..store import SPLIT_ORDER, FeatureStore, Member
 from .decoders import DecoderPool, decode_batch
 from .mapper import Embedder
@@ -94,8 +95,9 @@ def embed_source(
     name = name or source.name
     start = time.perf_counter()
     n = len(source.items)
+    model = as_runtime(backbone)
     own_engine = engine is None
-    engine = engine or LocalEngine(backbone, DecoderPool(source, default_workers() if workers is None else workers))
+    engine = engine or LocalEngine(model, DecoderPool(source, default_workers() if workers is None else workers))
 
     try:
         with store.writing():
@@ -122,14 +124,14 @@ def embed_source(
 
     seconds = time.perf_counter() - start
     n_embedded = sum(1 for m in members if m.key in embedded_keys)
-    choice = getattr(backbone, "choice", None)
+    config = model.config
     return EmbedResult(
         dataset=name,
         store=str(store.path),
-        backbone=backbone.config.name,
-        dim=backbone.config.dim,
-        layers=list(backbone.config.layers),
-        crop=backbone.config.preprocess.crop,
+        backbone=config.name,
+        dim=config.dim,
+        layers=list(config.layers),
+        crop=config.preprocess.crop,
         n_total=n,
         n_embedded=n_embedded,
         n_reused=len(members) - n_embedded,
@@ -137,8 +139,8 @@ def embed_source(
         seconds=round(seconds, 3),
         images_per_second=round(n_embedded / seconds, 2) if seconds > 0 else 0.0,
         failures=[{"path": source.items[i].path, "reason": r} for i, r in sorted(failures.items())],
-        precision=backbone.config.precision,
-        runtime=choice.to_dict() if choice is not None else {"runtime": "torch", "how": "asked"},
+        precision=config.precision,
+        runtime=model.choice.to_dict(),
         first_batch_seconds=engine.first_batch_seconds,
     )
 

@@ -4,60 +4,22 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 
 import numpy as np
 
 from ..config import BackboneConfig
-from .base import Runtime
+from ..hardware import cpu_info
+from .base import Runtime, RuntimeChoice, installed_versions
 from .cache import CHOICES, read_table, remember
 
 MEASURE_ROUNDS = 2  # timed batches per runtime, after one warm-up batch
 
 
-@dataclass
-class RuntimeChoice:
-    """Which runtime runs the backbone and why; ``to_dict()`` goes into ``--json``."""
-
-    runtime: str
-    how: str  # asked | measured | remembered | fallback | gpu | int8
-    images_per_second: dict[str, float] = field(default_factory=dict)  # the measurement behind the choice
-    detail: str = ""  # the runtime's own line, e.g. "openvino 2026.4.1, bf16, 2 parallel requests"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def describe(self) -> str:
-        why = {
-            "asked": "as asked",
-            "measured": "measured now",
-            "remembered": "measured earlier on this machine",
-            "fallback": "OpenVINO is not installed (pip install 'featx[openvino]')",
-            "gpu": "a GPU is present",
-            "int8": "int8 runs on OpenVINO",
-        }.get(self.how, self.how)
-        speeds = ", ".join(f"{k} {v:.0f}" for k, v in self.images_per_second.items())
-        measured = f"; images/s {speeds}" if speeds else ""
-        return f"{self.detail or self.runtime} ({why}{measured})"
-
-
 def machine_id() -> str:
     """What a measured choice holds for: the CPU model, its cores, and the runtimes' versions."""
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
-    versions = []
-    for package in ("torch", "openvino"):
-        try:
-            versions.append(f"{package} {metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{package} -")
-    return f"{model or 'unknown cpu'} x{os.cpu_count()}; {', '.join(versions)}"
+    versions = ", ".join(f"{p} {v or '-'}" for p, v in installed_versions("torch", "openvino").items())
+    return f"{cpu_info('model name') or 'unknown cpu'} x{os.cpu_count()}; {versions}"
 
 
 def choice_key(config: BackboneConfig, batch_size: int) -> str:

@@ -12,11 +12,11 @@ import numpy as np
 
 from ..config import DEFAULT_BACKBONE, FINAL, BackboneConfig, PreprocessConfig, layer_names
 from ..errors import BackboneError, ParameterError
-from ..hardware import resolve_precision_without_torch
+from ..hardware import gpu_may_be_present, resolve_precision_without_torch
 from . import RUNTIMES
-from .base import Runtime
+from .base import Runtime, RuntimeChoice
 from .cache import CONFIGS, openvino_model, read_table, remember, runtimes_root, save_openvino_model
-from .choice import RuntimeChoice, choose, remembered_choice
+from .choice import choose, remembered_choice
 from .openvino_runtime import OpenVINORuntime, convert_backbone, import_openvino, openvino_available
 
 # calibrate(preprocess) -> (fingerprint of the sample, its uint8 crops): what int8 quantises with.
@@ -139,7 +139,6 @@ def _torch(backbone, how: str, threads: int | None = None) -> Runtime:
 
 
 def _chosen(runtime: Runtime, choice: RuntimeChoice) -> Runtime:
-    choice.detail = runtime.describe()
     runtime.choice = choice
     return runtime
 
@@ -155,7 +154,7 @@ def _int8(cache, config: BackboneConfig, fp32_path, calibrate: Calibrate, thread
 
 
 def _gpu_present() -> bool:
-    if not os.path.exists("/dev/nvidiactl"):
+    if not gpu_may_be_present():
         return False
     import torch
 

@@ -6,13 +6,13 @@ import contextlib
 import hashlib
 import json
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..errors import BackboneError
+from .base import installed_versions
 from .openvino_runtime import INSTALL_HINT, import_openvino
 
 CALIBRATION_SIZE = 300  # NNCF's default subset size
@@ -37,12 +37,7 @@ def calibration_fingerprint(keys: Sequence[str]) -> str:
     The versions are in it because another NNCF or OpenVINO may quantise the same sample differently:
     a model calibrated again after an upgrade must make a new store, never add to the old one.
     """
-    versions = {}
-    for package in ("nncf", "openvino"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
+    versions = installed_versions("nncf", "openvino")
     blob = json.dumps({"method": "nncf-ptq-mixed-v1", "keys": sorted(keys), "versions": versions},
                       separators=(",", ":"), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()

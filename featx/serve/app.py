@@ -138,7 +138,7 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
             "backbone": {"name": cfg.name, "describe": cfg.describe(), "dim": cfg.dim,
                          "image_size": cfg.preprocess.input_size, "precision": cfg.precision,
                          "weights_sha256": cfg.weights_sha256},
-            "runtime": _runtime_info(resources.runtime),
+            "runtime": resources.runtime.choice.to_dict(),
             "store_key": cfg.key,
             "store": store,
             "head": None if resources.bundle is None else {
@@ -240,9 +240,3 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
         app.add_middleware(BearerAuth, token=token)
     return app
 
-
-def _runtime_info(runtime) -> dict:
-    """What runs the backbone and why (featx.runtimes.RuntimeChoice), for /info."""
-    choice = getattr(runtime, "choice", None)
-    return choice.to_dict() if choice is not None else {"runtime": runtime.name, "how": "asked",
-                                                        "detail": runtime.describe()}
