@@ -33,6 +33,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: setup
+	@mkdir -p cache/demo
 	$(BIN)/featx backbones
 	@echo "== embed scikit-learn's digits (1,797 real images) with efficientnet_lite0"
 	$(BIN)/featx embed digits
@@ -43,7 +44,7 @@ demo: setup
 	$(BIN)/featx train digits --out cache/demo/digits-logreg.npz
 	@echo "== three digits written out as new PNG files: classify them, index the dataset, ask what looks like the first"
 	$(BIN)/python -c "from sklearn.datasets import load_digits; from PIL import Image; import os; \
-		os.makedirs('cache/demo', exist_ok=True); d = load_digits(); \
+		d = load_digits(); \
 		[Image.fromarray((d.images[i] * 255 / 16).astype('uint8')).resize((64, 64)).save(f'cache/demo/digit-{d.target[i]}.png') for i in (1700, 1750, 1790)]"
 	$(BIN)/featx predict cache/demo/digits-logreg.npz cache/demo --top-k 2
 	$(BIN)/featx index digits
