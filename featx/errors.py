@@ -31,6 +31,15 @@ class BackboneError(FeatxError):
     """Unknown backbone, unavailable or incompatible weights."""
 
 
+class DamagedModelError(BackboneError):
+    """A converted model under the cache whose files are not the ones written (bytes changed, truncated,
+    missing, or made for another configuration); featx converts it again rather than run it."""
+
+    def __init__(self, folder, problem: str):
+        super().__init__(f"the converted model in {str(folder)!r} is damaged: {problem}", params=("runtime",))
+        self.folder, self.problem = folder, problem
+
+
 class SourceError(FeatxError):
     """A dataset source that cannot be read: missing path, empty folder, malformed manifest."""
 

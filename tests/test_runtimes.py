@@ -161,3 +161,50 @@ def test_a_calibration_made_by_other_versions_is_another_configuration(monkeypat
     real = metadata.version
     monkeypatch.setattr(metadata, "version", lambda p: "0.0.1" if p == "nncf" else real(p))
     assert calibration_fingerprint([keys[i] for i in sample]) != now
+
+
+def _damage(path, how: str) -> None:
+    if how == "bytes":  # the red team's: 2,000 random bytes changed, size kept
+        rng = np.random.default_rng(1)
+        data = bytearray(path.read_bytes())
+        for i in rng.integers(0, len(data), 2000):
+            data[i] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(data))
+    elif how == "truncate":
+        with open(path, "r+b") as f:
+            f.truncate(5_000_000 if path.suffix == ".bin" else 500)
+    else:
+        path.unlink()
+
+
+@pytest.mark.own_runtime_files
+@pytest.mark.parametrize("file, how", [("openvino.bin", "bytes"), ("openvino.bin", "truncate"),
+                                       ("openvino.xml", "delete")])
+def test_a_damaged_converted_model_is_converted_again_never_run(tmp_path, file, how):
+    from featx.store import FeatureStore
+
+    first = write_class_folder(tmp_path / "first", per_class=2)
+    second = write_class_folder(tmp_path / "second", per_class=3, classes={"g": (20, 200, 20), "w": (240, 240, 240)})
+    args = ("--image-size", SMALL, "--workers", 0, "--precision", "fp32", "--cache", tmp_path / "c", "--json")
+    run_cli("embed", first, "--runtime", "openvino", *args)
+    (model,) = (tmp_path / "c" / "runtimes").glob("efficientnet_lite0-*/" + file)
+    _damage(model, how)
+    result = run_cli("embed", second, "--runtime", "openvino", *args)
+    assert "damaged" in result.stderr and "converting it again" in result.stderr, result.stderr
+    store = json.loads(result.stdout)["store"]
+    X_openvino, *_ = FeatureStore(store).load("second")
+    by_torch = run_cli("embed", second, "--runtime", "torch", *args[:-3], "--cache", tmp_path / "t", "--json")
+    X_torch, *_ = FeatureStore(json.loads(by_torch.stdout)["store"]).load("second")
+    assert cosines(X_openvino, X_torch).min() >= AGREEMENT["fp32"][0]
+    again = run_cli("embed", second, "--runtime", "openvino", *args)  # repaired once: quiet since
+    assert "damaged" not in again.stderr
+
+
+def test_a_conversion_unlike_torch_is_refused_before_anything_is_stored(tmp_path, lite0_small):
+    from featx.runtimes.openvino_runtime import check_conversion, convert_backbone
+
+    path = tmp_path / "openvino.xml"
+    convert_backbone(lite0_small, path)  # checks itself: a faithful conversion passes
+    extractor = lite0_small.extractor
+    with pytest.raises(BackboneError, match="unlike torch's"):
+        check_conversion(lambda x: extractor(x.flip(-1)), lite0_small.config, path)

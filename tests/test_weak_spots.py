@@ -33,6 +33,13 @@ def test_an_empty_token_is_refused_not_taken_as_no_token(lite0_small):
         create_app(Resources(runtime=TorchRuntime(lite0_small)), token="")
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_featx_token_variable_is_refused_too(monkeypatch, value):
+    monkeypatch.setenv("FEATX_TOKEN", value)
+    result = run_cli("serve", ok=False)
+    assert result.exit_code == 2 and "empty token" in result.output and "Traceback" not in result.output
+
+
 def test_port_out_of_range_is_a_usage_error():
     result = run_cli("serve", "--port", 99999, ok=False)
     assert result.exit_code == 2 and "--port" in result.output and "Traceback" not in result.output

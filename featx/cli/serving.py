@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from ..config import PRECISIONS
@@ -63,6 +65,8 @@ def serve(dataset, head, backbone, weights, image_size, precision, runtime, cach
     from ..serve.app import check_limits
 
     check_limits(max_upload_mb, max_batch, max_wait_ms)
+    if token is None and os.environ.get("FEATX_TOKEN") is not None:
+        token = os.environ["FEATX_TOKEN"]  # click reads an empty variable as unset: it must be refused, not ignored
     if token is not None and not token.strip():
         raise click.BadParameter("an empty token would turn authentication off; give a real one, or leave "
                                  "--token and FEATX_TOKEN unset.", param_hint="--token")

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import BackboneConfig
+from ..errors import DamagedModelError
 from ..store import DEFAULT_CACHE
-from ..store.atomic import atomic_write, fsync_dir, safe_name
+from ..store.atomic import atomic_write, file_sha256, fsync_dir, safe_name
 
 RUNTIMES_DIR = "runtimes"
 OPENVINO_MODEL = "openvino.xml"  # beside it, openvino.bin
 CONFIGS = "configs.json"  # what a request (name, weights, size, recipe…) builds: skips building torch's model
 CHOICES = "choices.json"  # auto's measured choice per machine, configuration and batch size
+MANIFEST = "manifest.json"  # in a converted model's folder: its configuration, each file's size and SHA-256
 
 
 def runtimes_root(cache: str | os.PathLike | None) -> Path:
@@ -31,18 +33,63 @@ def model_dir(cache: str | os.PathLike | None, config: BackboneConfig) -> Path:
 
 
 def openvino_model(cache: str | os.PathLike | None, config: BackboneConfig) -> Path | None:
-    """The converted model's .xml for ``config``, or None when it has not been converted yet."""
-    path = model_dir(cache, config) / OPENVINO_MODEL
-    return path if path.is_file() and path.with_suffix(".bin").is_file() else None
+    """The converted model's .xml for ``config``, or None when it has not been converted yet.
+
+    Raises DamagedModelError when the folder is there but its files are not the ones written for
+    ``config`` (changed bytes, truncated, missing, or written for another configuration).
+    """
+    folder = model_dir(cache, config)
+    if not folder.exists():
+        return None
+    problem = model_problem(folder, config)
+    if problem:
+        raise DamagedModelError(folder, problem)
+    return folder / OPENVINO_MODEL
+
+
+class RepairedModelWarning(UserWarning):
+    """A damaged converted model was found and converted again: the vectors are right, the cache was not."""
+
+
+def model_problem(folder: Path, config: BackboneConfig) -> str | None:
+    """What is wrong with a converted model's folder for ``config``, or None when every file is as written.
+
+    The manifest records the configuration and each file's size and SHA-256 (a model is tens of MB:
+    hashing it costs a few tens of milliseconds once per process, against vectors silently wrong).
+    """
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files, key = manifest["files"], manifest["key"]
+    except FileNotFoundError:
+        return "it has no manifest: converted by an older featx, or not finished"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"its manifest cannot be read: {e}"
+    if key != config.key:
+        return f"it was converted for configuration {str(key)[:12]}, not {config.key[:12]}"
+    if not isinstance(files, dict) or OPENVINO_MODEL not in files:
+        return "its manifest lists no model"
+    for name, expected in files.items():
+        path = folder / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if not isinstance(expected, dict) or size != expected.get("size"):
+            return f"{name} has {size} bytes, not {expected.get('size') if isinstance(expected, dict) else '?'}"
+        if not path.is_file() or file_sha256(path) != expected.get("sha256"):
+            return f"{name}'s checksum differs from the one written"
+    return None
 
 
 def save_openvino_model(cache: str | os.PathLike | None, config: BackboneConfig,
                         write: Callable[[Path], None]) -> Path:
     """Write a model with ``write(path_to_xml)`` into a temporary folder, then rename it into place whole.
 
-    A reader sees the folder complete or not at all; when another process got there first, its copy stays.
-    Where the cache cannot be written (a read-only store), the model lives in a temporary folder for
-    this process only.
+    The folder gets a manifest (the configuration, each file's size and SHA-256) that
+    :func:`openvino_model` checks on every load. A reader sees the folder complete or not at all; a
+    damaged folder already there is moved aside first; when another process got there first, its copy
+    stays. Where the cache cannot be written (a read-only store), the model lives in a temporary folder
+    for this process only.
     """
     final = model_dir(cache, config)
     try:
@@ -57,6 +104,8 @@ def save_openvino_model(cache: str | os.PathLike | None, config: BackboneConfig,
     try:
         write(tmp / OPENVINO_MODEL)
         (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        _write_manifest(tmp, config)
+        _move_aside(final, config)
         try:
             os.rename(tmp, final)
             fsync_dir(final.parent)
@@ -66,6 +115,28 @@ def save_openvino_model(cache: str | os.PathLike | None, config: BackboneConfig,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final / OPENVINO_MODEL
+
+
+def _write_manifest(folder: Path, config: BackboneConfig) -> None:
+    files = {}
+    for path in sorted(folder.iterdir()):
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())  # durable before the manifest vouches for them
+        files[path.name] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
+    with atomic_write(folder / MANIFEST) as f:
+        f.write(json.dumps({"key": config.key, "config": config.to_dict(), "files": files}, indent=1).encode())
+
+
+def _move_aside(final: Path, config: BackboneConfig) -> None:
+    """Take a damaged model folder out of the way (a healthy one, another process's, stays)."""
+    if not final.exists() or model_problem(final, config) is None:
+        return
+    aside = final.with_name(f".damaged-{uuid.uuid4().hex[:12]}-{final.name}")
+    try:
+        os.rename(final, aside)
+    except OSError:
+        return  # another process moved it first
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def read_table(cache: str | os.PathLike | None, name: str) -> dict:

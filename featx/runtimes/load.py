@@ -5,17 +5,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from importlib import metadata
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from ..config import DEFAULT_BACKBONE, FINAL, BackboneConfig, PreprocessConfig, layer_names
-from ..errors import BackboneError, ParameterError
+from ..errors import BackboneError, DamagedModelError, ParameterError
 from ..hardware import gpu_may_be_present, resolve_precision_without_torch
 from . import RUNTIMES
 from .base import Runtime, RuntimeChoice
-from .cache import CONFIGS, openvino_model, read_table, remember, runtimes_root, save_openvino_model
+from .cache import (CONFIGS, RepairedModelWarning, openvino_model, read_table, remember, runtimes_root,
+                    save_openvino_model)
 from .choice import choose, remembered_choice
 from .openvino_runtime import OpenVINORuntime, convert_backbone, import_openvino, openvino_available
 
@@ -89,8 +92,7 @@ def load_runtime(
     if config is None:
         build()
     reference = dataclasses.replace(config, precision="fp32")  # one converted model serves fp32 and bf16
-    path = openvino_model(cache, reference) or save_openvino_model(
-        cache, reference, lambda p: convert_backbone(build(), p))
+    path = converted_model(cache, reference, lambda p: convert_backbone(build(), p))
     if int8:
         return _int8(cache, config, path, calibrate, threads)
     openvino = OpenVINORuntime(config, path, threads)
@@ -111,7 +113,11 @@ def runtime_for(config: BackboneConfig, *, runtime: str = "auto", weights: str |
     if config.precision == "int8":
         if runtime == "torch":
             raise ParameterError("runtime", "torch cannot run int8 vectors' model; use --runtime openvino or auto.")
-        path = openvino_model(cache, config)
+        try:
+            path = openvino_model(cache, config)
+        except DamagedModelError as e:
+            raise BackboneError(f"{e}. Embed the dataset again with --precision int8 to calibrate it anew.",
+                                params=("precision",)) from None
         if path is None:
             raise BackboneError(f"the int8 model calibrated for {config.describe()} is not under "
                                 f"{runtimes_root(cache)}; embed the dataset again with --precision int8 to calibrate "
@@ -148,9 +154,18 @@ def _int8(cache, config: BackboneConfig, fp32_path, calibrate: Calibrate, thread
 
     fingerprint, crops = calibrate(config.preprocess)
     quantised = dataclasses.replace(config, precision="int8", calibration=fingerprint)
-    path = openvino_model(cache, quantised) or save_openvino_model(
-        cache, quantised, lambda p: quantize_model(fp32_path, crops, p))
+    path = converted_model(cache, quantised, lambda p: quantize_model(fp32_path, crops, p))
     return _chosen(OpenVINORuntime(quantised, path, threads), RuntimeChoice("openvino", "int8"))
+
+
+def converted_model(cache, config: BackboneConfig, write: Callable[[Path], None]) -> Path:
+    """``config``'s converted model, written by ``write`` when it is missing or damaged (with a warning)."""
+    try:
+        path = openvino_model(cache, config)
+    except DamagedModelError as e:
+        warnings.warn(f"{e}; converting it again.", RepairedModelWarning, stacklevel=3)
+        path = None
+    return path or save_openvino_model(cache, config, write)
 
 
 def _gpu_present() -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..config import BackboneConfig, PreprocessConfig
 from ..errors import BackboneError
-from .base import Runtime
+from .base import AGREEMENT, Runtime
 
 INSTALL_HINT = "pip install 'featx[openvino]' (or `pip install openvino nncf`)"
 
@@ -46,6 +46,44 @@ def convert_backbone(backbone, path: Path) -> None:
         model = ov.convert_model(extractor, example_input=torch.zeros(1, 3, size, size),
                                  input=[(-1, 3, size, size)])
     ov.save_model(with_preprocessing(model, backbone.config.preprocess), str(path), compress_to_fp16=False)
+    check_conversion(extractor, backbone.config, path)
+
+
+def probe_crops(size: int, n: int = 4) -> np.ndarray:
+    """A few fixed uint8 crops (gradients with seeded noise): the same input for torch and OpenVINO."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    crops = np.stack([(ramp[None, :] * (i + 1) / n + ramp[:, None] * (n - i) / n) / 2 for i in range(n)])
+    crops = crops[:, None] + rng.normal(0, 40, (n, 3, size, size))
+    return np.clip(crops, 0, 255).astype(np.uint8)
+
+
+def check_conversion(extractor, config: BackboneConfig, path: Path) -> None:
+    """Refuse a converted model whose fp32 vectors differ from torch's on a probe batch.
+
+    Runs once per new model file (the manifest's checksums vouch for it afterwards), so a conversion
+    that went wrong never stores a vector.
+    """
+    import torch
+
+    crops = probe_crops(config.preprocess.input_size)
+    mean = torch.tensor(config.preprocess.mean).view(1, 3, 1, 1)
+    std = torch.tensor(config.preprocess.std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        expected = extractor((torch.from_numpy(crops).float() / 255 - mean) / std).float().numpy()
+    compiled = import_openvino().Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = compiled(crops)[0]
+    worst = float(cosines(expected, got).min())
+    if not worst >= AGREEMENT["fp32"][0]:
+        raise BackboneError(f"converting {config.describe()} to OpenVINO gave vectors unlike torch's (worst cosine "
+                            f"{worst:.4f} on a probe batch, below {AGREEMENT['fp32'][0]}); nothing was stored. "
+                            "Use --runtime torch, and report this with your OpenVINO version.", params=("runtime",))
+
+
+def cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (N, d) arrays."""
+    A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
+    return (A * B).sum(1) / np.maximum(np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1), 1e-30)
 
 
 def with_preprocessing(model, pre: PreprocessConfig):
