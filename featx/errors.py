@@ -56,6 +56,18 @@ class StoreError(FeatxError):
     status = 404
 
 
+class DamagedStoreError(StoreError):
+    """A store whose catalog SQLite cannot read: skipped when listing, reported by verify."""
+
+    status = 409
+
+    def __init__(self, store, problem: str):
+        super().__init__(f"store {str(store)!r} is damaged: its catalog cannot be read ({problem}). Run `featx "
+                         "verify` to see what is wrong; move that folder aside (its vectors cannot be trusted) and "
+                         "embed again.")
+        self.store, self.problem = store, problem
+
+
 class StoreBusyError(StoreError):
     """Another process holds the store's write lock; reading still works, writing must wait."""
 

@@ -66,6 +66,32 @@ def test_one_corrupt_catalog_does_not_take_down_the_other_stores(tmp_path, cache
         FeatureStore(other)
 
 
+@pytest.mark.parametrize("where", ["middle", "header"])
+def test_partial_damage_to_one_catalog_leaves_the_other_stores_working(tmp_path, cache, where):
+    """The red team's: garbage written over part of one store's catalog.sqlite."""
+    healthy = write_class_folder(tmp_path / "data", per_class=3)
+    _embed(healthy)
+    damaged = write_class_folder(tmp_path / "many", per_class=150)
+    other = Path(_embed(damaged, "--precision", "fp32")["store"])
+    catalog = other / "catalog.sqlite"
+    size = catalog.stat().st_size
+    assert size > 64 * 1024 and not (other / "catalog.sqlite-wal").exists()
+    with open(catalog, "r+b") as f:
+        f.seek(size // 2 // 4096 * 4096 if where == "middle" else 0)
+        f.write(np.random.default_rng(0).integers(0, 256, 4096 if where == "middle" else 100 * 1024,
+                                                   dtype=np.uint8).tobytes())
+    stores = run_cli("stores")
+    assert "warning: skipped" in stores.output and other.name in stores.output and " data " in stores.output
+    assert "Traceback" not in stores.output
+    assert "test accuracy" in run_cli("train", "data", "--head", "knn").output
+    assert _embed(healthy)["n_reused"] == 6
+    refused = run_cli("train", "many", ok=False)
+    assert refused.exit_code == 1 and other.name in refused.output and "Traceback" not in refused.output
+    verify = run_cli("verify", ok=False)
+    assert verify.exit_code == 1 and f"{other.name}: DAMAGED" in verify.output and ": ok" in verify.output
+    assert run_cli("verify", "--repair", ok=False).exit_code == 1  # nothing but embedding again mends a catalog
+
+
 def test_dataset_names_never_share_index_or_head_files(tmp_path, cache):
     folder = write_class_folder(tmp_path / "data", per_class=3)
     _embed(folder, "--name", "p q")

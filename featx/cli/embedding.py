@@ -161,27 +161,29 @@ def stores(cache, as_json) -> None:
 def verify(cache, repair, as_json) -> None:
     """Check every store: the catalog's integrity and each shard's size, header and checksum.
 
-    Exits 1 when something is damaged and --repair was not given. A store whose
-    catalog cannot be read at all is reported and skipped.
+    Exits 1 when something is damaged that --repair did not mend: a damaged
+    shard without --repair, or any damage to a catalog (which nothing but
+    embedding again can mend).
 
     \b
     Examples:
       featx verify
       featx verify --repair --json
     """
-    from ..store import list_stores, verify_store
+    from ..store import verify_cache
 
-    reports = []
-    for store in list_stores(cache):
-        with store:
-            reports.append(verify_store(store, repair))
+    reports = verify_cache(cache, repair)
     if as_json:
         echo_json(reports)
     for r in reports if not as_json else ():
         state = "ok" if r["ok"] else ("repaired" if r["repaired"] else "DAMAGED")
-        click.echo(f"{r['store']}: {state} ({r['n_shards']} shards)")
+        shards = "catalog unreadable" if r["unreadable"] else (
+            "shards not checked" if r["n_shards"] is None else f"{r['n_shards']} shards")
+        click.echo(f"{r['store']}: {state} ({shards})")
         for problem in r["catalog_problems"]:
-            click.echo(f"  catalog: {problem}")
+            click.echo(f"  catalog: {printable(problem)}")
+        if r["catalog_problems"]:
+            click.echo("  move this folder aside (its vectors cannot be trusted) and embed its datasets again")
         for d in r["damaged_shards"]:
             click.echo(f"  shard {d['file']} ({d['n']} vectors) {d['problem']}")
         if r["repaired"]:

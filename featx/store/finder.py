@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from ..config import FINAL, STAGES, STORED_PRECISIONS, BackboneConfig, layer_names
-from ..errors import StoreError
+from ..errors import DamagedStoreError, StoreError
 from .store import CATALOG, DEFAULT_CACHE, FeatureStore, store_dir
 
 
@@ -15,23 +15,39 @@ class DamagedStoreWarning(UserWarning):
     """A store under the cache could not be opened and was skipped; the others still work."""
 
 
-def list_stores(cache: str | os.PathLike | None = None) -> list[FeatureStore]:
-    """Every readable store under ``cache``, oldest directory name first.
-
-    A store whose catalog cannot be read is skipped with a DamagedStoreWarning naming it, so one
-    damaged store never takes down the others.
-    """
+def store_folders(cache: str | os.PathLike | None = None) -> list[Path]:
+    """Every folder under ``cache`` with a catalog, readable or not, oldest name first."""
     root = Path(cache or DEFAULT_CACHE)
     if not root.is_dir():
         return []
+    return [d for d in sorted(root.iterdir()) if (d / CATALOG).is_file()]
+
+
+def list_stores(cache: str | os.PathLike | None = None) -> list[FeatureStore]:
+    """Every readable store under ``cache``, oldest directory name first.
+
+    Each store is opened and its catalog quick-checked on its own (see catalog.quick_check); one that
+    cannot be read is skipped with a DamagedStoreWarning naming it, so one damaged store never takes
+    down the others.
+    """
     stores = []
-    for d in sorted(root.iterdir()):
-        if (d / CATALOG).is_file():
-            try:
-                stores.append(FeatureStore(d))
-            except StoreError as e:
-                warnings.warn(f"skipped: {e}", DamagedStoreWarning, stacklevel=2)
+    for d in store_folders(cache):
+        try:
+            store = FeatureStore(d)
+        except StoreError as e:
+            skip_damaged(e)
+            continue
+        problems = store.catalog_problems(force=False)
+        if problems:
+            store.close()
+            skip_damaged(DamagedStoreError(d, "; ".join(problems[:3])))
+            continue
+        stores.append(store)
     return stores
+
+
+def skip_damaged(error: StoreError) -> None:
+    warnings.warn(f"skipped: {error}", DamagedStoreWarning, stacklevel=3)
 
 
 def describe_stores(cache: str | os.PathLike | None = None) -> list[dict]:
@@ -39,8 +55,20 @@ def describe_stores(cache: str | os.PathLike | None = None) -> list[dict]:
     rows = []
     for store in list_stores(cache):
         with store:
-            rows.append(store.describe())
+            try:
+                rows.append(store.describe())
+            except DamagedStoreError as e:
+                skip_damaged(e)
     return rows
+
+
+def _holds(store: FeatureStore, dataset: str) -> bool:
+    """Whether ``store`` records ``dataset``; a store whose catalog fails while answering is skipped."""
+    try:
+        return bool(store.datasets(dataset))
+    except DamagedStoreError as e:
+        skip_damaged(e)
+        return False
 
 
 def find_dataset(
@@ -78,7 +106,7 @@ def find_dataset(
                 and (store_dtype is None or c.store_dtype == store_dtype))
 
     stores = list_stores(cache)
-    hits = [s for s in stores if matches(s.config) and any(d.name == dataset for d in s.datasets())]
+    hits = [s for s in stores if matches(s.config) and _holds(s, dataset)]
     for s in stores:
         if len(hits) != 1 or s is not hits[0]:
             s.close()

@@ -18,8 +18,9 @@ import numpy as np
 
 from .. import __version__
 from ..config import BackboneConfig
-from ..errors import StoreBusyError, StoreError
+from ..errors import DamagedStoreError, StoreBusyError, StoreError
 from .atomic import commit, file_sha256, safe_name, write_npy
+from .catalog import connect, quick_check
 
 CATALOG = "catalog.sqlite"
 SHARDS = "shards"
@@ -101,10 +102,6 @@ class FeatureStore:
                 self._open_catalog_read_only(catalog, config)
             else:
                 self._open_catalog(catalog, config)
-        except sqlite3.DatabaseError as e:
-            self.close()
-            raise StoreError(f"store {str(self.path)!r} is damaged: its catalog cannot be read ({e}). Move that "
-                             "folder aside (its vectors cannot be trusted) and embed again.") from None
         except BaseException:
             self.close()
             raise
@@ -113,7 +110,7 @@ class FeatureStore:
         self._missing_is_damage = False
 
     def _open_catalog(self, catalog: Path, config: BackboneConfig | None) -> None:
-        self._db = sqlite3.connect(catalog, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db = connect(catalog, self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
@@ -124,11 +121,16 @@ class FeatureStore:
     def _open_catalog_read_only(self, catalog: Path, config: BackboneConfig | None) -> None:
         uri = catalog.resolve().as_uri()
         try:  # sees a writer's latest commits when the WAL's files are there to read
-            self._db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            self._db = connect(f"{uri}?mode=ro", self.path, uri=True, isolation_level=None, check_same_thread=False)
             self._db.execute("SELECT COUNT(*) FROM meta").fetchone()
-        except sqlite3.OperationalError:  # no -shm file and no right to make one: read the file as it stands
-            self._db.close()
-            self._db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+        except (sqlite3.OperationalError, StoreError) as e:
+            if isinstance(e, DamagedStoreError):
+                raise
+            # no -shm file and no right to make one: read the file as it stands
+            if self._db is not None:
+                self._db.close()
+            self._db = connect(f"{uri}?immutable=1", self.path, uri=True, isolation_level=None,
+                               check_same_thread=False)
         self._check_config(config)
 
     def _check_config(self, config: BackboneConfig | None) -> None:
@@ -196,12 +198,10 @@ class FeatureStore:
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
 
-    def catalog_problems(self) -> list[str]:
-        """What SQLite's quick integrity check finds wrong with the catalog (empty when healthy)."""
-        try:
-            return [r[0] for r in self._db.execute("PRAGMA quick_check") if r[0] != "ok"]
-        except sqlite3.DatabaseError as e:
-            return [str(e)]
+    def catalog_problems(self, force: bool = True) -> list[str]:
+        """What SQLite's quick integrity check finds wrong with the catalog (empty when healthy); without
+        ``force`` a large catalog is not checked (see catalog.quick_check)."""
+        return quick_check(self._db, self.path / CATALOG, force)
 
     def shard_files(self) -> list[str]:
         """The shard files the catalog lists, in id order."""
