@@ -135,3 +135,28 @@ def test_a_reader_racing_a_merge_gets_a_consistent_answer(tmp_path, lite0_small)
     loaded, _, got_keys, _ = reader.load("d")
     assert merged == [3] and list(got_keys) == keys
     np.testing.assert_array_equal(np.asarray(loaded), X)
+
+
+def test_a_name_that_looks_like_another_names_stem_gets_files_of_its_own(tmp_path, cache):
+    """The red team's: "p q" is stored as p-q-38c70423, and a dataset may be called p-q-38c70423."""
+    from featx.store.atomic import name_stem
+
+    names = ["p q", name_stem("p q"), "..", ".", "a", "a+blocks.4"]
+    assert len({name_stem(n) for n in names}) == len(names) and name_stem("digits") == "digits"
+    assert all(name_stem(n) not in (".", "..") and "/" not in name_stem(n) for n in names)
+    _embed(write_class_folder(tmp_path / "x", per_class=3), "--name", "p q")
+    _embed(write_class_folder(tmp_path / "y", per_class=2, classes={"g": (0, 200, 0), "w": (250, 250, 250)}),
+           "--name", name_stem("p q"))
+    heads = [json.loads(run_cli("train", n, "--head", "knn", "--json").output) for n in ("p q", name_stem("p q"))]
+    assert heads[0]["path"] != heads[1]["path"]
+    from featx.heads import load_bundle
+
+    assert [load_bundle(h["path"]).dataset for h in heads] == ["p q", name_stem("p q")]
+
+
+def test_an_audit_report_is_written_inside_the_audit_folder_whatever_the_dataset_is_called(tmp_path, cache):
+    _embed(write_class_folder(tmp_path / "x", per_class=6), "--name", "..")
+    run_cli("audit", "..", "--json")
+    assert not (cache / "report.json").exists() and not (cache / "audit" / "report.json").exists()
+    (report,) = (cache / "audit").glob("*/report.json")
+    assert json.loads(report.read_text())["dataset"] == ".."

@@ -230,3 +230,52 @@ def test_an_empty_featx_cache_means_the_default_not_the_current_folder(tmp_path,
     (tmp_path / "stray-store").mkdir()
     result = run_cli("stores")
     assert "under cache" in result.output
+
+
+def _audit_resources(tmp_path, report):
+    from types import SimpleNamespace
+
+    store = tmp_path / "cache" / "store"
+    store.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "report.json"
+    if report == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text(json.dumps(report))
+    return SimpleNamespace(audit_report=str(path), dataset="p q", store=SimpleNamespace(path=store))
+
+
+@pytest.mark.parametrize("report, status", [
+    (None, 409), ([1, 2], 409), ("fifo", 409),
+    ({"dataset": "p-q-38c70423", "store": "STORE"}, 409),  # another dataset's report in this one's place
+    ({"dataset": "p q", "store": "STORE", "label_issues": 3, "summary": [], "leaks": [None]}, 200),
+])
+def test_audit_reports_of_the_wrong_shape_or_dataset_are_refused_not_500(tmp_path, report, status):
+    from featx.errors import ServiceError
+    from featx.serve.thumbnails import audit_findings
+
+    if isinstance(report, dict):
+        report["store"] = os.path.relpath(tmp_path / "cache" / "store")  # spelled another way than the service's
+    resources = _audit_resources(tmp_path, report)
+    if status == 200:
+        answer = audit_findings(resources, 5)
+        assert answer["label_issues"] == [] and answer["summary"] == {} and answer["near_leaks"] == []
+    else:
+        with pytest.raises(ServiceError) as caught:
+            audit_findings(resources, 5)
+        assert caught.value.status == status
+
+
+def test_a_bug_in_the_service_answers_in_the_json_error_shape(lite0_small):
+    from fastapi.testclient import TestClient
+
+    from featx.serve import Resources, create_app
+
+    def boom():
+        raise RuntimeError("a bug")
+
+    app = create_app(Resources(runtime=TorchRuntime(lite0_small)))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        app.router.add_api_route("/boom", boom)
+        response = client.get("/boom")
+    assert response.status_code == 500 and response.json()["error"].startswith("internal error (RuntimeError)")

@@ -31,7 +31,7 @@ def map_(dataset, where, cache, as_json):
 
     started = time.perf_counter()
     with find_dataset(dataset, cache, **where) as store, Bars() as bars:
-        layout, computed = dataset_map(store, dataset, progress=bars)
+        layout, computed = dataset_map(store, dataset, progress=bars, must_save=True)
         path = map_path(store, dataset)
     result = {"dataset": dataset, "n": len(layout.keys), "method": layout.method, "computed": computed,
               "seconds": round(time.perf_counter() - started, 2), "path": str(path)}

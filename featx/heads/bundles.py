@@ -137,7 +137,9 @@ def _bundle_from(meta: dict, arrays: dict, path: Path) -> HeadBundle:
     layers = meta.get("layers")
     if layers is not None and not (isinstance(layers, list) and all(isinstance(n, str) for n in layers)):
         raise BundleError(f"{str(path)!r} is not a featx head bundle (its layers are {layers!r}).")
-    return HeadBundle(
+    if not isinstance(meta["dataset"], str):
+        raise BundleError(f"{str(path)!r} is not a featx head bundle (its dataset is {meta['dataset']!r}).")
+    bundle = HeadBundle(
         head=head,
         head_name=meta["head"],
         config=BackboneConfig.from_dict(meta["backbone"]),
@@ -147,3 +149,24 @@ def _bundle_from(meta: dict, arrays: dict, path: Path) -> HeadBundle:
         created=meta.get("created", 0.0),
         layers=None if layers is None else tuple(layers),
     )
+    _check_usable(bundle, arrays, path)
+    return bundle
+
+
+def _check_usable(bundle: HeadBundle, arrays: dict, path: Path) -> None:
+    """Refuse a bundle whose arrays hold NaN or cannot answer: a probe batch must give one finite
+    probability row per input, over the bundle's classes (wrong shapes and types fail here, not later)."""
+    damaged = sorted(k for k, v in arrays.items() if v.dtype.kind in "fc" and not np.isfinite(v).all())
+    if damaged:
+        raise BundleError(f"{str(path)!r} is damaged: {', '.join(damaged)} hold NaN or infinite values. Train the "
+                          "head again.")
+    probe = np.random.default_rng(0).standard_normal((2, bundle.config.dim)).astype(np.float32)
+    try:
+        P = np.asarray(bundle.head.predict_proba(bundle.features(probe)))
+        ok = P.shape == (2, len(bundle.classes)) and bool(np.isfinite(P).all())
+    except Exception as e:  # whatever breaks inside the estimator: the arrays are not what it wrote
+        raise BundleError(f"{str(path)!r} is damaged: its head cannot predict ({type(e).__name__}: {e}). Train the "
+                          "head again.") from None
+    if not ok:
+        raise BundleError(f"{str(path)!r} is damaged: its head gives {P.shape} probabilities, not finite ones for "
+                          f"{len(bundle.classes)} classes. Train the head again.")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +14,8 @@ import numpy as np
 from ..hardware import Progress
 from ..search.flat import normalize
 from ..store import FeatureStore
-from ..store.atomic import atomic_write, name_stem
+from ..errors import StoreError
+from ..store.atomic import atomic_write, is_regular_file, name_stem
 
 METHOD = "pca50-umap"  # chosen by benchmarks/bench_map.py (README: "Which map")
 
@@ -56,23 +59,22 @@ def _fingerprint(keys) -> str:
 
 
 def dataset_map(store: FeatureStore, dataset: str, *, progress: Progress | None = None,
-                lock=None) -> tuple[Layout, bool]:
+                lock=None, must_save: bool = False) -> tuple[Layout, bool]:
     """The dataset's layout and whether it was computed now: read from beside the store when its members
-    are unchanged, else computed (and saved there when the store is writable).
+    are unchanged, else computed and saved there.
 
     ``lock`` (the service's store lock) is held while the store is read or written, not while UMAP runs.
+    A layout that cannot be saved (read-only cache, full disk) is still returned, unless ``must_save``:
+    then StoreError says why.
     """
     guard = lock or contextlib.nullcontext()
     with guard:
         keys = list(dict.fromkeys(m.key for m in store.members(dataset)))
         fingerprint = _fingerprint(keys)
         path = map_path(store, dataset)
-        try:
-            with np.load(path, allow_pickle=False) as saved:
-                if str(saved["fingerprint"]) == fingerprint:
-                    return Layout(saved["keys"], saved["points"], str(saved["method"])), False
-        except (OSError, KeyError, ValueError):
-            pass
+        saved = _read_saved(path, dataset, fingerprint)
+        if saved is not None:
+            return saved, False
         X = store.vectors(keys)
     if progress:
         progress("map", 0, len(keys))
@@ -80,9 +82,32 @@ def dataset_map(store: FeatureStore, dataset: str, *, progress: Progress | None 
     layout = Layout(np.array(keys), layout.points, layout.method)
     if progress:
         progress("map", len(keys), len(keys))
-    if not store.read_only:
-        with guard:
+    with guard:
+        try:
+            if store.read_only:
+                raise OSError(errno.EROFS, "the store is read-only here")
             path.parent.mkdir(exist_ok=True)
             with atomic_write(path) as f:
-                np.savez(f, keys=layout.keys, points=layout.points, method=layout.method, fingerprint=fingerprint)
+                np.savez(f, keys=layout.keys, points=layout.points, method=layout.method, fingerprint=fingerprint,
+                         dataset=dataset)
+        except OSError as e:
+            if must_save:
+                raise StoreError(f"cannot save the map to {str(path)!r}: {e.strerror or e}. Free some space or pass "
+                                 "cache=DIR on a writable disk.", params=("cache",)) from None
     return layout, True
+
+
+def _read_saved(path: Path, dataset: str, fingerprint: str) -> Layout | None:
+    """The saved layout when it is a whole, well-formed file made for exactly this dataset and membership."""
+    if not is_regular_file(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            if str(saved["fingerprint"]) != fingerprint or str(saved["dataset"]) != dataset:
+                return None
+            keys, points, method = saved["keys"], saved["points"], str(saved["method"])
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None  # damaged or from an older featx: computed again
+    if points.ndim != 2 or points.shape != (len(keys), 2) or not np.isfinite(points).all():
+        return None
+    return Layout(keys, points.astype(np.float32), method)

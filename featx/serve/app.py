@@ -86,6 +86,10 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
     async def featx_error(_request: Request, e: FeatxError):
         return error_response(e.status, str(e))
 
+    @app.exception_handler(Exception)
+    async def server_error(_request: Request, e: Exception):  # a bug still answers in the one error shape
+        return error_response(500, f"internal error ({type(e).__name__}); the server's log has the details.")
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, e: StarletteHTTPException):  # 404, 405…: the same error shape
         return error_response(e.status_code, str(e.detail), getattr(e, "headers", None))

@@ -4,6 +4,7 @@ served only for loaded samples), the dataset's map (computed once, kept beside t
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from ..data.thumbnails import Thumbnails
 from ..errors import ServiceError
-from ..store.atomic import atomic_write
+from ..store.atomic import atomic_write, read_regular_file
 
 STATIC = Path(__file__).parent / "static"
 KEY = re.compile(r"[0-9a-f]{64}")
@@ -89,15 +90,38 @@ class MapCache:
 
 def audit_findings(resources, top: int) -> dict:
     """The top findings of each kind from the dataset's `featx audit` report, when it is this store's."""
+    rerun = f"run `featx audit {resources.dataset}` with the same --cache"
     try:
-        report = json.loads(Path(resources.audit_report).read_text())
+        report = json.loads(read_regular_file(resources.audit_report))
+    except FileNotFoundError:
+        raise ServiceError(f"no audit report for dataset {resources.dataset!r}: {rerun}.", 404) from None
     except (OSError, ValueError, TypeError):
-        raise ServiceError(f"no audit report for dataset {resources.dataset!r}: run `featx audit "
-                           f"{resources.dataset}` with the same --cache.", 404) from None
-    if report.get("store") != str(resources.store.path):
+        raise ServiceError(f"the audit report of dataset {resources.dataset!r} cannot be read: {rerun}.", 409) from None
+    if not isinstance(report, dict):
+        raise ServiceError(f"the audit report of dataset {resources.dataset!r} is not a report: {rerun}.", 409)
+    if report.get("dataset") != resources.dataset:
+        raise ServiceError(f"the audit report found belongs to another dataset, not {resources.dataset!r}: {rerun}.",
+                           409)
+    if not _same_path(report.get("store"), resources.store.path):
         raise ServiceError("the audit report was made from another store of this dataset (another backbone or "
                            "recipe): run `featx audit` again with this one.", 409)
-    leaks = [f for f in report.get("leaks", []) if f.get("kind") == "near_leak"]
-    return {"dataset": resources.dataset, "summary": report.get("summary", {}),
-            "label_issues": report.get("label_issues", [])[:top], "near_leaks": leaks[:top],
-            "outliers": report.get("outliers", [])[:top]}
+
+    def findings(field: str) -> list[dict]:
+        found = report.get(field)
+        return [f for f in found if isinstance(f, dict)] if isinstance(found, list) else []
+
+    summary = report.get("summary")
+    leaks = [f for f in findings("leaks") if f.get("kind") == "near_leak"]
+    return {"dataset": resources.dataset, "summary": summary if isinstance(summary, dict) else {},
+            "label_issues": findings("label_issues")[:top], "near_leaks": leaks[:top],
+            "outliers": findings("outliers")[:top]}
+
+
+def _same_path(recorded, path) -> bool:
+    """Whether a recorded store path names ``path`` however it was spelled (relative, absolute, via a link)."""
+    if not isinstance(recorded, str):
+        return False
+    try:
+        return os.path.samefile(recorded, path)
+    except OSError:
+        return os.path.realpath(recorded) == os.path.realpath(path)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import stat
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,13 +20,21 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "unnamed"
 
 
+_HASHED_STEM = re.compile(r".*-[0-9a-f]{8}")
+
+
 def name_stem(name: str) -> str:
-    """A file-name stem for a user's name that no other name shares: the safe name, plus a short hash of
-    the real name whenever making it safe changed it (``"p q"`` and ``"p-q"`` stay apart)."""
+    """A file-name stem for a user's name that no other name shares.
+
+    A name that is already safe is its own stem, unless it could be mistaken for a hashed stem (it ends
+    in ``-`` and 8 hex digits) or a path step (``.``, ``..``, a leading dot); every other name becomes its
+    safe form plus a short hash of the real name. So ``"p q"`` → ``p-q-38c70423``, and the name
+    ``"p-q-38c70423"`` itself gets a hash of its own: verbatim stems never end like hashed ones.
+    """
     safe = safe_name(name)
-    if safe == name:
+    if safe == name and not name.startswith(".") and not _HASHED_STEM.fullmatch(name):
         return safe
-    return f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return f"{safe.strip('.') or 'unnamed'}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -34,6 +44,30 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_regular_file(path: str | os.PathLike, max_bytes: int = 64 << 20) -> bytes:
+    """A regular file's bytes; OSError for anything else (a FIFO, a device, a folder) without blocking on it,
+    and for a file larger than ``max_bytes``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if info.st_size > max_bytes:
+            raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes", str(path))
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(max_bytes + 1)[:max_bytes]
+    finally:
+        os.close(fd)
+
+
+def is_regular_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a regular file (following links), without opening it."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def fsync_dir(path: Path) -> None:

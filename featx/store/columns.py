@@ -43,8 +43,12 @@ class LayerSelection:
 
 
 def layers_suffix(layers: Sequence[str] | None) -> str:
-    """What a derived file's name gains for a subset of layers (``-blocks.4-blocks.6-<hash>``); "" for all."""
-    return "" if layers is None else "-" + name_stem("+".join(layers))
+    """What a derived file's name gains for a subset of layers (``+blocks.4-blocks.6-<hash>``); "" for all.
+
+    "+" never stands in a name stem, so ``a`` with layer ``blocks.4`` and a dataset named ``a-blocks.4``
+    never share a file.
+    """
+    return "" if layers is None else "+" + name_stem("+".join(layers))
 
 
 def select_layers(config: BackboneConfig, layers: str | Sequence[str] | None = None) -> LayerSelection:
