@@ -152,3 +152,32 @@ def seconds_since_process_start() -> float | None:
         return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 2)
     except (OSError, ValueError, IndexError):
         return None
+
+
+def die_with_parent(parent: int) -> None:
+    """End this (forked worker) process when ``parent`` dies, however it dies (``kill -9`` included).
+
+    Linux's parent-death signal does it at once; elsewhere a daemon thread watches for the parent's pid to
+    change. Either way a worker blocked on its pipe never outlives the command that started it.
+    """
+    import ctypes.util
+    import signal
+    import threading
+    import time
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        armed = libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        armed = False
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    if armed:
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="featx-parent-watch", daemon=True).start()

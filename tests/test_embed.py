@@ -169,6 +169,19 @@ def _count_vectors(store_path: Path) -> int:
 N_KILLED = 400
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_run_loses_nothing_committed_and_resumes(tmp_path, sig):
     folder = tmp_path / "many"
@@ -193,9 +206,15 @@ def test_killed_run_loses_nothing_committed_and_resumes(tmp_path, sig):
             break
         time.sleep(0.05)
     assert store_path is not None and proc.poll() is None, "the run finished before it could be interrupted"
+    workers = _children(proc.pid)
+    assert workers, "the run had no decoding worker to leave behind"
     os.kill(proc.pid, sig)
     proc.wait(timeout=60)
     assert proc.returncode != 0
+    deadline = time.time() + 10  # the workers die with their parent, even one killed with -9
+    while time.time() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in workers):
+        time.sleep(0.1)
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")], "a decoding worker outlived its parent"
 
     done_before = _count_vectors(store_path)
     assert 8 <= done_before < N_KILLED

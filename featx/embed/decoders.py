@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -14,6 +15,7 @@ import numpy as np
 from ..config import PreprocessConfig
 from ..data import Source, read_input
 from ..errors import FeatxError
+from ..hardware import die_with_parent
 
 # (item indices, their content keys as read, uint8 crops (N, 3, H, W) or None, [(index, reason)] unusable)
 Batch = tuple[list[int], list[str], "np.ndarray | None", list[tuple[int, str]]]
@@ -39,10 +41,11 @@ def _decode_in_worker(indices: Sequence[int], preprocess: PreprocessConfig) -> B
     return decode_batch(_SOURCE, indices, preprocess)
 
 
-def _set_source(source: Source) -> None:
+def _set_source(source: Source, parent: int) -> None:
     global _SOURCE
     _SOURCE = source
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it stops the pool
+    die_with_parent(parent)  # a parent killed with -9 cannot stop the pool: the workers must notice themselves
 
 
 def _ready() -> None:
@@ -64,7 +67,7 @@ class DecoderPool:
         self.pool = None
         if workers:
             self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                            initializer=_set_source, initargs=(source,))
+                                            initializer=_set_source, initargs=(source, os.getpid()))
             self.pool.submit(_ready)  # with fork, this starts every worker now, before any thread exists
 
     def batches(self, indices: Sequence[int], preprocess: PreprocessConfig, batch_size: int,
