@@ -279,3 +279,48 @@ def test_a_bug_in_the_service_answers_in_the_json_error_shape(lite0_small):
         app.router.add_api_route("/boom", boom)
         response = client.get("/boom")
     assert response.status_code == 500 and response.json()["error"].startswith("internal error (RuntimeError)")
+
+
+@contextmanager
+def _mounted(target: Path, *options: str):
+    """``mount`` as root (a small tmpfs, a read-only bind); skips where this machine will not mount."""
+    target.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", *options, str(target)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount here: {done.stderr.decode().strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def _fill_to_the_brim(cache: Path, tmp_path: Path) -> None:
+    small = write_class_folder(tmp_path / "small", per_class=10)
+    larger = write_class_folder(tmp_path / "larger", per_class=40, classes={"g": (0, 200, 0), "w": (250, 250, 250)})
+    for folder in (small, larger):
+        run_cli("embed", folder, "--image-size", SMALL, "--workers", 0, "--runtime", "torch", "--cache", cache,
+                ok=False)
+
+
+def test_a_full_disk_is_explained_by_every_command_that_writes(tmp_path):
+    with _mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=600k", "tmpfs") as disk:
+        cache = disk / "c"
+        _fill_to_the_brim(cache, tmp_path)
+        for command in (["index", "small"], ["audit", "small"]):
+            result = run_cli(*command, "--cache", cache, ok=False)
+            assert result.exit_code == 1 and "No space left on device" in result.output, result.output
+            assert "Traceback" not in result.output
+        assert "test accuracy" in run_cli("train", "small", "--head", "knn", "--cache", cache, "--out",
+                                          tmp_path / "h.npz").output  # the store itself is whole
+
+
+def test_a_read_only_cache_is_explained_and_map_does_not_claim_to_save(tmp_path):
+    cache = tmp_path / "c"
+    run_cli("embed", write_class_folder(tmp_path / "small", per_class=10), "--image-size", SMALL, "--workers", 0,
+            "--runtime", "torch", "--cache", cache)
+    with _mounted(tmp_path / "ro", "--bind", str(cache)) as ro:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        for command in (["audit", "small"], ["map", "small"]):
+            result = run_cli(*command, "--cache", ro, ok=False)
+            assert result.exit_code == 1 and "read-only" in result.output.lower(), result.output
+            assert "saved:" not in result.output and "Traceback" not in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import warnings
@@ -38,6 +39,23 @@ class FeatxGroup(click.Group):
             return super().invoke(ctx)
         except FeatxError as e:
             raise click.ClickException(cli_message(e)) from None
+        except OSError as e:
+            if e.errno not in _DISK_ERRORS:
+                raise
+            where = f" {printable(str(e.filename))!r}" if e.filename else ""
+            raise click.ClickException(
+                f"cannot write{where}: {e.strerror or e}. {_DISK_ERRORS[e.errno]} Nothing already stored was lost "
+                "(files are written whole or not at all).") from None
+
+
+# What a full or read-only disk needs from the user; the library lets these OSErrors rise, the skin explains.
+_DISK_ERRORS = {
+    errno.ENOSPC: "Free some space, or pass --cache DIR (or --out) on a disk with room, and run the command again.",
+    errno.EDQUOT: "Your disk quota is used up: free some space, or pass --cache DIR on another disk.",
+    errno.EROFS: "That disk is read-only here: pass --cache DIR (or --out) on a writable disk.",
+    errno.EACCES: "You may not write there: pass --cache DIR (or --out) in a folder of your own.",
+    errno.EFBIG: "The file would be too large for that disk.",
+}
 
 
 _SHOW_WARNING = warnings.showwarning
