@@ -106,3 +106,17 @@ def test_hash_split_is_deterministic_and_near_80_20():
     splits = [split_from_key(k) for k in keys]
     assert splits == [split_from_key(k) for k in keys]
     assert 0.17 < splits.count("test") / len(splits) < 0.23
+
+
+@pytest.mark.parametrize("body, message", [
+    ("a.png,cat,train,extra\n", "4 fields, but the header has 3"),
+    ("a.png\n", "1 fields, but the header has 3"),
+    ("a.png,\"" + "x" * 200_000 + "\",train\n", "near line 2: field larger than field limit"),
+])
+def test_a_malformed_manifest_row_is_named_not_accepted_or_a_traceback(tmp_path, body, message):
+    from featx.data import open_source
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,split\n" + body)
+    with pytest.raises(SourceError, match=message):
+        open_source(str(manifest))

@@ -200,6 +200,18 @@ def test_file_names_with_control_characters_cannot_forge_output_lines(tmp_path, 
     assert "bad\\nwarning: forged.jpg" in embedded.output and "x\\nError: forged\\x1b[2J.png" in searched.output
 
 
+def test_labels_and_dataset_names_with_control_characters_cannot_forge_output_lines(tmp_path, cache):
+    folder = write_class_folder(tmp_path / "data", per_class=8, classes={"x\nFORGED\x1b[2J": (220, 30, 30),
+                                                                         "blue": (30, 30, 220)})
+    name = "d\nError: forged"
+    embedded = run_cli("embed", folder, "--image-size", SMALL, "--workers", 0, "--name", name)
+    trained = run_cli("train", name, "--verbose")
+    for output in (embedded.output, trained.output):
+        assert not any(line.startswith(("FORGED", "Error: forged")) for line in output.splitlines()), output
+        assert "\x1b" not in output
+    assert "x\\nFORGED\\x1b[2J" in trained.output and "d\\nError: forged" in trained.output
+
+
 def test_two_trainings_writing_one_head_file_at_once_both_succeed(tmp_path, cache):
     import sys
 

@@ -59,7 +59,7 @@ def audit(dataset, folds, head, ranking, leak_threshold, k, out, export, use_lay
     s = report["summary"]
     if report["note"]:
         click.echo(f"note: {report['note']}", err=True)
-    click.echo(f"{dataset}: {s['images']:,} images, {s['classes']} classes ({report['settings']['folds']} folds of "
+    click.echo(f"{printable(dataset)}: {s['images']:,} images, {s['classes']} classes ({report['settings']['folds']} folds of "
                f"{head})")
     click.echo(f"likely label issues: {s['label_issues']:,}; leaks: {s['exact_leaks']:,} identical and "
                f"{s['near_leaks']:,} near-twins across splits; {s['conflicting_labels']:,} images with two labels; "

@@ -108,7 +108,7 @@ def embed(source, backbone, weights, image_size, precision, runtime, cache, laye
     if as_json:
         return echo_json(result.to_dict())
     speed = f"{result.images_per_second:.1f} images/s" if result.n_embedded else "nothing new to embed"
-    click.echo(f"{result.dataset}: {result.n_total} images, {result.n_embedded} embedded, {result.n_reused} reused, "
+    click.echo(f"{printable(result.dataset)}: {result.n_total} images, {result.n_embedded} embedded, {result.n_reused} reused, "
                f"{result.n_failed} failed in {result.seconds:.1f}s ({speed})")
     click.echo(f"store: {result.store} ({result.backbone}, dim {result.dim})")
     click.echo(f"recipe: layers {', '.join(result.layers)}; {result.crop} crop; {result.precision}")

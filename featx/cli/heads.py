@@ -42,10 +42,10 @@ def train(dataset, where, cache, head, out, use_layers, verbose, as_json):
     chosen = ", ".join(f"{k.rstrip('_')}={v:g}" for k, v in result.params.items() if k.endswith("_")
                        and k not in ("n_iter_", "temperature_"))
     if result.test is None:
-        click.echo(f"{head} on {dataset}: trained on {result.n_train} in {result.train_seconds:.2f}s ({chosen}); "
+        click.echo(f"{head} on {printable(dataset)}: trained on {result.n_train} in {result.train_seconds:.2f}s ({chosen}); "
                    "no test split to score on")
     else:
-        click.echo(f"{head} on {dataset}: test accuracy {result.accuracy:.2%}, macro-F1 {result.macro_f1:.4f} "
+        click.echo(f"{head} on {printable(dataset)}: test accuracy {result.accuracy:.2%}, macro-F1 {result.macro_f1:.4f} "
                    f"({result.n_train} train, {result.n_test} test; trained in {result.train_seconds:.2f}s, {chosen})")
         echo_metrics(result.test.to_dict(), verbose)
     click.echo(f"saved: {result.path}")
@@ -70,7 +70,7 @@ def evaluate(head, dataset, split, cache, verbose, as_json):
     m = evaluate_bundle(head, dataset, split, cache)
     if as_json:
         return echo_json(m)
-    click.echo(f"{m['head']} on {dataset} ({split}, {m['n']} images): accuracy {m['accuracy']:.2%}, "
+    click.echo(f"{m['head']} on {printable(dataset)} ({split}, {m['n']} images): accuracy {m['accuracy']:.2%}, "
                f"macro-F1 {m['macro_f1']:.4f}")
     echo_metrics(m, verbose)
 

@@ -7,7 +7,7 @@ import time
 import click
 
 from .options import json_option, selection_options
-from .output import Bars, echo_json
+from .output import Bars, echo_json, printable
 
 
 @click.command("map")
@@ -37,6 +37,6 @@ def map_(dataset, where, cache, as_json):
               "seconds": round(time.perf_counter() - started, 2), "path": str(path)}
     if as_json:
         return echo_json(result)
-    click.echo(f"{dataset}: {result['n']:,} points ({layout.method}), "
+    click.echo(f"{printable(dataset)}: {result['n']:,} points ({layout.method}), "
                + (f"computed in {result['seconds']:.1f}s" if computed else "unchanged since it was computed")
                + f"; saved: {path}")

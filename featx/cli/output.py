@@ -73,9 +73,10 @@ class Bars:
 def echo_metrics(m: dict, verbose: bool) -> None:
     """Per-class recall (worst first) and, with ``verbose``, the confusion matrix."""
     worst = sorted(m["per_class_recall"].items(), key=lambda kv: kv[1])
-    click.echo("per-class recall: " + ", ".join(f"{k} {v:.1%}" for k, v in worst))
+    click.echo("per-class recall: " + ", ".join(f"{printable(k)} {v:.1%}" for k, v in worst))
     if verbose:
-        width = max(len(label) for label in m["labels"])
+        labels = [printable(label) for label in m["labels"]]
+        width = max(len(label) for label in labels)
         click.echo("confusion matrix (rows: true, columns: predicted, in the order above):")
-        for label, row in zip(m["labels"], m["confusion"]):
+        for label, row in zip(labels, m["confusion"]):
             click.echo(f"  {label:>{width}}  " + " ".join(f"{v:>5}" for v in row))

@@ -57,7 +57,7 @@ def index(dataset, where, cache, kind, max_memory, target_recall, use_layers, as
     if report.note:
         click.echo(f"note: {report.note}")
     params = ", ".join(f"{k}={v}" for k, v in report.params.items())
-    click.echo(f"{report.dataset}: {report.kind} index of {report.n} vectors ({report.action}) in "
+    click.echo(f"{printable(report.dataset)}: {report.kind} index of {report.n} vectors ({report.action}) in "
                f"{report.build_seconds:.2f}s, {report.bytes / 1e6:.1f} MB, recall@10 {report.recall_at_10:.3f}"
                + (f" ({params})" if params else ""))
     click.echo(f"saved: {report.path}")

@@ -168,11 +168,21 @@ class CsvSource(FileSource):
                         "Its first line must be a header such as: path,label,split"
                     )
                 reader.fieldnames = fields
-                rows = list(reader)
+                rows = []
+                for row in reader:
+                    if None in row or None in row.values():  # DictReader's filler for a ragged row
+                        n_fields = len(fields) + len(row.get(None) or ()) - list(row.values()).count(None)
+                        raise SourceError(f"manifest {str(csv_path)!r}, line {reader.line_num}: {n_fields} fields, "
+                                          f"but the header has {len(fields)} ({','.join(fields)}). Quote a value "
+                                          "that holds a comma.")
+                    rows.append((reader.line_num, row))
         except UnicodeDecodeError:
             raise SourceError(f"manifest {str(csv_path)!r} is not UTF-8 text.") from None
+        except csv.Error as e:
+            raise SourceError(f"manifest {str(csv_path)!r}, near line {reader.line_num + 1}: {e} (is it a CSV "
+                              "file?).") from None
         items = []
-        for n, row in enumerate(rows, start=2):
+        for n, row in rows:
             rel = (row.get("path") or "").strip()
             if not rel:
                 raise SourceError(f"manifest {str(csv_path)!r}, line {n}: empty path.")
