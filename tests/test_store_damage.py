@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ def _embed(folder, *args) -> dict:
     return json.loads(run_cli("embed", folder, "--image-size", SMALL, "--workers", 0, "--json", *args).output)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "delete"])
+@pytest.mark.parametrize("damage", ["truncate", "delete", "fifo"])
 def test_a_damaged_shard_is_reported_then_repaired_by_the_next_embed(tmp_path, cache, damage):
     folder = write_class_folder(tmp_path / "data", per_class=4)
     store = Path(_embed(folder)["store"])
@@ -26,6 +27,8 @@ def test_a_damaged_shard_is_reported_then_repaired_by_the_next_embed(tmp_path, c
         shard.write_bytes(shard.read_bytes()[:-4000])
     else:
         shard.unlink()
+    if damage == "fifo":  # reading it would block for ever
+        os.mkfifo(shard)
     train = run_cli("train", "data", ok=False)
     assert train.exit_code == 1 and "is damaged" in train.output and shard.name in train.output
     assert "Traceback" not in train.output

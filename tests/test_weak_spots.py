@@ -336,3 +336,19 @@ def test_a_read_only_cache_is_explained_and_map_does_not_claim_to_save(tmp_path)
             result = run_cli(*command, "--cache", ro, ok=False)
             assert result.exit_code == 1 and "read-only" in result.output.lower(), result.output
             assert "saved:" not in result.output and "Traceback" not in result.output
+
+
+def test_audit_of_identical_images_and_rank_of_one_class_are_explained(tmp_path, cache):
+    from PIL import Image
+
+    same = tmp_path / "same"
+    for label in ("a", "b"):
+        (same / label).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (32, 32), (100, 100, 100)).save(same / label / f"{i}.png")
+    _embed(same)
+    audit = run_cli("audit", "same", ok=False)
+    assert audit.exit_code == 1 and "copies of one image" in audit.output and "Traceback" not in audit.output
+    one = write_class_folder(tmp_path / "one", per_class=6, classes={"x": (200, 0, 0)})
+    rank = run_cli("rank", one, ok=False)
+    assert rank.exit_code == 1 and "single class" in rank.output

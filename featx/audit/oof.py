@@ -58,6 +58,12 @@ def out_of_fold_probabilities(X: np.ndarray, labels, *, folds: int = 5, head: st
     classes = np.unique(labels)
     proba = np.zeros((len(labels), len(classes)), dtype=np.float32)
     if groups is not None and len(set(groups)) < len(groups):
+        n_groups = len(set(groups))
+        if n_groups < 2:
+            raise DataError(f"the {len(labels)} labelled images are copies of one image: out-of-fold predictions need "
+                            "at least two distinct images. Its labels disagree if it has more than one class.")
+        if n_groups < k:
+            k, note = n_groups, f"{n_groups} folds: the {len(labels)} images hold only {n_groups} distinct ones"
         folds_of = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(X, labels, groups)
     else:
         folds_of = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(X, labels)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..config import FINAL, STAGES
 from ..data import Source, SubsetSource, hash_source
-from ..errors import FeatxError, ParameterError
+from ..errors import DataError, FeatxError, ParameterError
 from ..hardware import Progress
 from ..store import DEFAULT_CACHE, open_store
 from ..store.atomic import name_stem
@@ -116,6 +116,9 @@ def rank_candidates(
     keys, failures = hash_source(source, progress)
     splits = labeled_splits(source, keys, dataset)
     train = splits["train"]
+    if len(np.unique(train.labels)) < 2:
+        raise DataError(f"dataset {dataset!r} has a single class: ranking how well features separate classes needs at "
+                        "least two labelled classes.")
     sample = train.take(stratified_sample(train.keys, train.labels, settings.sample,
                                           min_per_class=settings.folds, seed=settings.seed))
     sample_source = SubsetSource(source, sample.indices, name=dataset)

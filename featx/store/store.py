@@ -19,7 +19,7 @@ import numpy as np
 from .. import __version__
 from ..config import BackboneConfig
 from ..errors import DamagedStoreError, StoreBusyError, StoreError
-from .atomic import commit, file_sha256, safe_name, write_npy
+from .atomic import commit, file_sha256, is_regular_file, safe_name, write_npy
 from .catalog import connect, quick_check
 
 CATALOG = "catalog.sqlite"
@@ -521,6 +521,8 @@ class FeatureStore:
     def shard_problem(self, file: str, n: int) -> str | None:
         """What is wrong with shard ``file`` of ``n`` rows from its header and size alone, or None."""
         path = self.path / SHARDS / file
+        if path.exists() and not is_regular_file(path):
+            return "is not a regular file (a FIFO, a device or a folder stands in its place)"
         try:
             with open(path, "rb") as f:
                 version = np.lib.format.read_magic(f)
