@@ -236,3 +236,31 @@ def test_hostile_images_are_4xx_and_cheap(client):
     response = client.post("/predict", files=big)
     assert response.status_code == 413 and "million pixels" in response.json()["error"]
     assert time.perf_counter() - started < 5.0
+
+
+def test_the_decoding_budget_is_shared_by_concurrent_requests_not_multiplied():
+    import asyncio
+
+    from featx.data.images import image_decode_bytes
+    from featx.errors import ServiceError
+    from featx.serve.budget import DecodeBudget
+
+    buf = io.BytesIO()
+    Image.new("I;16", (100, 50)).save(buf, "PNG")
+    assert image_decode_bytes(buf.getvalue()) == (5000, 5000 * (2 + 3))  # 16-bit samples count twice
+    budget = DecodeBudget(100)
+    peak = []
+
+    async def request(n: int):
+        async with budget.hold(n, n):
+            peak.append(budget.used)
+            await asyncio.sleep(0.01)
+
+    async def main():
+        await asyncio.gather(*(request(60) for _ in range(3)))
+        with pytest.raises(ServiceError, match="million pixels"):
+            async with budget.hold(101, 101):
+                pass
+
+    asyncio.run(main())
+    assert peak == [60, 60, 60] and budget.used == 0

@@ -352,3 +352,20 @@ def test_audit_of_identical_images_and_rank_of_one_class_are_explained(tmp_path,
     one = write_class_folder(tmp_path / "one", per_class=6, classes={"x": (200, 0, 0)})
     rank = run_cli("rank", one, ok=False)
     assert rank.exit_code == 1 and "single class" in rank.output
+
+
+def test_a_thumbnail_is_made_only_from_the_image_its_key_names(tmp_path):
+    from featx.data.hashing import content_hash
+    from featx.data.thumbnails import Thumbnails
+
+    path = tmp_path / "a.png"
+    noisy_image((200, 0, 0), seed=1).save(path)
+    key = content_hash(path.read_bytes())
+    assert Thumbnails().jpeg(str(path), key=key) is not None
+    noisy_image((0, 0, 200), seed=2).save(path)  # the file was replaced after it was embedded
+    assert Thumbnails().jpeg(str(path), key=key) is None
+    digits = Thumbnails()
+    from featx.data import open_source
+
+    source = open_source("digits")
+    assert digits.jpeg(source.items[3].path, key=source.content_hash(3)) is not None

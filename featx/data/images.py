@@ -39,13 +39,17 @@ def check_geometry(width: int, height: int) -> None:
                          "crop it to the region of interest first")
 
 
-def image_pixels(data: bytes) -> int:
-    """Width × height from the header alone (nothing decoded); 0 when it is not a readable image header."""
+def image_decode_bytes(data: bytes) -> tuple[int, int]:
+    """(pixels, bytes decoding needs) from the header alone: the decoded image in its own mode (a 16-bit
+    PNG takes 2 bytes a sample) plus its RGB copy; (0, 0) when it is not a readable image header."""
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return int(img.size[0]) * int(img.size[1])
+            pixels = int(img.size[0]) * int(img.size[1])
+            bands = len(img.getbands())
+            depth = 2 if img.mode.startswith("I;16") else 4 if img.mode in ("I", "F") else 1
     except Exception:  # the decoder proper reports what is wrong with it
-        return 0
+        return 0, 0
+    return pixels, pixels * (bands * depth + 3)
 
 
 def decode_image(data: bytes, draft_size: int | None = None) -> Image.Image:

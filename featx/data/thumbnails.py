@@ -31,16 +31,20 @@ class Thumbnails:
         source, where = self._builtins[name]
         return source.read(where[path])
 
-    def image(self, path: str) -> Image.Image | None:
-        """The thumbnail, or None when the image cannot be read any more (moved, damaged)."""
+    def image(self, path: str, key: str | None = None) -> Image.Image | None:
+        """The thumbnail, or None when the image cannot be read any more (moved, damaged) or, given the
+        sample's content ``key``, when the file there now holds another image."""
+        from .hashing import content_hash
         from .images import array_to_image, decode_image, to_rgb
         from .sources import read_regular_file
 
         try:
-            if path.split(":", 1)[0] in BUILTINS and not Path(path).exists():
-                img = array_to_image(self._builtin(path))
-            else:
-                img = to_rgb(decode_image(read_regular_file(path), draft_size=self.size))
+            data = (self._builtin(path) if path.split(":", 1)[0] in BUILTINS and not Path(path).exists()
+                    else read_regular_file(path))
+            if key is not None and content_hash(data) != key:
+                return None
+            img = array_to_image(data) if not isinstance(data, bytes) else to_rgb(decode_image(data,
+                                                                                              draft_size=self.size))
         except Exception:  # a finding whose file is gone still gets its caption
             return None
         img = img.copy()
@@ -50,9 +54,9 @@ class Thumbnails:
             img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
         return img
 
-    def jpeg(self, path: str, quality: int = 85) -> bytes | None:
-        """The thumbnail as JPEG bytes (None when unreadable)."""
-        img = self.image(path)
+    def jpeg(self, path: str, quality: int = 85, key: str | None = None) -> bytes | None:
+        """The thumbnail as JPEG bytes (None when unreadable, or no longer the image of ``key``)."""
+        img = self.image(path, key)
         if img is None:
             return None
         buf = io.BytesIO()

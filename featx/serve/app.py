@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..data import content_hash, decode_input
-from ..data.images import image_pixels
+from ..data.images import image_decode_bytes
 from ..embed import Embedder
 from ..errors import FeatxError, ImageError, ParameterError, ServiceError
 from ..heads.workflows import top_classes
@@ -27,13 +27,14 @@ from .batching import MicroBatcher
 from .middleware import BearerAuth, BodyLimit, error_response
 from .resources import Resources
 from .thumbnails import STATIC, MapCache, ThumbnailCache, audit_findings
+from .budget import DecodeBudget
 from .schemas import ERRORS, EmbedResponse, PredictResponse, SearchResponse
 
 MAX_K = 1000
 MAX_FILES = 64
-# Decoding work a request may ask for: 64 twelve-megapixel photos fit, sixteen 9000×9000 PNGs (1.3 MB of
-# bytes, 10 s of decoding and +550 MB before this bound) do not.
-MAX_REQUEST_PIXELS = 800_000_000
+# Decoding work the service does at once, over all requests: 64 twelve-megapixel photos fit, sixteen
+# 9000×9000 PNGs (1.3 MB of bytes, 10 s of decoding and +550 MB before this bound) do not.
+MAX_DECODE_BYTES = 3_200_000_000  # server-wide, all requests together (800 million RGB pixels and their source)
 
 
 def check_limits(max_upload_mb: float, max_batch: int, max_wait_ms: float) -> None:
@@ -47,14 +48,16 @@ def check_limits(max_upload_mb: float, max_batch: int, max_wait_ms: float) -> No
 
 
 def create_app(resources: Resources, *, token: str | None = None, max_upload_mb: float = 20.0,
-               max_batch: int = 32, max_wait_ms: float = 5.0) -> FastAPI:
-    """The FastAPI application over ``resources``; concurrent requests share forward passes."""
+               max_batch: int = 32, max_wait_ms: float = 5.0, max_decode_bytes: int = MAX_DECODE_BYTES) -> FastAPI:
+    """The FastAPI application over ``resources``; concurrent requests share forward passes, and the bytes
+    their images decode to share ``max_decode_bytes`` (a request wants more alone: 413)."""
     check_limits(max_upload_mb, max_batch, max_wait_ms)
     if token is not None and not token.strip():
         raise ParameterError("token", "must not be empty: an empty token would turn authentication off.")
     embedder = Embedder(resources.runtime)
     preprocess = resources.runtime.config.preprocess
     store_lock = threading.Lock()  # one SQLite connection, shared by request threads
+    decoding = DecodeBudget(max_decode_bytes)
     state: dict = {}
     state_lock = threading.Lock()
 
@@ -108,11 +111,7 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
         if len(files) > MAX_FILES:
             raise ServiceError(f"at most {MAX_FILES} images per request, not {len(files)}.", 413)
         blobs = [await f.read() for f in files]
-        pixels = sum(image_pixels(b) for b in blobs)  # from the headers: nothing decoded yet
-        if pixels > MAX_REQUEST_PIXELS:
-            raise ServiceError(f"the images hold {pixels / 1e6:,.0f} million pixels, more than this service decodes "
-                               f"per request ({MAX_REQUEST_PIXELS / 1e6:,.0f} million); send fewer or smaller images.",
-                               413)
+        sizes = [image_decode_bytes(b) for b in blobs]  # from the headers: nothing decoded yet
 
         def decode(i: int) -> np.ndarray:
             try:
@@ -120,7 +119,8 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
             except ImageError as e:
                 raise ImageError(f"{files[i].filename or f'file {i + 1}'}: {e}") from None
 
-        crops = await run_in_threadpool(lambda: [decode(i) for i in range(len(blobs))])
+        async with decoding.hold(sum(n for _, n in sizes), sum(p for p, _ in sizes)):
+            crops = await run_in_threadpool(lambda: [decode(i) for i in range(len(blobs))])
         vectors = await asyncio.wrap_future(batcher().submit(np.stack(crops)))
         return vectors, [content_hash(b) for b in blobs]
 

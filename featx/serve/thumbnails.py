@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..data.thumbnails import Thumbnails
 from ..errors import ServiceError
-from ..store.atomic import atomic_write, read_regular_file
+from ..data.sources import read_regular_file
+from ..store.atomic import atomic_write
 
 STATIC = Path(__file__).parent / "static"
 KEY = re.compile(r"[0-9a-f]{64}")
@@ -58,9 +59,10 @@ class ThumbnailCache:
 
     def _make(self, key: str) -> bytes:
         path = self.resources.members[key][0]
-        data = self.thumbnails.jpeg(path)
+        data = self.thumbnails.jpeg(path, key=key)
         if data is None:
-            raise ServiceError(f"the image of this sample can no longer be read ({path}).", 404)
+            raise ServiceError(f"the image of this sample can no longer be read, or was replaced by another "
+                               f"({path}).", 404)
         if self.folder is not None and not self.resources.store.read_only:
             try:
                 self.folder.mkdir(exist_ok=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
@@ -44,22 +43,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def read_regular_file(path: str | os.PathLike, max_bytes: int = 64 << 20) -> bytes:
-    """A regular file's bytes; OSError for anything else (a FIFO, a device, a folder) without blocking on it,
-    and for a file larger than ``max_bytes``."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        if info.st_size > max_bytes:
-            raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes", str(path))
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(max_bytes + 1)[:max_bytes]
-    finally:
-        os.close(fd)
 
 
 def is_regular_file(path: str | os.PathLike) -> bool:
