@@ -369,3 +369,35 @@ def test_a_thumbnail_is_made_only_from_the_image_its_key_names(tmp_path):
 
     source = open_source("digits")
     assert digits.jpeg(source.items[3].path, key=source.content_hash(3)) is not None
+
+
+@pytest.mark.parametrize("damage", ["nan", "shape", "type"])
+def test_a_head_bundle_with_bad_arrays_is_refused_when_loaded(tmp_path, cache, damage):
+    folder = write_class_folder(tmp_path / "data", per_class=4)
+    _embed(folder)
+    head = Path(json.loads(run_cli("train", "data", "--json").output)["path"])
+    with np.load(head, allow_pickle=False) as saved:
+        arrays = dict(saved)
+    if damage == "nan":
+        arrays["coef_"] = np.full_like(arrays["coef_"], np.nan)
+    elif damage == "shape":
+        arrays["coef_"] = arrays["coef_"][:, :7]
+    else:
+        arrays["mean_"] = np.array(["a", "b"])
+    np.savez(head, **arrays)
+    result = run_cli("predict", head, folder / "red" / "0.png", ok=False)
+    assert result.exit_code == 1 and "damaged" in result.output and "Traceback" not in result.output
+    assert "nan%" not in result.output
+
+
+def test_a_truncated_map_is_computed_again(tmp_path, cache):
+    from featx.maps import dataset_map, map_path
+    from featx.store import find_dataset
+
+    _embed(write_class_folder(tmp_path / "data", per_class=4))
+    run_cli("map", "data")
+    with find_dataset("data", cache) as store:
+        path = map_path(store, "data")
+        path.write_bytes(path.read_bytes()[:100])
+        layout, computed = dataset_map(store, "data")
+    assert computed and layout.points.shape == (8, 2)
