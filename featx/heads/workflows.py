@@ -83,6 +83,17 @@ def train_head(
         raise DataError(
             f"dataset {dataset!r} has a single class ({str(y[0])!r}) in its train split; a classifier needs at least two."
         )
+    # Where the head goes is checked before the fit: a wrong --out fails at once, not after training.
+    layers = None if use_layers is None else selection.layers
+    path = Path(out) if out else default_head_path(store, dataset, head, layers)
+    if out is None and store.read_only:
+        raise BundleError(f"store {str(store.path)!r} is read-only here, so the head cannot be saved beside it: "
+                          "pass --out FILE.", params=("out",))
+    if out is None:
+        path.parent.mkdir(exist_ok=True)
+    elif not path.parent.is_dir():
+        raise BundleError(f"cannot write the head to {str(path)!r}: folder {str(path.parent)!r} does not exist.",
+                          params=("out",))
     if selection.blocks:  # every head normalises layer blocks on its own
         params.setdefault("blocks", selection.blocks)
     estimator = HEADS[head](**params)
@@ -95,16 +106,6 @@ def train_head(
         test = score_predictions(yt, estimator.predict(selection.take(np.asarray(Xt))))
     chosen = {k: v for k, v in vars(estimator).items() if k.endswith("_") and isinstance(v, (int, float))
               and k not in ("n_features_in_",)}
-    layers = None if use_layers is None else selection.layers
-    path = Path(out) if out else default_head_path(store, dataset, head, layers)
-    if out is None and store.read_only:
-        raise BundleError(f"store {str(store.path)!r} is read-only here, so the head cannot be saved beside it: "
-                          "pass --out FILE.", params=("out",))
-    if out is None:
-        path.parent.mkdir(exist_ok=True)
-    elif not path.parent.is_dir():
-        raise BundleError(f"cannot write the head to {str(path)!r}: folder {str(path.parent)!r} does not exist.",
-                          params=("out",))
     metrics = {"train_seconds": seconds, "n_train": len(y), "test": test.to_dict() if test else None}
     try:
         save_bundle(HeadBundle(estimator, head, store.config, dataset, metrics, layers=layers), path)
