@@ -102,3 +102,58 @@ def test_linear_svm_matches_linear_svc_and_calibrates():
     assert head.score(X[1400:], y[1400:]) >= ref.score(Zt, y[1400:]) - 0.01
     assert np.mean(head.predict(X[1400:]) == ref.predict(Zt)) > 0.9
     assert head.temperature_ > 0 and head.predict_proba(X[1400:]).max(1).mean() < 0.999
+
+
+def embedding_like(n, d=1280, k=10, rank=64, seed=0):
+    """Vectors like a backbone's: a few strong directions carry the classes, many weak ones the rest."""
+    rng = np.random.default_rng(seed)
+    basis = rng.standard_normal((rank, d)) / np.sqrt(d) * np.linspace(8, 1, rank)[:, None]
+    centres = rng.standard_normal((k, rank))
+    y = np.arange(n) % k
+    X = (centres[y] + 0.8 * rng.standard_normal((n, rank))) @ basis + 0.05 * rng.standard_normal((n, d))
+    return X.astype(np.float32), y
+
+
+def logistic_objective(Z, y, W, b, C) -> float:
+    """scikit-learn's objective: C·Σ cross-entropy + ½‖W‖²."""
+    S = Z.astype(np.float64) @ W.T + b
+    S -= S.max(1, keepdims=True)
+    logp = S - np.log(np.exp(S).sum(1, keepdims=True))
+    return C * -logp[np.arange(len(y)), y].sum() + 0.5 * np.sum(np.square(W, dtype=np.float64))
+
+
+@pytest.mark.parametrize("n, C", [(2000, 0.05), (2000, 0.01), (30, 0.05), (30, 1.0)])
+def test_the_preconditioned_solver_reaches_scikit_learns_optimum_in_high_dimensions(n, C):
+    """Many features (the leading eigenpairs, the rest by their mean) and fewer rows than features (the
+    Gram matrix's eigenpairs only): both reach the optimum of scikit-learn's objective."""
+    X, y = embedding_like(n)
+    head = LogisticHead(C=C, max_iter=1000, tol=1e-9, scaling="standard").fit(X, y)
+    Z = StandardScaler().fit_transform(X)
+    ref = LogisticRegression(C=C, max_iter=10000, tol=1e-10).fit(Z, y)
+    ours, best = (logistic_objective(Z, y, h.coef_, h.intercept_, C) for h in (head, ref))
+    assert ours <= best * (1 + 1e-3)
+    assert np.mean(head.predict(X) == ref.predict(Z)) > 0.99
+
+
+def test_the_fit_uses_one_blas_pool_at_the_threads_set_at_start_up():
+    from threadpoolctl import threadpool_info
+
+    from featx.hardware import available_cores, set_threads
+
+    pools = set_threads()
+    counts = {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+    assert sorted(counts.values()) == sorted(pools[k] for k in pools if k.startswith("openblas"))
+    assert max(counts.values()) == available_cores() and min(counts.values()) == 1
+    X, y = embedding_like(300)
+    LogisticHead().fit(X, y)  # the fit changes no pool and imports no torch
+    assert {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"} == counts
+
+
+def test_a_fit_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from featx.heads import LogisticHead, LinearSVMHead, RidgeHead; "
+            "X = np.random.default_rng(0).standard_normal((200, 64)).astype('float32'); y = np.arange(200) % 3; "
+            "[h().fit(X, y) for h in (LogisticHead, LinearSVMHead, RidgeHead)]; print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -50,6 +50,7 @@ def test_standard_rows_are_the_same_streamed_or_kept():
 
 def test_a_float16_memory_map_trains_without_a_copy_of_it(tmp_path):
     peaks = {}
+    LogisticHead(C=1.0).fit(*labelled(n=200, d=64))  # imports and thread start-up out of the measurement
     for n in (20000, 80000):
         X, y = labelled(n=n, d=64)
         np.save(tmp_path / f"{n}.npy", X.astype(np.float16))
@@ -60,6 +61,8 @@ def test_a_float16_memory_map_trains_without_a_copy_of_it(tmp_path):
         tracemalloc.stop()
     as_float32 = 4 * X.size  # 20 MB; the fit's fixed costs (the preconditioner's 8,192-row sample) are 6 MB
     assert peaks[80000] < 0.5 * as_float32, f"peak {peaks[80000] / 1e6:.1f} MB training on {as_float32 / 1e6:.0f} MB"
-    assert peaks[80000] < 1.5 * peaks[20000], peaks  # what grows with the rows is small per row
+    # What grows with the rows is small per row: the labels, their codes and the held-out scores, never
+    # a row of X (256 bytes in float32 here).
+    assert (peaks[80000] - peaks[20000]) / 60000 < 64, peaks
     reference = LogisticHead(C=1.0).fit(X.astype(np.float16).astype(np.float32), y)
     assert np.mean(head.predict(X[:2000]) == reference.predict(X[:2000])) > 0.995

@@ -7,6 +7,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..hardware import single_threaded_blas
 from ..search.flat import normalize
 from .rows import BLOCK_BYTES, StandardRows
 from .solvers import (
@@ -31,6 +32,12 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
     _native_proba = False
 
     def fit(self, X, y):
+        # BLAS single-threaded throughout: the passes over the rows share the cores through on_cores, and
+        # the rest is small; a BLAS pool of its own would only wait on a busy core (hardware.on_cores).
+        with single_threaded_blas():
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
         # float16 (a float16 store's memory map) is read as it is: StandardRows converts block by block.
         # Finiteness is checked block by block (StandardRows.fit): scikit-learn's own check of a float16
         # array makes a boolean array of X's size.
@@ -83,7 +90,9 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
         if not self._curvature:
             return None
         sample = preconditioner_sample(Z.n)
-        return Preconditioner(Z.take(np.arange(Z.n)) if sample is None else Z.take(sample), self._curvature)
+        if sample is None:
+            return Preconditioner(Z.take(np.arange(Z.n)), self._curvature, all_rows=True)
+        return Preconditioner(Z.take(sample), self._curvature)
 
     def _path(self, Z: StandardRows, t, rows, k, grid, ctx):
         """Fits on ``rows`` of (Z, t) for every value of the grid, each warm-started from the last."""
@@ -146,7 +155,7 @@ class _LBFGSHead(_LinearHead):
 
 
 class LogisticHead(_LBFGSHead):
-    """Multinomial logistic regression on standardised features, full-batch L-BFGS in torch.
+    """Multinomial logistic regression on standardised features, full-batch L-BFGS (scipy), float32 products.
 
     Parameters
     ----------
@@ -178,7 +187,7 @@ class LogisticHead(_LBFGSHead):
 
 
 class LinearSVMHead(_LBFGSHead):
-    """One-vs-rest linear SVM (squared hinge, as LinearSVC) on standardised features, L-BFGS in torch.
+    """One-vs-rest linear SVM (squared hinge, as LinearSVC) on standardised features, L-BFGS (scipy).
 
     Probabilities are the softmax of the margins at a temperature fitted on held-out data.
     Parameters as LogisticHead.
