@@ -57,7 +57,8 @@ class Bars:
 
         if stage not in self.bars:
             for bar in self.bars.values():
-                bar.close()
+                if bar.total is not None and bar.n >= bar.total:  # finished; one still running (the model
+                    bar.close()  # converting while files are hashed) keeps its line
             self.bars[stage] = tqdm(total=total, desc=stage, unit=self.UNITS.get(stage, "img"), unit_scale=False,
                                     file=sys.stderr, dynamic_ncols=True)
         self.bars[stage].update(advance)

@@ -265,7 +265,7 @@ def embed_into_store(
             model = load_runtime(backbone, **load, calibrate=calibration_for(source, hashes[0]))
         else:
             with ThreadPoolExecutor(1) as loader:
-                loading = loader.submit(load_runtime, backbone, **load)
+                loading = loader.submit(load_runtime, backbone, **load, progress=progress)
                 try:
                     hashes = hash_source(source, progress)
                 finally:

@@ -14,6 +14,7 @@ from .base import Runtime, RuntimeChoice, installed_versions
 from .cache import CHOICES, read_table, remember
 
 MEASURE_ROUNDS = 2  # timed batches per runtime, after one warm-up batch
+MEASURE_IMAGES = 16  # images per measured batch: enough to rank the runtimes, few enough to keep the first run short
 
 
 def machine_id() -> str:
@@ -36,14 +37,15 @@ def remembered_choice(cache, config: BackboneConfig, batch_size: int) -> Runtime
 def measure(runtimes: dict[str, Runtime], batch_size: int, rounds: int = MEASURE_ROUNDS) -> dict[str, float]:
     """Images/s of each runtime on the same batch (content does not change the cost), one warm-up first."""
     size = next(iter(runtimes.values())).preprocess.input_size
-    batch = np.random.default_rng(0).integers(0, 256, (batch_size, 3, size, size), dtype=np.uint8)
+    n = min(batch_size, MEASURE_IMAGES)  # 16 images: ~0.5 s for both runtimes, against 2.3 s for 64
+    batch = np.random.default_rng(0).integers(0, 256, (n, 3, size, size), dtype=np.uint8)
     speeds = {}
     for name, runtime in runtimes.items():
         runtime(batch)
         start = time.perf_counter()
         for _ in range(rounds):
             runtime(batch)
-        speeds[name] = round(rounds * batch_size / (time.perf_counter() - start), 1)
+        speeds[name] = round(rounds * n / (time.perf_counter() - start), 1)
     return speeds
 
 

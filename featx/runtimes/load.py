@@ -14,13 +14,17 @@ import numpy as np
 
 from ..config import DEFAULT_BACKBONE, FINAL, BackboneConfig, PreprocessConfig, layer_names
 from ..errors import BackboneError, DamagedModelError, ParameterError
-from ..hardware import gpu_may_be_present, resolve_precision_without_torch
+from ..hardware import Progress, gpu_may_be_present, resolve_precision_without_torch
 from . import RUNTIMES
 from .base import Runtime, RuntimeChoice
 from .cache import (CONFIGS, RepairedModelWarning, openvino_model, read_table, remember, runtimes_root,
                     save_openvino_model)
 from .choice import choose, remembered_choice
 from .openvino_runtime import OpenVINORuntime, convert_backbone, import_openvino, openvino_available
+
+# progress stages of the once-only steps, as a user reads them
+CONVERT = "converting the model for OpenVINO (once per configuration)"
+MEASURE = "measuring torch against OpenVINO (once per machine and configuration)"
 
 # calibrate(preprocess) -> (fingerprint of the sample, its uint8 crops): what int8 quantises with.
 Calibrate = Callable[[PreprocessConfig], tuple[str, np.ndarray]]
@@ -40,6 +44,7 @@ def load_runtime(
     batch_size: int = 64,
     calibrate: Calibrate | None = None,
     threads: int | None = None,
+    progress: Progress | None = None,
 ) -> Runtime:
     """A backbone ready to embed on ``runtime``: ``torch``, ``openvino`` or ``auto``.
 
@@ -48,9 +53,18 @@ def load_runtime(
     torch). The choice is ``runtime.choice``. OpenVINO models are converted once and cached there too,
     with the configuration they make, so a later run that uses OpenVINO never builds the torch model.
     ``precision="int8"`` quantises with NNCF, calibrated by ``calibrate``, and is a configuration
-    (and store) of its own. ``threads`` caps the runtime's threads (a Ray actor's one CPU); the other
-    arguments are ``create_backbone``'s.
+    (and store) of its own. ``threads`` caps the runtime's threads (a Ray actor's one CPU);
+    ``progress`` hears of the once-only steps (CONVERT, MEASURE) so a first run says what it is doing;
+    the other arguments are ``create_backbone``'s.
     """
+    def once(stage: str, step):
+        if progress:
+            progress(stage, 0, 1)
+        done = step()
+        if progress:
+            progress(stage, 1, 1)
+        return done
+
     if runtime not in RUNTIMES:
         raise ParameterError("runtime", f"must be one of {', '.join(RUNTIMES)}, not {runtime!r}.")
     int8 = precision == "int8"
@@ -92,7 +106,7 @@ def load_runtime(
     if config is None:
         build()
     reference = dataclasses.replace(config, precision="fp32")  # one converted model serves fp32 and bf16
-    path = converted_model(cache, reference, lambda p: convert_backbone(build(), p))
+    path = converted_model(cache, reference, lambda p: once(CONVERT, lambda: convert_backbone(build(), p)))
     if int8:
         return _int8(cache, config, path, calibrate, threads)
     openvino = OpenVINORuntime(config, path, threads)
@@ -101,7 +115,8 @@ def load_runtime(
     choice = remembered_choice(cache, config, batch_size)
     if choice is None:
         torch_runtime = _torch(build(), "measured")
-        choice = choose(cache, config, batch_size, {"torch": torch_runtime, "openvino": openvino})
+        choice = once(MEASURE, lambda: choose(cache, config, batch_size, {"torch": torch_runtime,
+                                                                           "openvino": openvino}))
     if choice.runtime == "openvino":
         return _chosen(openvino, choice)
     return _chosen(_torch(build(), choice.how, threads), choice)
