@@ -135,18 +135,34 @@ def test_the_preconditioned_solver_reaches_scikit_learns_optimum_in_high_dimensi
     assert np.mean(head.predict(X) == ref.predict(Z)) > 0.99
 
 
-def test_the_fit_uses_one_blas_pool_at_the_threads_set_at_start_up():
+def test_a_fit_runs_one_pool_of_the_threads_set_at_start_up(monkeypatch):
+    """set_threads once; inside a fit every BLAS pool is at one thread while featx's own pool (on_cores)
+    runs the passes with that many threads; afterwards the BLAS pools are as they were."""
     from threadpoolctl import threadpool_info
 
-    from featx.hardware import available_cores, set_threads
+    from featx import hardware
+    from featx.hardware import available_cores, compute_threads, set_threads
 
-    pools = set_threads()
-    counts = {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
-    assert sorted(counts.values()) == sorted(pools[k] for k in pools if k.startswith("openblas"))
-    assert max(counts.values()) == available_cores() and min(counts.values()) == 1
-    X, y = embedding_like(300)
-    LogisticHead().fit(X, y)  # the fit changes no pool and imports no torch
-    assert {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"} == counts
+    monkeypatch.setattr(hardware, "_THREADS", None)
+    assert set_threads() == compute_threads() == available_cores()
+    before = {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    seen = []
+    on_cores = hardware.on_cores
+
+    def counting(pieces, work):
+        seen.append(({i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"},
+                     min(compute_threads(), len(pieces) // 4)))
+        return on_cores(pieces, work)
+
+    import featx.heads.solvers as solvers
+
+    monkeypatch.setattr(solvers, "on_cores", counting)
+    X, y = embedding_like(12000, d=512)
+    LogisticHead().fit(X, y)
+    assert seen and all(set(blas.values()) == {1} and len(blas) >= 2 for blas, _ in seen)  # numpy's and scipy's
+    assert max(threads for _, threads in seen) == available_cores()
+    assert {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"
+            if i["filepath"] in before} == before
 
 
 def test_a_fit_imports_no_torch():
