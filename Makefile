@@ -68,6 +68,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_map.py
 	$(BIN)/python benchmarks/bench_writer.py
 	$(BIN)/python benchmarks/bench_store_dtype.py
+	$(BIN)/python benchmarks/bench_commands.py --base 178b871 --fashion
 
 clean:
 	rm -rf $(VENV) cache/*/ benchmarks/out
