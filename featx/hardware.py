@@ -92,7 +92,7 @@ def available_cores() -> int:
 
 
 _THREADS: int | None = None  # set_threads' choice; None: the available cores
-_POOL = None  # the threads of on_cores, made on first use
+_POOL = None  # (size, executor): the threads of on_cores, made on first use
 
 
 def compute_threads() -> int:
@@ -115,21 +115,18 @@ def on_cores(pieces: Sequence, work: Callable) -> list:
     threads = min(compute_threads(), len(pieces) // 4)
     if threads <= 1:
         return [work(p) for p in pieces]
-    if _POOL is None or _POOL._max_workers < threads:
+    if _POOL is None or _POOL[0] < threads:
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL = ThreadPoolExecutor(compute_threads(), thread_name_prefix="featx-core")
-    order = itertools.count()
-
+        _POOL = (compute_threads(), ThreadPoolExecutor(compute_threads(), thread_name_prefix="featx-core"))
+    order = itertools.count()  # next() on it is atomic under the GIL: each piece goes to one thread
     results: list = [None] * len(pieces)
 
     def worker() -> None:
-        for i in iter(lambda: next(order), None):
-            if i >= len(pieces):
-                return
+        while (i := next(order)) < len(pieces):
             results[i] = work(pieces[i])
 
-    for future in [_POOL.submit(worker) for _ in range(threads)]:
+    for future in [_POOL[1].submit(worker) for _ in range(threads)]:
         future.result()
     return results  # in the pieces' order, so sums over them do not depend on which thread was faster
 
@@ -239,22 +236,26 @@ def seconds_since_process_start() -> float | None:
         return None
 
 
-def die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int, forked_by_main_thread: bool = True) -> None:
     """End this (forked worker) process when ``parent`` dies, however it dies (``kill -9`` included).
 
-    Linux's parent-death signal does it at once; elsewhere a daemon thread watches for the parent's pid to
-    change. Either way a worker blocked on its pipe never outlives the command that started it.
+    Linux's parent-death signal does it at once; it fires when the *thread* that forked exits, so it
+    is armed only for workers forked by the main thread. Otherwise (or elsewhere) a daemon thread
+    watches for the parent's pid to change. Either way a worker blocked on its pipe never outlives the
+    command that started it.
     """
     import ctypes.util
     import signal
     import threading
     import time
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        armed = libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        armed = False
+    armed = False
+    if forked_by_main_thread:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            armed = libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
     if os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)
     if armed:

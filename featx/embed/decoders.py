@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -41,11 +42,12 @@ def _decode_in_worker(indices: Sequence[int], preprocess: PreprocessConfig) -> B
     return decode_batch(_SOURCE, indices, preprocess)
 
 
-def _set_source(source: Source, parent: int) -> None:
+def _set_source(source: Source, parent: int, forked_by_main_thread: bool) -> None:
     global _SOURCE
     _SOURCE = source
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it stops the pool
-    die_with_parent(parent)  # a parent killed with -9 cannot stop the pool: the workers must notice themselves
+    # a parent killed with -9 cannot stop the pool: the workers must notice themselves
+    die_with_parent(parent, forked_by_main_thread)
 
 
 def _ready() -> None:
@@ -67,7 +69,9 @@ class DecoderPool:
         self.pool = None
         if workers:
             self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                            initializer=_set_source, initargs=(source, os.getpid()))
+                                            initializer=_set_source,
+                                            initargs=(source, os.getpid(),
+                                                      threading.current_thread() is threading.main_thread()))
             self.pool.submit(_ready)  # with fork, this starts every worker now, before any thread exists
 
     def batches(self, indices: Sequence[int], preprocess: PreprocessConfig, batch_size: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sqlite3
 from pathlib import Path
@@ -32,38 +33,26 @@ def catalog_error(e: sqlite3.Error, store: Path) -> Exception:
     return StoreError(f"store {str(store)!r}: {message}")
 
 
+def _translated(method):
+    """``method`` of a catalog cursor, raising catalog_error instead of SQLite's own errors."""
+    @functools.wraps(method)
+    def call(self, *args):
+        try:
+            return method(self, *args)
+        except sqlite3.Error as e:
+            raise catalog_error(e, self.connection.store) from None
+
+    return call
+
+
 class _Cursor(sqlite3.Cursor):
-    store: Path
+    """A catalog's cursor: queries and rows raise featx's errors (rows are read lazily, so both count)."""
 
-    def execute(self, *args):
-        try:
-            return super().execute(*args)
-        except sqlite3.Error as e:
-            raise catalog_error(e, self.connection.store) from None
-
-    def executemany(self, *args):
-        try:
-            return super().executemany(*args)
-        except sqlite3.Error as e:
-            raise catalog_error(e, self.connection.store) from None
-
-    def fetchone(self):
-        try:
-            return super().fetchone()
-        except sqlite3.Error as e:
-            raise catalog_error(e, self.connection.store) from None
-
-    def fetchall(self):
-        try:
-            return super().fetchall()
-        except sqlite3.Error as e:
-            raise catalog_error(e, self.connection.store) from None
-
-    def __next__(self):
-        try:
-            return super().__next__()
-        except sqlite3.Error as e:
-            raise catalog_error(e, self.connection.store) from None
+    execute = _translated(sqlite3.Cursor.execute)
+    executemany = _translated(sqlite3.Cursor.executemany)
+    fetchone = _translated(sqlite3.Cursor.fetchone)
+    fetchall = _translated(sqlite3.Cursor.fetchall)
+    __next__ = _translated(sqlite3.Cursor.__next__)
 
 
 class CatalogConnection(sqlite3.Connection):
