@@ -193,3 +193,24 @@ def test_confident_learning_on_a_known_joint():
     issues = find_label_issues(proba, given)
     assert issues.rows.tolist() == [2] and issues.suggested[2] == 1
     np.testing.assert_allclose(issues.noise_rate, [1 / 3, 0.0])
+
+
+def test_outliers_of_a_large_collection_come_from_candidates_reranked_exactly(monkeypatch):
+    """Above EXACT_BELOW rows the k-th neighbour is found among candidates from a reduced space, re-ranked
+    by exact cosine: the planted outliers still rank first, and nearly every distance is the exact one."""
+    from featx.audit import outliers
+    from featx.search.flat import normalize
+
+    rng = np.random.default_rng(0)  # like a backbone's vectors: a few strong directions, weak ones beyond
+    basis = rng.standard_normal((24, 256)) * np.linspace(3, 1, 24)[:, None]
+    latent = rng.standard_normal((20, 24))[rng.integers(0, 20, 4000)] + 0.5 * rng.standard_normal((4000, 24))
+    X = latent @ basis + 0.3 * rng.standard_normal((4000, 256))
+    X[:8] = rng.standard_normal((8, 256)) * 3  # far from every cluster
+    X = normalize(X)
+    exact, _ = outliers.find_outliers(X, 5)
+    monkeypatch.setattr(outliers, "EXACT_BELOW", 1000)
+    monkeypatch.setattr(outliers, "REDUCED_DIMS", 32)
+    approx, z = outliers.find_outliers(X, 5)
+    assert set(np.argsort(-approx)[:8]) == set(range(8)) == set(np.argsort(-exact)[:8])
+    assert np.all(approx >= exact - 1e-5)  # neighbours found among candidates are never nearer than the true ones
+    assert np.mean(np.abs(approx - exact) < 1e-5) > 0.95
