@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,9 @@ def compute_layout(X: np.ndarray, blocks: tuple[int, ...] | None = None, seed: i
         import umap
 
         Z = PCA(min(50, n - 1, X.shape[1]), random_state=seed).fit_transform(X)
-        Y = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed).fit_transform(Z)
+        with warnings.catch_warnings():  # "n_jobs value 1 overridden to 1 by setting random_state": no news
+            warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+            Y = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed).fit_transform(Z)
         method = METHOD
     Y = np.asarray(Y, dtype=np.float64)
     low, span = Y.min(axis=0), np.maximum(np.ptp(Y, axis=0), 1e-12)
