@@ -34,16 +34,10 @@ class FeatxGroup(click.Group):
         module = importlib.import_module(f".{self.COMMANDS[name]}", __name__)
         return getattr(module, name, None) or getattr(module, name + "_")  # map_: not shadowing the builtin
 
-    # Commands whose hot loops run in numpy/scipy (heads, indexes, audit…): their thread pools are set once,
-    # before any work, so no two pools fight over the cores (hardware.set_threads).
-    COMPUTE = {"train", "evaluate", "predict", "index", "search", "duplicates", "rank", "audit", "map", "compare",
-               "finetune", "serve"}
-
     def invoke(self, ctx: click.Context):
-        if ctx.protected_args and ctx.protected_args[0] in self.COMPUTE and "--help" not in ctx.args:
-            from ..hardware import set_threads
+        from ..hardware import set_threads
 
-            set_threads()
+        set_threads()  # once, before any work: the cores this process may use, for every pool (cheap)
         try:
             return super().invoke(ctx)
         except FeatxError as e:

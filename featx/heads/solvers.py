@@ -150,7 +150,7 @@ def lbfgs(loss_and_grad, rows, C, k, precond: Preconditioner, init, max_iter: in
     # W' = P⁻¹·W, so a warm start from any earlier solution carries over.
     x0 = np.concatenate([precond.inverse(np.asarray(W0, np.float32), lam).ravel(), np.asarray(b0, np.float32)])
 
-    def piece(item) -> tuple[float, np.ndarray, np.ndarray]:
+    def piece(item, W: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         start, stop, Z = item
         S = Z @ W
         S += b
@@ -158,12 +158,11 @@ def lbfgs(loss_and_grad, rows, C, k, precond: Preconditioner, init, max_iter: in
         return part, Z.T @ dS, dS.sum(axis=0, dtype=np.float64)
 
     def loss_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
-        nonlocal W, b
         W = precond.forward(x[:r * k].reshape(r, k).astype(np.float32), lam)
         b = x[r * k:].astype(np.float32)
         loss, gW, gb = 0.0, np.zeros((d, k), np.float32), np.zeros(k, np.float64)
         for block in rows.blocks_of_rows():
-            for part, g, g_b in on_cores(list(cache_sized([block], d)), piece):
+            for part, g, g_b in on_cores(list(cache_sized([block], d)), lambda item: piece(item, W, b)):
                 loss += part
                 gW += g
                 gb += g_b
@@ -172,7 +171,6 @@ def lbfgs(loss_and_grad, rows, C, k, precond: Preconditioner, init, max_iter: in
         value = loss / n + 0.5 * lam * float(np.sum(np.square(W, dtype=np.float64)))
         return value, np.concatenate([gWp.ravel().astype(np.float64), gb / n])
 
-    W, b = None, None
     with single_threaded_blas():  # the pieces run on on_cores' threads: one pool in the loop
         result = minimize(loss_and_gradient, x0.astype(np.float64), jac=True, method="L-BFGS-B",
                           options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-5, "maxcor": 10})
