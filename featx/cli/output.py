@@ -44,7 +44,7 @@ def echo_json(obj) -> None:
 class Bars:
     """tqdm bars for the library's progress callback; silent when stderr is not a terminal."""
 
-    UNITS = {"train": "step", "runs": "run", "candidates": "candidate", "folds": "fold"}
+    UNITS = {"train": "step", "runs": "run", "candidates": "candidate", "screen": "candidate", "folds": "fold"}
 
     def __init__(self, enabled: bool | None = None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled

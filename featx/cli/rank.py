@@ -19,6 +19,11 @@ from .output import Bars, echo_json, printable
               help="Training images scored per candidate (stratified; the same images for every candidate).")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
               help="Folds of the k-fold probe; every class needs this many images in the sample.")
+@click.option("--screen", type=click.IntRange(min=0), default=256, show_default=True,
+              help="Images of the sample every candidate is screened on first (k-fold accuracy and LogME); only "
+                   "the --contenders best embed the whole sample. 0 scores every candidate on all of it.")
+@click.option("--contenders", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Candidates the screen keeps for the whole sample (the best by each score in turn).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample, the folds and the heads.")
 @click.option("--validate", is_flag=True,
               help="Also embed all of the train and test splits per candidate, train on all of it, and report "
@@ -29,16 +34,18 @@ from .output import Bars, echo_json, printable
 @name_option
 @data_dir_option
 @json_option
-def rank(source, spec, sample, folds, seed, validate, out, cache, name, data_dir, as_json):
+def rank(source, spec, sample, screen, contenders, folds, seed, validate, out, cache, name, data_dir, as_json):
     """Rank backbones and recipes by how well they will transfer to SOURCE.
 
-    Every candidate embeds the same stratified sample of the training split
-    (through the store, so a rerun, or a later `featx embed` of the winner,
-    reuses the vectors) and is scored by the k-fold accuracy of the default
-    logreg head, with a 95% interval, and by LogME. Its cost is measured too:
-    images/s, vector size, model size. The recommendation is the cheapest
-    candidate the sample cannot tell from the best. Writes report.json,
-    report.md and report.png.
+    Every candidate is screened on a few hundred images of one stratified
+    sample of the training split (k-fold accuracy of the default logreg head
+    and LogME); the few best embed the whole sample (through the store, so a
+    rerun, or a later `featx embed` of the winner, reuses the vectors) and
+    are scored by the k-fold accuracy with a 95% interval, and by LogME. Cost
+    is measured too: images/s, vector size, model size. The recommendation
+    is the cheapest contender the sample cannot tell from the best. Writes
+    report.json, report.md and report.png. --validate prunes nothing: it
+    embeds and tests every candidate.
 
     \b
     Examples:
@@ -50,12 +57,14 @@ def rank(source, spec, sample, folds, seed, validate, out, cache, name, data_dir
     from ..rank import RankSettings, parse_candidates, rank_candidates
     from ..rank.report import table_lines, cost_line
 
-    settings = RankSettings(sample=sample, folds=folds, seed=seed, validate=validate)
+    settings = RankSettings(sample=sample, folds=folds, seed=seed, validate=validate, screen=screen,
+                            contenders=contenders)
     settings.check()
     candidates = parse_candidates(spec)
     src = open_source(source, name=name, data_dir=data_dir)
     with Bars() as bars:
-        report = rank_candidates(src, candidates, settings, cache=cache, out=out, name=name, progress=bars)
+        report = rank_candidates(src, candidates, settings, cache=cache, out=out, name=name, progress=bars,
+                                 notice=None if as_json else lambda text: click.echo(f"note: {text}", err=True))
     rec = report["recommendation"]
     winner = next((r for r in report["rows"] if rec and r["id"] == rec["id"]), None)
     command = None
@@ -68,11 +77,13 @@ def rank(source, spec, sample, folds, seed, validate, out, cache, name, data_dir
                           "validation": report.get("validation"), "seconds": report["seconds"],
                           "note": report.get("note"),
                           "sample": {k: v for k, v in report["sample"].items() if k != "fingerprint"}})
-    if report.get("note"):
-        click.echo(f"note: {report['note']}", err=True)
     click.echo("\n".join(table_lines(report)))
+    pruned = [r["id"] for r in report["rows"] if r["status"] == "pruned"]
+    if pruned:
+        click.echo(f"\npruned after the screen ({report['sample']['screen']} images): {len(pruned)} candidates, "
+                   f"listed with their screen scores in report.md")
     for r in report["rows"]:
-        if r["status"] != "ok":
+        if r["status"] == "failed":
             click.echo(f"failed: {r['id']}: {printable(r['reason'])}", err=True)
     if rec:
         click.echo(f"\nrecommended: {rec['id']} ({rec['why']})")

@@ -18,6 +18,7 @@ from .solvers import (
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 ALPHA_GRID = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
 SCALINGS = ("l2", "standard")
+GRID_PATIENCE = 2  # grid values in a row scoring below the best before the search stops
 
 
 class _LinearHead(ClassifierMixin, BaseEstimator):
@@ -62,15 +63,7 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
                     # the refit on all rows regularises less per sample, as more data allows.
                     rng = np.random.default_rng(self.random_state)
                     fit_idx = np.sort(rng.choice(fit_idx, self.max_search_samples, replace=False))
-                grid = sorted(getattr(self, self._grid))
-                fits = self._path(Z, t, fit_idx, k, grid, ctx)
-                Zv, tv = Z.subset(val_idx), t[val_idx]
-                self.search_ = {float(v): float(np.mean(Zv.scores(Wv, bv).argmax(1) == tv)) for v, (Wv, bv, _) in
-                                zip(grid, fits)}
-                # Ties go to the stronger regularisation.
-                strong_first = grid if self._reg == "C" else grid[::-1]
-                chosen = max(strong_first, key=lambda v: self.search_[float(v)])
-                best = fits[grid.index(chosen)]
+                chosen, best, Zv, tv = self._search(Z, t, fit_idx, val_idx, k, ctx)
                 calib, warm = (Zv.scores(*best[:2]), tv), best[:2]
             else:
                 chosen, calib, warm = value, None, None
@@ -94,15 +87,37 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
             return Preconditioner(Z.take(np.arange(Z.n)), self._curvature, all_rows=True)
         return Preconditioner(Z.take(sample), self._curvature)
 
+    def _search(self, Z: StandardRows, t, fit_idx, val_idx, k, ctx):
+        """The grid's value with the best held-out accuracy (ties to the stronger regularisation), its fit,
+        and the held-out rows; ``search_`` records each value's accuracy.
+
+        The path runs from the strongest regularisation to the weakest and stops once GRID_PATIENCE values
+        in a row score below the best: held-out accuracy rises and then falls along the path, and the
+        weakly regularised fits it skips are the slowest (Fashion-MNIST: 3 of 7 fits, half the search).
+        """
+        grid = sorted(getattr(self, self._grid))
+        strong_first = grid if self._reg == "C" else grid[::-1]
+        Zv, tv = Z.subset(val_idx), t[val_idx]
+        self.search_, chosen, best, worse = {}, None, None, 0
+        for v, fit in zip(strong_first, self._path(Z, t, fit_idx, k, strong_first, ctx)):
+            self.search_[float(v)] = accuracy = float(np.mean(Zv.scores(*fit[:2]).argmax(1) == tv))
+            if best is None or accuracy > self.search_[float(chosen)]:
+                chosen, best, worse = v, fit, 0
+            else:
+                worse += 1
+                if worse >= GRID_PATIENCE:
+                    break
+        return chosen, best, Zv, tv
+
     def _path(self, Z: StandardRows, t, rows, k, grid, ctx):
-        """Fits on ``rows`` of (Z, t) for every value of the grid, each warm-started from the last."""
+        """Fits on ``rows`` of (Z, t) for each value of the grid in turn, each warm-started from the last
+        (a generator: the search may stop early)."""
         Z, t = Z.subset(rows), t[rows]
-        out, init = [], None
+        init = None
         for v in grid:
             W, b, n = self._solve(Z, t, k, v, init, ctx)
-            out.append((W, b, n))
+            yield W, b, n
             init = (W, b)
-        return out
 
     def _scores(self, X) -> np.ndarray:
         check_is_fitted(self)

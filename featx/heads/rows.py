@@ -6,10 +6,12 @@ from typing import Iterator
 
 import numpy as np
 
+from ..hardware import on_cores, single_threaded_blas
 from ..search.flat import normalize
 
 IN_MEMORY_BYTES = 1 << 30  # standardised rows up to this size are made once and kept; larger ones are streamed
 BLOCK_BYTES = 64 << 20  # float32 bytes per streamed block: big enough for fast BLAS, small beside the data
+PIECE_ROWS = 512  # rows standardised at a time in memory: a piece of 1,280 float32 columns stays in cache
 
 
 class StandardRows:
@@ -40,35 +42,61 @@ class StandardRows:
         rows = cls(X, l2=l2, blocks=blocks, mean=np.zeros(d, np.float32), scale=np.ones(d, np.float32),
                    block_rows=block_rows)
         if block_rows is None and 4 * n * d <= IN_MEMORY_BYTES:
-            Z = rows._normalised(0, n)
-            mean = Z.mean(axis=0, dtype=np.float64)
-            if not np.all(np.isfinite(mean)):
-                raise ValueError("Input X contains NaN or infinity.")
-            mean = mean.astype(np.float32)
-            Z -= mean
-            sq = np.einsum("ij,ij->j", Z, Z, dtype=np.float64)
-            rows.dense = Z
-        else:
-            total = np.zeros(d, np.float64)
-            for a, b in rows._spans():
-                total += rows._normalised(a, b).sum(axis=0, dtype=np.float64)
+            return rows._fit_in_memory()
+        total = np.zeros(d, np.float64)
+        for a, b in rows._spans():
+            total += rows._normalised(a, b).sum(axis=0, dtype=np.float64)
+        if not np.all(np.isfinite(total)):
+            raise ValueError("Input X contains NaN or infinity.")
+        mean = (total / max(n, 1)).astype(np.float32)
+        sq = np.zeros(d, np.float64)
+        for a, b in rows._spans():
+            Z = rows._normalised(a, b) - mean
+            sq += np.einsum("ij,ij->j", Z, Z, dtype=np.float64)
+        rows.mean, rows.scale = mean, rows._scale(sq)
+        return rows
+
+    def _fit_in_memory(self) -> "StandardRows":
+        """Z made once, in two passes over cache-sized pieces shared out among the cores (hardware.on_cores):
+        the first copies and normalises each piece and sums it and its squares, the second centres and scales
+        it. One pass after another over the whole array took 0.7 s for 60,000 × 1,280 float16 rows."""
+        n, d = self.n, self.d
+        Z = np.empty((n, d), np.float32)
+        pieces = [(a, min(n, a + PIECE_ROWS)) for a in range(0, n, PIECE_ROWS)]
+
+        def copy_and_sum(span):
+            a, b = span
+            Z[a:b] = self._normalised(a, b)
+            return Z[a:b].sum(axis=0, dtype=np.float64), np.einsum("ij,ij->j", Z[a:b], Z[a:b], dtype=np.float64)
+
+        with single_threaded_blas():
+            sums = on_cores(pieces, copy_and_sum)
+            total = np.sum([s for s, _ in sums], axis=0) if sums else np.zeros(d)
             if not np.all(np.isfinite(total)):
                 raise ValueError("Input X contains NaN or infinity.")
-            mean = (total / max(n, 1)).astype(np.float32)
-            sq = np.zeros(d, np.float64)
-            for a, b in rows._spans():
-                Z = rows._normalised(a, b) - mean
-                sq += np.einsum("ij,ij->j", Z, Z, dtype=np.float64)
-        scale = np.sqrt(sq / max(n, 1))
-        if l2:
+            mean = total / max(n, 1)
+            # Σ(z − mean)² = Σz² − n·mean², in float64 sums of float32 values
+            sq = np.maximum(np.sum([q for _, q in sums], axis=0) - n * mean**2, 0.0) if sums else np.zeros(d)
+            self.mean, self.scale = mean.astype(np.float32), self._scale(sq)
+
+            def centre(span):
+                a, b = span
+                Z[a:b] -= self.mean
+                Z[a:b] /= self.scale
+
+            on_cores(pieces, centre)
+        self.dense = Z
+        return self
+
+    def _scale(self, sq: np.ndarray) -> np.ndarray:
+        """The scale from the columns' summed squared deviations."""
+        scale = np.sqrt(sq / max(self.n, 1))
+        if self.l2:
             # One scale for every feature: per-feature scales estimated from a few examples inflate
             # near-constant features to the size of informative ones (see LogisticHead).
             scale[:] = np.sqrt(np.mean(scale**2))
         scale[scale < 1e-12] = 1.0
-        rows.mean, rows.scale = mean, scale.astype(np.float32)
-        if rows.dense is not None:
-            rows.dense /= rows.scale
-        return rows
+        return scale.astype(np.float32)
 
     def _spans(self) -> Iterator[tuple[int, int]]:
         step = self.n if self.dense is not None else self.block_rows

@@ -26,7 +26,7 @@ def feature_params(backbone: Backbone) -> int:
     return int(total)
 
 
-def measure_speed(backbone: Backbone, source: Source, n: int = 192, batch_size: int = 64) -> float:
+def measure_speed(backbone: Backbone, source: Source, n: int = 64, batch_size: int = 32) -> float:
     """Images per second of the forward pass on up to ``n`` of the source's images, after one warm-up batch.
 
     Timed apart from embedding, so the figure is the same whether the vectors were already cached.

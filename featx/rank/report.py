@@ -47,10 +47,26 @@ def summarize_validation(report: dict) -> dict:
         if rec and rec["id"] in by_id:
             chosen = by_id[rec["id"]]
             out[key] = {"id": rec["id"], "test_accuracy": chosen["test_accuracy"], "regret": regret(chosen)}
+    if report.get("screen"):
+        out["screen"] = _screen_check(report, rows, regret)
     seconds = report.get("seconds", {})
     if seconds.get("full_embedding"):
         out["cost_ratio"] = round(seconds["rank"] / seconds["full_embedding"], 4)
     return out
+
+
+def _screen_check(report: dict, rows: list[dict], regret) -> dict:
+    """What the screen (which --validate does not prune by) would have kept, and what that would have cost."""
+    from .runner import choose_contenders, recommend
+
+    kept = set(choose_contenders(report["screen"], report["settings"]["contenders"]))
+    best = max(rows, key=lambda r: r["test_accuracy"])
+    probe_best = max(rows, key=lambda r: r["accuracy"])
+    rec = recommend([r for r in rows if r["id"] in kept])
+    chosen = next((r for r in rows if rec and r["id"] == rec["id"]), None)
+    return {"images": report["sample"].get("screen"), "contenders": sorted(kept),
+            "kept_test_best": best["id"] in kept, "kept_probe_best": probe_best["id"] in kept,
+            "recommended": None if chosen is None else {"id": chosen["id"], "regret": regret(chosen)}}
 
 
 def _pct(v) -> str:
@@ -93,6 +109,9 @@ def cost_line(report: dict) -> str:
     sec, groups = report["seconds"], report["groups"].values()
     reused = sum(g.get("sample_reused", 0) for g in groups)
     text = f"Rank took {sec['rank']:.0f} s embedding the sample, timing and scoring (plus {sec.get('setup', 0):.0f} s reading the data)"
+    pruned = sum(r["status"] == "pruned" for r in report["rows"])
+    if pruned:
+        text += f"; {pruned} of {len(report['rows'])} candidates were pruned after the screen"
     text += f"; {reused:,} sample vectors came from the store." if reused else "."
     if sec.get("full_embedding"):
         full_reused = sum(g.get("full_reused", 0) for g in groups) - sum(g.get("sample_embedded", 0) for g in groups)
@@ -119,7 +138,17 @@ def render_markdown(report: dict) -> str:
     rec = report.get("recommendation")
     if rec:
         lines += ["", f"**Recommendation: {rec['id']}**: {rec['why']}."]
-    failed = [r for r in report["rows"] if r["status"] != "ok"]
+    pruned = [r for r in report["rows"] if r["status"] == "pruned"]
+    if pruned:
+        lines += ["", f"## Pruned by the screen: {len(pruned)}", "",
+                  f"Screened on {sample.get('screen')} images of the sample (k-fold accuracy, LogME); the "
+                  f"{s.get('contenders')} best by each score in turn went on to the whole sample.", "",
+                  "| candidate | px | screen acc % | screen LogME | images/s |", "|---|---:|---:|---:|---:|"]
+        for r in pruned:
+            speed = f"{r['images_per_second']:.0f}" if r.get("images_per_second") else "–"
+            lines.append(f"| {r['id']} | {r.get('image_size')} | {_pct(r['screen']['accuracy'])} | "
+                         f"{r['screen']['logme']:.3f} | {speed} |")
+    failed = [r for r in report["rows"] if r["status"] == "failed"]
     if failed:
         lines += ["", f"## Failed candidates: {len(failed)}", ""]
         lines += [f"- {r['id']}: {r['reason']}" for r in failed]
@@ -136,6 +165,13 @@ def render_markdown(report: dict) -> str:
             r = v["recommended"]
             lines += ["", f"Best test accuracy: {v['best']['test_accuracy']:.2%} ({v['best']['id']}). The "
                       f"recommendation scored {r['test_accuracy']:.2%}: a regret of {r['regret']:.2f} points."]
+        if v.get("screen"):
+            c = v["screen"]
+            picked = c["recommended"]
+            lines += ["", f"The screen ({c['images']} images; not used to prune under --validate) would have kept "
+                      f"{len(c['contenders'])} candidates, {'including' if c['kept_test_best'] else 'not'} the best on "
+                      f"the test split" + (f"; its recommendation, {picked['id']}, has a regret of "
+                                           f"{picked['regret']:.2f} points." if picked else ".")]
         if "recommended_unpaired" in v:
             r = v["recommended_unpaired"]
             lines += ["", f"(Had it taken the cheapest candidate whose own interval overlaps the best one's, it "

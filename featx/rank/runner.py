@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -39,6 +39,8 @@ class RankSettings:
     folds: int = 5
     seed: int = 0
     validate: bool = False
+    screen: int = 256  # images of the sample every candidate is screened on first; 0: no screening
+    contenders: int = 6  # candidates the screen keeps for the whole sample (the rest are pruned)
 
     def check(self) -> None:
         if self.folds < 2:
@@ -46,6 +48,11 @@ class RankSettings:
         if self.sample < 2 * self.folds:
             raise ParameterError("sample", f"must be at least {2 * self.folds} images (twice --folds), "
                                  f"not {self.sample}.")
+        if self.screen and self.screen < 2 * self.folds:
+            raise ParameterError("screen", f"must be 0 (no screening) or at least {2 * self.folds} images "
+                                 f"(twice --folds), not {self.screen}.")
+        if self.contenders < 1:
+            raise ParameterError("contenders", f"must be at least 1, not {self.contenders}.")
 
 
 def _resume_key(report: dict) -> str:
@@ -53,24 +60,26 @@ def _resume_key(report: dict) -> str:
     return json.dumps([report["dataset"], report["source"], report["sample"]["fingerprint"], s], sort_keys=True)
 
 
-def _previous(out: Path, report: dict) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Scored candidates and group records of an earlier, interrupted or smaller rank with the same sample."""
+def _previous(out: Path, report: dict) -> tuple[dict[str, dict], dict[str, dict], dict[str, dict]]:
+    """Scored (or pruned) candidates, group records and screen scores of an earlier, interrupted or smaller
+    rank with the same sample and settings."""
     try:
         old = json.loads((out / "report.json").read_text())
         if old.get("format") != REPORT_FORMAT or _resume_key(old) != _resume_key(report):
-            return {}, {}
+            return {}, {}, {}
     except (OSError, ValueError, KeyError, TypeError):
-        return {}, {}
-    rows = {r["id"]: r for r in old.get("rows", []) if r.get("status") == "ok"}
-    return rows, old.get("groups", {})
+        return {}, {}, {}
+    rows = {r["id"]: r for r in old.get("rows", []) if r.get("status") in ("ok", "pruned")}
+    return rows, old.get("groups", {}), old.get("screen", {})
 
 
 def small_data_note(n_sample: int, n_train: int) -> str | None:
     """Rank saves time only when the sample is a small part of the data: say so when it is not."""
     if n_sample * 4 < n_train:
         return None
-    return (f"the sample is {n_sample / n_train:.0%} of the {n_train:,} training images: scoring costs about as much "
-            "as embedding everything, so `--validate` (the truth, not a prediction) costs little more here.")
+    return (f"the sample is {n_sample / n_train:.0%} of the {n_train:,} training images: the contenders' scores cost "
+            "about as much as embedding them fully, so `--validate` (the truth, not a prediction) costs little more "
+            "here, and `--sample` smaller than the data makes rank cheaper.")
 
 
 def _group_id(group: tuple) -> str:
@@ -88,22 +97,30 @@ def rank_candidates(
     name: str | None = None,
     weights: dict[str, str] | None = None,
     progress: Progress | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> dict:
-    """Score every candidate on one stratified sample of ``source``'s training split; write report.json/.md/.png.
+    """Score the candidates on one stratified sample of ``source``'s training split; write report.json/.md/.png.
+
+    Every candidate is first screened on a smaller part of the sample (``settings.screen`` images): LogME
+    and a k-fold probe there, both cheap. Only the ``settings.contenders`` best of the screen (the top of
+    each score in turn) embed the whole sample and get the full probe; the others are listed as pruned,
+    with their screen scores. With ``validate`` nothing is pruned: every candidate is scored and tested,
+    and the validation says whether the screen would have kept the best.
 
     Parameters
     ----------
     source : a labeled source (as ``featx embed`` takes).
     candidates : what to compare [default: ``default_candidates()``, every offline backbone × recipe].
-    settings : the sample's size, the probe's folds, the seed, and ``validate`` (also embed all of the
-        train and test splits per candidate and report test accuracy, Kendall's tau and the regret).
+    settings : the sample's size, the probe's folds, the seed, the screen, and ``validate`` (also embed all
+        of the train and test splits per candidate and report test accuracy, Kendall's tau and the regret).
     cache : the store root; the sample is embedded there, as dataset ``<name>-rank-sample``.
     out : the report folder [default: ``<cache>/rank/<name>``]; a rank interrupted there resumes.
     weights : backbone name → local weights file, for candidates not using their default weights.
     progress : optional ``progress(stage, advance, total)``; stages ``hash``, ``embed``, ``candidates``.
+    notice : called with a sentence when ranking will cost about as much as embedding everything.
 
-    Returns the report: ``rows`` (the table, best predicted first), ``recommendation``, and with
-    ``validate`` the ``validation`` summary.
+    Returns the report: ``rows`` (the table, best predicted first, then pruned and failed candidates),
+    ``recommendation``, and with ``validate`` the ``validation`` summary.
     """
     settings.check()
     candidates = list(dict.fromkeys(candidates if candidates is not None else default_candidates()))
@@ -121,40 +138,64 @@ def rank_candidates(
                         "least two labelled classes.")
     sample = train.take(stratified_sample(train.keys, train.labels, settings.sample,
                                           min_per_class=settings.folds, seed=settings.seed))
-    sample_source = SubsetSource(source, sample.indices, name=dataset)
-    sample_hashes = ([keys[i] for i in sample.indices], {})
+    screen = None
+    if settings.screen and settings.screen < len(sample) and len(candidates) > settings.contenders:
+        # positions within the sample: the first images of the sample's own order, so a screen is nested in it
+        screen = stratified_sample(sample.keys, sample.labels, settings.screen, min_per_class=settings.folds,
+                                   seed=settings.seed)
     y = sample.labels.astype(str)
+    run = _Run(source, dataset, (keys, failures), sample, screen, y, settings, cache, weights or {}, progress)
     report = {
         "format": REPORT_FORMAT, "dataset": dataset, "source": source.description,
         "settings": asdict(settings),
         "sample": {"n": len(sample), "of": len(train), "classes": len(sample.classes),
                    "per_class": sample.class_counts(), "fingerprint": sample.fingerprint(),
-                   "dataset": dataset + SAMPLE_SUFFIX},
+                   "dataset": dataset + SAMPLE_SUFFIX, "screen": None if screen is None else len(screen)},
         "candidates": [c.id for c in candidates],
         "note": small_data_note(len(sample), len(train)),
-        "groups": {}, "rows": [], "complete": False,
+        "groups": {}, "screen": {}, "rows": [], "complete": False,
     }
+    if report["note"] and notice:
+        notice(report["note"])
     out.mkdir(parents=True, exist_ok=True)
-    done, old_groups = _previous(out, report)
+    done, old_groups, old_screen = _previous(out, report)
+    report["groups"].update({g: r for g, r in old_groups.items()})
+    report["screen"].update({c.id: old_screen[c.id] for c in candidates if c.id in old_screen})
     setup_seconds = time.perf_counter() - started
     by_group: dict[tuple, list[Candidate]] = {}
     for c in candidates:
         by_group.setdefault(c.group, []).append(c)
-    rows: dict[str, dict] = {}
-    for group, members in by_group.items():
-        gid = _group_id(group)
-        need_score = [c for c in members if c.id not in done]
-        need_test = [c for c in members if settings.validate and "test_accuracy" not in done.get(c.id, {})]
-        rows.update({c.id: done[c.id] for c in members if c.id in done})
-        if gid in old_groups:
-            report["groups"][gid] = old_groups[gid]
-        if need_score or need_test:
-            _run_group(group, members, need_score, need_test, report, rows, source, sample_source, sample_hashes,
-                       y, (keys, failures), dataset, settings, cache, weights or {}, progress)
+    rows: dict[str, dict] = {c.id: done[c.id] for c in candidates if c.id in done}
+    pruning = screen is not None and not settings.validate
+
+    def save(members) -> None:
         report["rows"] = _ordered(rows.values())
         write_json(report, out)  # after every group: an interrupted rank resumes from here
         if progress:
             progress("candidates", len(members), len(candidates))
+
+    if pruning:
+        # 1. the screen: every group embeds the screen's images only, every candidate gets its cheap scores
+        for group, members in by_group.items():
+            todo = [c for c in members if c.id not in report["screen"] and c.id not in rows]
+            if todo:
+                _run_group(run, group, members, todo, [], [], report, rows)
+            if progress:
+                progress("screen", len(members), len(candidates))
+        contenders = set(choose_contenders(report["screen"], settings.contenders))
+        for c in candidates:
+            if c.id not in contenders and c.id in report["screen"] and rows.get(c.id, {}).get("status") != "failed":
+                rows[c.id] = _pruned(c, report["screen"][c.id], report["groups"].get(_group_id(c.group), {}))
+        by_group = {g: [c for c in ms if c.id in contenders] for g, ms in by_group.items()}
+        by_group = {g: ms for g, ms in by_group.items() if ms}
+    # 2. the whole sample for the contenders (every candidate when nothing is pruned), and the validation
+    for group, members in by_group.items():
+        need_screen = [c for c in members if screen is not None and c.id not in report["screen"]]
+        need_score = [c for c in members if rows.get(c.id, {}).get("status") not in ("ok", "failed")]
+        need_test = [c for c in members if settings.validate and "test_accuracy" not in rows.get(c.id, {})]
+        if need_screen or need_score or need_test:
+            _run_group(run, group, members, need_screen, need_score, need_test, report, rows)
+        save(members)
     report["rows"] = _ordered(rows.values())
     compare_to_best(report["rows"], len(sample))
     report["recommendation"] = recommend(report["rows"])
@@ -165,6 +206,44 @@ def rank_candidates(
     write_report(report, out)
     report["out"] = str(out)
     return report
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every group of one rank shares: the source, the sample (and its screen), the settings."""
+
+    source: Source
+    dataset: str
+    hashes: tuple  # (keys, failures) of the whole source
+    sample: object  # the labelled sample (transfer.subsets.Split)
+    screen: np.ndarray | None  # positions within the sample of the screen's images
+    y: np.ndarray
+    settings: RankSettings
+    cache: object
+    weights: dict
+    progress: Progress | None
+
+    def images(self, screen_only: bool) -> tuple[Source, tuple[list[str], dict]]:
+        """The source of the sample's (or only the screen's) images, and their content keys."""
+        indices = self.sample.indices if not screen_only else self.sample.indices[self.screen]
+        keys = self.hashes[0]
+        return SubsetSource(self.source, indices, name=self.dataset), ([keys[i] for i in indices], {})
+
+
+def choose_contenders(screen: dict[str, dict], n: int) -> list[str]:
+    """The ``n`` candidates the screen keeps: the best by the probe's accuracy and the best by LogME, in turn.
+
+    Neither cheap score alone is trusted to put the eventual winner first (README, rank validated: LogME
+    ordered candidates better, the probe gives the accuracy), so each nominates its top in turn.
+    """
+    by_probe = sorted(screen, key=lambda c: (-screen[c]["accuracy"], -screen[c]["logme"], c))
+    by_logme = sorted(screen, key=lambda c: (-screen[c]["logme"], -screen[c]["accuracy"], c))
+    chosen: list[str] = []
+    for pair in zip(by_probe, by_logme):
+        for c in pair:
+            if c not in chosen and len(chosen) < n:
+                chosen.append(c)
+    return chosen
 
 
 def _create(group: tuple, layers: str | None, weights: dict[str, str]):
@@ -180,52 +259,70 @@ def _failed(c: Candidate, reason: str) -> dict:
     return {"id": c.id, **asdict(c), "status": "failed", "reason": reason}
 
 
+def _pruned(c: Candidate, screened: dict, record: dict) -> dict:
+    return {"id": c.id, **asdict(c), "status": "pruned", "screen": screened,
+            "images_per_second": record.get("images_per_second"), "image_size": record.get("image_size"),
+            "reason": "the screen ranked it below the contenders"}
+
+
 def _reason(e: BaseException) -> str:
     return str(e) if isinstance(e, FeatxError) else f"{type(e).__name__}: {e}"
 
 
-def _run_group(group, members, need_score, need_test, report, rows, source, sample_source, sample_hashes, y,
-               hashes, dataset, settings, cache, weights, progress) -> None:
-    """Embed the sample once for the group's candidates, score those not yet scored, validate if asked."""
+def _run_group(run: _Run, group, members, need_screen, need_score, need_test, report, rows) -> None:
+    """Embed the images the group's candidates need once (the screen's when only screen scores are asked for),
+    then screen, score and validate them."""
     gid = _group_id(group)
     wanted = {c.layers for c in members}
     try:
-        model = _create(group, STAGES if STAGES in wanted else None, weights)
+        model = _create(group, STAGES if STAGES in wanted else None, run.weights)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # missing weights, a hub model offline, a model without stage taps
-        for c in {*need_score, *need_test}:
+        for c in {*need_screen, *need_score, *need_test}:
             rows[c.id] = _failed(c, _reason(e))
         return
     record = dict(report["groups"].get(gid, {}))
+    screen_only = not need_score and not need_test
+    images, hashes = run.images(screen_only)
     try:
-        embedded = embed_group(sample_source, model, report["sample"]["dataset"], cache=cache,
-                               keep_final=FINAL in wanted, hashes=sample_hashes, progress=progress)
+        embedded = embed_group(images, model, report["sample"]["dataset"], cache=run.cache,
+                               keep_final=FINAL in wanted, hashes=hashes, progress=run.progress)
         if not record.get("sample_embedded") or embedded.n_embedded:  # keep the run that did the work
-            record.update(sample_seconds=embedded.seconds, sample_embedded=embedded.n_embedded,
+            record.update(sample_seconds=record.get("sample_seconds", 0) + embedded.seconds,
+                          sample_embedded=record.get("sample_embedded", 0) + embedded.n_embedded,
                           sample_reused=embedded.n_reused)
-        started = time.perf_counter()
-        record["images_per_second"] = round(measure_speed(model, sample_source), 2)
-        record["speed_seconds"] = round(time.perf_counter() - started, 3)
+        if "images_per_second" not in record and not screen_only:  # what a pruned group costs matters to no one
+            started = time.perf_counter()
+            record["images_per_second"] = round(measure_speed(model, images), 2)
+            record["speed_seconds"] = round(time.perf_counter() - started, 3)
         record["params"] = feature_params(model)
         record["image_size"] = model.config.preprocess.input_size
         record["precision"] = model.config.precision
-        with open_store(model.config, cache) as store:
-            X_all = store.vectors(sample_hashes[0])
+        with open_store(model.config, run.cache) as store:
+            X_all = store.vectors(hashes[0])
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:
-        for c in {*need_score, *need_test}:
+        for c in {*need_screen, *need_score, *need_test}:
             rows[c.id] = _failed(c, _reason(e))
         return
     report["groups"][gid] = record
+    for c in need_screen:
+        rows_of_screen = slice(None) if screen_only else run.screen
+        screened = _score(c, model.config, X_all[rows_of_screen], run.y[run.screen], run.settings)
+        if "reason" in screened:
+            rows[c.id] = _failed(c, screened["reason"])
+        else:  # the screen's figures only: its per-image answers are not compared pairwise
+            report["screen"][c.id] = {k: v for k, v in screened.items() if k not in ("correct", "fold_accuracies")}
     for c in need_score:
-        rows[c.id] = _score(c, model.config, X_all, y, record, settings)
+        scored = _score(c, model.config, X_all, run.y, run.settings)
+        rows[c.id] = _failed(c, scored["reason"]) if "reason" in scored else _row(c, scored, record)
     if need_test:
         todo = [c for c in need_test if rows.get(c.id, {}).get("status") == "ok"]
         try:
-            tested, full = validate_group(source, model, todo, dataset, hashes, cache=cache, seed=settings.seed,
-                                          progress=progress)
+            tested, full = validate_group(run.source, model, todo, run.dataset, run.hashes, cache=run.cache,
+                                          seed=run.settings.seed, progress=run.progress)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:
@@ -237,7 +334,8 @@ def _run_group(group, members, need_score, need_test, report, rows, source, samp
             rows[c.id] = {**rows[c.id], **tested[c.id]}
 
 
-def _score(c: Candidate, config, X_all: np.ndarray, y: np.ndarray, record: dict, settings: RankSettings) -> dict:
+def _score(c: Candidate, config, X_all: np.ndarray, y: np.ndarray, settings: RankSettings) -> dict:
+    """The k-fold probe and LogME of one candidate on the given vectors; ``{"reason": ...}`` when it fails."""
     from ..search.flat import normalize
 
     try:
@@ -246,26 +344,33 @@ def _score(c: Candidate, config, X_all: np.ndarray, y: np.ndarray, record: dict,
         started = time.perf_counter()
         probe = kfold_accuracy(X, y, folds=settings.folds, blocks=selection.blocks, seed=settings.seed)
         evidence = logme(normalize(X, blocks=selection.blocks), y)
-        seconds = time.perf_counter() - started
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:
-        return _failed(c, _reason(e))
+        return {"reason": _reason(e)}
+    return {"accuracy": round(probe.accuracy, 5), "low": round(probe.low, 5), "high": round(probe.high, 5),
+            "fold_accuracies": [round(a, 5) for a in probe.folds], "correct": probe.packed(),
+            "logme": round(evidence, 5), "dim": selection.dim, "n": len(y),
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _row(c: Candidate, scored: dict, record: dict) -> dict:
+    """A scored candidate's row of the table."""
     return {
         "id": c.id, **asdict(c), "status": "ok",
         "image_size": record["image_size"], "precision_used": record["precision"],
-        "accuracy": round(probe.accuracy, 5), "low": round(probe.low, 5), "high": round(probe.high, 5),
-        "fold_accuracies": [round(a, 5) for a in probe.folds], "correct": probe.packed(),
-        "logme": round(evidence, 5),
-        "images_per_second": record["images_per_second"], "dim": selection.dim,
-        "bytes_per_image": selection.dim * 4, "params": record["params"], "score_seconds": round(seconds, 3),
+        **{k: scored[k] for k in ("accuracy", "low", "high", "fold_accuracies", "correct", "logme")},
+        "images_per_second": record["images_per_second"], "dim": scored["dim"],
+        "bytes_per_image": scored["dim"] * 4, "params": record["params"], "score_seconds": scored["seconds"],
     }
 
 
 def _ordered(rows) -> list[dict]:
-    """Scored candidates by predicted accuracy (best first), then the failed ones."""
+    """Scored candidates by predicted accuracy (best first), then the pruned ones (by their screen), then the
+    failed ones."""
     ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (-r["accuracy"], r["id"]))
-    return ok + sorted((r for r in rows if r["status"] != "ok"), key=lambda r: r["id"])
+    pruned = sorted((r for r in rows if r["status"] == "pruned"), key=lambda r: (-r["screen"]["accuracy"], r["id"]))
+    return ok + pruned + sorted((r for r in rows if r["status"] == "failed"), key=lambda r: r["id"])
 
 
 def compare_to_best(rows: Sequence[dict], n: int) -> None:
@@ -312,6 +417,7 @@ def _costs(report: dict) -> dict:
     groups = report["groups"].values()
     rank = sum(g.get("sample_seconds", 0) + g.get("speed_seconds", 0) for g in groups)
     rank += sum(r.get("score_seconds", 0) for r in report["rows"])
+    rank += sum(s.get("seconds", 0) for s in report.get("screen", {}).values())
     out = {"rank": round(rank, 3)}
     if any("full_seconds" in g for g in groups):
         # Embedding every candidate fully = the sample (embedded by rank) plus the rest (by validation).
