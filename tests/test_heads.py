@@ -173,3 +173,22 @@ def test_a_fit_imports_no_torch():
             "X = np.random.default_rng(0).standard_normal((200, 64)).astype('float32'); y = np.arange(200) % 3; "
             "[h().fit(X, y) for h in (LogisticHead, LinearSVMHead, RidgeHead)]; print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_the_grid_stops_past_its_best_and_chooses_what_the_whole_grid_chooses(monkeypatch):
+    """With enough held-out rows the C search stops two values past the best one; the whole grid (the
+    stop turned off) chooses the same C and the same head. Few held-out rows search the whole grid."""
+    from featx.heads import linear
+
+    X, y = embedding_like(12000, seed=3)
+    X += 1.5 * np.random.default_rng(4).standard_normal(X.shape).astype(np.float32) / np.sqrt(X.shape[1])
+    stopped = LogisticHead().fit(X, y)
+    assert 3 <= len(stopped.search_) < len(linear.C_GRID), stopped.search_
+    monkeypatch.setattr(linear, "PATIENT_FROM", 10**9)
+    whole = LogisticHead().fit(X, y)
+    assert len(whole.search_) == len(linear.C_GRID)
+    assert whole.C_ == stopped.C_ == max(whole.search_, key=lambda c: (whole.search_[c], -c))
+    np.testing.assert_allclose(stopped.coef_, whole.coef_, atol=1e-6)
+    monkeypatch.undo()
+    few = LogisticHead().fit(X[:600], y[:600])  # 120 held-out rows
+    assert len(few.search_) == len(linear.C_GRID)

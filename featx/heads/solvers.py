@@ -123,7 +123,7 @@ def _leading_eigenpairs(A: np.ndarray, rank: int, seed: int, power: int = 3) -> 
     return np.maximum(s[top], 0.0).astype(np.float32), np.ascontiguousarray(Q @ U[:, top], dtype=np.float32)
 
 
-def preconditioner_sample(n: int, max_rows: int = 8192, seed: int = 0) -> np.ndarray | None:
+def preconditioner_sample(n: int, max_rows: int = 4096, seed: int = 0) -> np.ndarray | None:
     """Which rows of n estimate the preconditioner's covariance: all (None) up to ``max_rows``, else a sample."""
     return None if n <= max_rows else np.random.default_rng(seed).choice(n, max_rows, replace=False)
 
