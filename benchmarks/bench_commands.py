@@ -3,7 +3,8 @@
 Every command runs in a fresh process and is timed start to exit (wall clock), quiet and with a second
 process busy on one core; the two revisions take turns, each on its own copy of one prepared cache
 (digits embedded with the default recipe, a head, an index; with --fashion, Fashion-MNIST at 112 px
-too). One-image commands get a new image every run, so nothing is answered from an earlier run.
+too, final layer and stages). `featx serve` is timed from sending its first /search to the answer, once
+it answers /health. One-image commands get a new image every run, so nothing is answered from an earlier run.
 Writes benchmarks/out/commands.json and prints the README's table.
 
     .venv/bin/python benchmarks/bench_commands.py --base 178b871 [--rounds 5] [--fashion] [--only train-digits]
@@ -37,9 +38,14 @@ COMMANDS = {
     "search-one": (["search", "digits", "{image}", "-k", "5"], "`featx search digits IMAGE -k 5`"),
     "predict-one": (["predict", "{cache}/digits-logreg.npz", "{image}"], "`featx predict HEAD IMAGE`"),
     "train-digits": (["train", "digits", "--out", "{scratch}/h.npz"], "`featx train digits` (1,414 × 1,280)"),
-    "train-fashion": (["train", "fashion-mnist", "--image-size", "112", "--out", "{scratch}/h.npz"],
-                      "`featx train fashion-mnist` (60,000 × 1,280, 112 px)"),
+    "train-fashion": (["train", "fashion-mnist", "--image-size", "112", "--layers", "final", "--out",
+                       "{scratch}/h.npz"], "`featx train fashion-mnist` (60,000 × 1,280, 112 px)"),
+    "train-stages": (["train", "fashion-mnist", "--image-size", "112", "--layers", "stages", "--out",
+                      "{scratch}/h.npz"], "`featx train fashion-mnist --layers stages` (60,000 × 1,792)"),
+    "serve-first": (["serve", "--head", "{cache}/digits-logreg.npz", "--dataset", "digits", "--port", "{port}",
+                     "--log-level", "warning"], "`featx serve`: its first `/search` of a new image, once up"),
 }
+FASHION = ("train-fashion", "train-stages")  # need --fashion
 
 
 def featx(tree: Path, args: list[str], cache: Path) -> subprocess.CompletedProcess:
@@ -60,11 +66,44 @@ def prepare(cache: Path, fashion: bool) -> None:
     steps = [["embed", "digits"], ["train", "digits", "--out", str(cache / "digits-logreg.npz")],
              ["index", "digits"], ["embed", str(new_image(cache.parent / "warm", 0).parent)]]
     if fashion:
-        steps.append(["embed", "fashion-mnist", "--image-size", "112"])
+        steps += [["embed", "fashion-mnist", "--image-size", "112"],
+                  ["embed", "fashion-mnist", "--image-size", "112", "--layers", "stages"]]
     for step in steps:
         done = featx(REPO, step, cache)
         if done.returncode:
             raise SystemExit(f"preparing failed: featx {' '.join(step)}\n{done.stderr}")
+
+
+def first_answer(tree: Path, args: list[str], cache: Path, image: Path, port: int) -> float:
+    """Start ``featx serve``, wait until it answers /health, then time its first /search of ``image``
+    (seconds from sending the request to the answer). The server is stopped afterwards."""
+    import httpx
+
+    env = {**os.environ, "PYTHONPATH": str(tree), "FEATX_CACHE": str(cache)}
+    server = subprocess.Popen([sys.executable, "-c", FEATX, *args], env=env, cwd=tree, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.perf_counter() + 120
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(f"featx serve exited: {server.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.perf_counter() > deadline:
+                    raise SystemExit("featx serve did not come up in 120 s")
+                time.sleep(0.05)
+        start = time.perf_counter()
+        with image.open("rb") as f:
+            answer = httpx.post(f"http://127.0.0.1:{port}/search?k=5", files={"files": f}, timeout=120)
+        took = time.perf_counter() - start
+        if answer.status_code != 200:
+            raise SystemExit(f"first /search answered {answer.status_code}: {answer.text[:500]}")
+        return took
+    finally:
+        server.terminate()
+        server.wait()
 
 
 @contextmanager
@@ -86,7 +125,7 @@ def main() -> None:
     parser.add_argument("--fashion", action="store_true", help="also train on Fashion-MNIST (embeds it once)")
     parser.add_argument("--only", nargs="*", choices=sorted(COMMANDS), help="these commands only")
     args = parser.parse_args()
-    names = args.only or [n for n in COMMANDS if args.fashion or n != "train-fashion"]
+    names = args.only or [n for n in COMMANDS if args.fashion or n not in FASHION]
     seconds: dict = {n: {f"{rev}-{load}": [] for rev in ("base", "head") for load in ("quiet", "busy")} for n in names}
     with base_worktree(args.base) as (tmp, base):
         prepare(tmp / "prepared" / "cache", args.fashion)
@@ -102,15 +141,19 @@ def main() -> None:
                         image = new_image(tmp / f"run-{rev}" / "images" / str(seed), seed)
                         cache, scratch = tmp / f"run-{rev}" / "cache", tmp / f"run-{rev}" / "scratch"
                         scratch.mkdir(exist_ok=True)
-                        argv = [a.format(image=image, folder=image.parent, cache=cache, scratch=scratch)
+                        port = 8800 + seed % 100
+                        argv = [a.format(image=image, folder=image.parent, cache=cache, scratch=scratch, port=port)
                                 for a in COMMANDS[name][0]]
                         with busy_core(load == "busy"):
                             time.sleep(0.2)  # the spinner is running before the clock starts
-                            start = time.perf_counter()
-                            done = featx(tree, argv, cache)
-                            took = time.perf_counter() - start
-                        if done.returncode:
-                            raise SystemExit(f"{rev}: featx {' '.join(argv)} failed:\n{done.stderr[-2000:]}")
+                            if name == "serve-first":
+                                took = first_answer(tree, argv, cache, image, port)
+                            else:
+                                start = time.perf_counter()
+                                done = featx(tree, argv, cache)
+                                took = time.perf_counter() - start
+                                if done.returncode:
+                                    raise SystemExit(f"{rev}: featx {' '.join(argv)} failed:\n{done.stderr[-2000:]}")
                         seconds[name][f"{rev}-{load}"].append(round(took, 3))
                         print(f"round {r + 1} {load:<5} {name:<14} {rev}: {took:6.2f} s", flush=True)
     medians = {n: {k: statistics.median(v) for k, v in runs.items()} for n, runs in seconds.items()}

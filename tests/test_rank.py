@@ -229,35 +229,30 @@ def test_validate_reports_test_accuracy_tau_and_the_regret(tmp_path):
 
 def test_the_screen_prunes_the_grid_but_never_the_candidate_the_full_grid_ranks_first(tmp_path):
     """Scored in full, the small grid has a winner; screened first, that winner is still a contender, the
-    pruned candidates embed only the screen's images, and rank says before it starts that the sample is
-    most of the data."""
+    pruned candidates embed only the screen's images, and the contenders score as in the full grid."""
+    from featx.backbones import create_backbone
     from featx.data import open_source
     from featx.rank import RankSettings, parse_candidates, rank_candidates
 
-    spec = "backbone=efficientnet_lite0 size=32,48 crop=center,full layers=final,stages"
-    candidates = parse_candidates(spec)
-    full = rank_candidates(open_source("digits"), candidates, RankSettings(sample=300, folds=3, screen=0),
+    spec = "backbone=efficientnet_lite0 size=32,48 crop=center,full layers=stages"
+    full = rank_candidates(open_source("digits"), parse_candidates(spec), RankSettings(sample=200, folds=3, screen=0),
                            cache=tmp_path / "full")
-    assert [r["status"] for r in full["rows"]] == ["ok"] * 8
+    assert [r["status"] for r in full["rows"]] == ["ok"] * 4
     winner = full["rows"][0]["id"]
 
-    result = run_cli("rank", "digits", "--candidates", spec, "--sample", 300, "--folds", 3, "--screen", 60,
-                     "--contenders", 3, "--cache", tmp_path / "pruned")
+    result = run_cli("rank", "digits", "--candidates", spec, "--sample", 200, "--folds", 3, "--screen", 40,
+                     "--contenders", 2, "--cache", tmp_path / "pruned")
     report = json.loads((tmp_path / "pruned" / "rank" / "digits" / "report.json").read_text())
     statuses = {r["id"]: r["status"] for r in report["rows"]}
-    assert sorted(statuses.values()) == ["ok"] * 3 + ["pruned"] * 5
+    assert sorted(statuses.values()) == ["ok"] * 2 + ["pruned"] * 2
     assert statuses[winner] == "ok" and report["recommendation"]["id"] in statuses
-    assert len(report["screen"]) == 8 and report["sample"]["screen"] == 60
-    assert "pruned after the screen (60 images): 5 candidates" in result.output
-    # a group none of whose candidates went on embedded the screen's 60 images, not the sample's 300
-    from featx.backbones import create_backbone
-
-    contender_groups = {(r["size"], r["crop"]) for r in report["rows"] if r["status"] == "ok"}
-    for size in ("32", "48"):
-        for crop in ("center", "full"):
-            model = create_backbone("efficientnet_lite0", image_size=int(size), crop=crop, layers="stages")
-            held = len(_members(tmp_path / "pruned", model.config, "digits-rank-sample"))
-            assert held == (300 if (size, crop) in contender_groups else 60)
+    assert len(report["screen"]) == 4 and report["sample"]["screen"] == 40
+    assert "pruned after the screen (40 images): 2 candidates" in result.output
+    # a pruned group embedded the screen's 40 images, a contender's the sample's 200
+    for r in report["rows"]:
+        model = create_backbone("efficientnet_lite0", image_size=int(r["size"]), crop=r["crop"], layers="stages")
+        held = len(_members(tmp_path / "pruned", model.config, "digits-rank-sample"))
+        assert held == (200 if r["status"] == "ok" else 40)
     # the same scores as the full grid for the contenders: the very same sample and probe
     scored = {r["id"]: r["accuracy"] for r in full["rows"]}
     assert all(r["accuracy"] == scored[r["id"]] for r in report["rows"] if r["status"] == "ok")

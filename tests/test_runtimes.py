@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -177,24 +178,37 @@ def _damage(path, how: str) -> None:
         path.unlink()
 
 
+@pytest.fixture(scope="module")
+def converted_once(tmp_path_factory):
+    """A cache whose OpenVINO model was converted by a first embed, the folder of a second embed, and that
+    folder's vectors by torch: made once for the damage cases below, which each damage a copy."""
+    from featx.store import FeatureStore
+
+    root = tmp_path_factory.mktemp("converted")
+    first = write_class_folder(root / "first", per_class=2)
+    second = write_class_folder(root / "second", per_class=3, classes={"g": (20, 200, 20), "w": (240, 240, 240)})
+    common = ("--image-size", SMALL, "--workers", 0, "--precision", "fp32")
+    run_cli("embed", first, "--runtime", "openvino", *common, "--cache", root / "c", "--json")
+    by_torch = run_cli("embed", second, "--runtime", "torch", *common, "--cache", root / "t", "--json")
+    X_torch, *_ = FeatureStore(json.loads(by_torch.stdout)["store"]).load("second")
+    return root / "c", second, X_torch
+
+
 @pytest.mark.own_runtime_files
 @pytest.mark.parametrize("file, how", [("openvino.bin", "bytes"), ("openvino.bin", "truncate"),
                                        ("openvino.xml", "delete")])
-def test_a_damaged_converted_model_is_converted_again_never_run(tmp_path, file, how):
+def test_a_damaged_converted_model_is_converted_again_never_run(tmp_path, converted_once, file, how):
     from featx.store import FeatureStore
 
-    first = write_class_folder(tmp_path / "first", per_class=2)
-    second = write_class_folder(tmp_path / "second", per_class=3, classes={"g": (20, 200, 20), "w": (240, 240, 240)})
+    cache, second, X_torch = converted_once
+    shutil.copytree(cache, tmp_path / "c")
     args = ("--image-size", SMALL, "--workers", 0, "--precision", "fp32", "--cache", tmp_path / "c", "--json")
-    run_cli("embed", first, "--runtime", "openvino", *args)
     (model,) = (tmp_path / "c" / "runtimes").glob("efficientnet_lite0-*/" + file)
     _damage(model, how)
     result = run_cli("embed", second, "--runtime", "openvino", *args)
     assert "damaged" in result.stderr and "converting it again" in result.stderr, result.stderr
     store = json.loads(result.stdout)["store"]
     X_openvino, *_ = FeatureStore(store).load("second")
-    by_torch = run_cli("embed", second, "--runtime", "torch", *args[:-3], "--cache", tmp_path / "t", "--json")
-    X_torch, *_ = FeatureStore(json.loads(by_torch.stdout)["store"]).load("second")
     assert cosines(X_openvino, X_torch).min() >= AGREEMENT["fp32"][0]
     again = run_cli("embed", second, "--runtime", "openvino", *args)  # repaired once: quiet since
     assert "damaged" not in again.stderr
