@@ -59,3 +59,15 @@ def test_the_kfold_interval_contains_the_accuracy_of_a_head_trained_on_everythin
     assert score.high - score.low < 0.1
     chance = kfold_accuracy(rng.normal(size=(600, 5)).astype(np.float32), y, folds=5)
     assert chance.high < score.low  # features unrelated to the labels score clearly lower
+
+
+def test_the_probe_sees_no_fold_s_answers_before_predicting_it():
+    """Labels that features cannot explain score at chance out of fold: no fold's head may start from, or
+    be tuned on, a solution that saw the rows it predicts (a warm start across folds scored 0.99 here)."""
+    from featx.rank.probe import kfold_accuracy
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 400)).astype(np.float32)  # more features than rows: easy to memorise
+    y = rng.integers(0, 4, 300).astype(str)
+    score = kfold_accuracy(X, y, folds=5)
+    assert score.accuracy < 0.4, score.accuracy
