@@ -22,7 +22,7 @@ from .output import Bars, echo_json, printable
 @click.option("--screen", type=click.IntRange(min=0), default=256, show_default=True,
               help="Images of the sample every candidate is screened on first (k-fold accuracy and LogME); only "
                    "the --contenders best embed the whole sample. 0 scores every candidate on all of it.")
-@click.option("--contenders", type=click.IntRange(min=1), default=6, show_default=True,
+@click.option("--contenders", type=click.IntRange(min=1), default=8, show_default=True,
               help="Candidates the screen keeps for the whole sample (the best by each score in turn).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample, the folds and the heads.")
 @click.option("--validate", is_flag=True,

@@ -40,7 +40,7 @@ class RankSettings:
     seed: int = 0
     validate: bool = False
     screen: int = 256  # images of the sample every candidate is screened on first; 0: no screening
-    contenders: int = 6  # candidates the screen keeps for the whole sample (the rest are pruned)
+    contenders: int = 8  # candidates the screen keeps for the whole sample (the rest are pruned)
 
     def check(self) -> None:
         if self.folds < 2:
