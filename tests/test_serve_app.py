@@ -133,8 +133,8 @@ def test_bad_requests_get_a_4xx_json_error(client, method, path, kwargs, status,
     assert words in response.json()["error"]
 
 
-def test_k_above_the_dataset_size_is_refused(tmp_path, served):
-    _, cache = served
+def test_k_above_the_dataset_size_is_refused(tmp_path):
+    cache = tmp_path / "cache"  # its own: the session's digits cache is shared with other test files
     write_class_folder(tmp_path / "tiny", per_class=3)
     result = CliRunner().invoke(main, ["embed", str(tmp_path / "tiny"), "--image-size", str(TINY), "--workers", "0",
                                        "--cache", str(cache)])
