@@ -46,7 +46,10 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
         # array makes a boolean array of X's size.
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float16], ensure_all_finite=False)
         check_classification_targets(y)
-        self.classes_, t = np.unique(y, return_inverse=True)
+        # Codes by a binary search in the sorted classes: np.unique's return_inverse sorts the labels with an
+        # index alongside (73 bytes a row for short string labels at its peak, against about 30 here).
+        self.classes_ = np.unique(y)
+        t = np.searchsorted(self.classes_, y)
         if self.scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}, not {self.scaling!r}.")
         Z = StandardRows.fit(X, l2=self.scaling == "l2", blocks=self.blocks, block_rows=self.block_rows)
@@ -65,12 +68,12 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
                     # the refit on all rows regularises less per sample, as more data allows.
                     rng = np.random.default_rng(self.random_state)
                     fit_idx = np.sort(rng.choice(fit_idx, self.max_search_samples, replace=False))
-                chosen, best, Zv, tv, fits = self._search(Z, t, fit_idx, val_idx, k, ctx)
-                calib, warm = (Zv, tv, best[:2]), _closest_per_sample(fits, chosen, len(fit_idx), Z.n)
+                chosen, fits, Zv, tv = self._search(Z, t, fit_idx, val_idx, k, ctx)
+                calib, warm = (Zv, tv, fits[chosen]), _closest_per_sample(fits, chosen, len(fit_idx), Z.n)
             else:
                 chosen, calib, warm = value, None, None
             W, b, self.n_iter_ = self._solve(Z, t, k, chosen, warm, ctx)
-            if calib is None:  # no held-out rows: the training rows' own scores, at most CALIBRATION_ROWS of them
+            if calib is None and not self._native_proba:  # no held-out rows: at most CALIBRATION_ROWS training rows
                 rows = np.sort(np.random.default_rng(self.random_state).permutation(Z.n)[:CALIBRATION_ROWS])
                 calib = (Z.subset(rows), t[rows], (W, b))
         setattr(self, self._reg + "_", float(chosen))
@@ -94,8 +97,8 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
         return Preconditioner(Z.take(sample), self._curvature)
 
     def _search(self, Z: StandardRows, t, fit_idx, val_idx, k, ctx):
-        """The grid's value with the best held-out accuracy (ties to the stronger regularisation), its fit,
-        and the held-out rows; ``search_`` records each value's accuracy.
+        """The grid's value with the best held-out accuracy (ties to the stronger regularisation), the (W, b)
+        of every value fitted, and the held-out rows; ``search_`` records each value's accuracy.
 
         The path runs from the strongest regularisation to the weakest. With PATIENT_FROM held-out rows or
         more it stops once GRID_PATIENCE values in a row score below the best: held-out accuracy rises and
@@ -106,17 +109,17 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
         grid = sorted(getattr(self, self._grid))
         strong_first = grid if self._reg == "C" else grid[::-1]
         Zv, tv = Z.subset(val_idx), t[val_idx]
-        self.search_, chosen, best, worse, fits = {}, None, None, 0, {}
-        for v, fit in zip(strong_first, self._path(Z, t, fit_idx, k, strong_first, ctx)):
-            fits[v] = fit[:2]
-            self.search_[float(v)] = accuracy = float(np.mean(Zv.scores(*fit[:2]).argmax(1) == tv))
-            if best is None or accuracy > self.search_[float(chosen)]:
-                chosen, best, worse = v, fit, 0
+        self.search_, chosen, worse, fits = {}, None, 0, {}
+        for v, (W, b, _) in zip(strong_first, self._path(Z, t, fit_idx, k, strong_first, ctx)):
+            fits[v] = W, b
+            self.search_[float(v)] = accuracy = float(np.mean(Zv.scores(W, b).argmax(1) == tv))
+            if chosen is None or accuracy > self.search_[float(chosen)]:
+                chosen, worse = v, 0
             else:
                 worse += 1
                 if worse >= GRID_PATIENCE and len(tv) >= PATIENT_FROM:
                     break
-        return chosen, best, Zv, tv, fits
+        return chosen, fits, Zv, tv
 
     def _path(self, Z: StandardRows, t, rows, k, grid, ctx):
         """Fits on ``rows`` of (Z, t) for each value of the grid in turn, each warm-started from the last

@@ -159,7 +159,7 @@ def rank_candidates(
         notice(report["note"])
     out.mkdir(parents=True, exist_ok=True)
     done, old_groups, old_screen = _previous(out, report)
-    report["groups"].update({g: r for g, r in old_groups.items()})
+    report["groups"].update(old_groups)
     report["screen"].update({c.id: old_screen[c.id] for c in candidates if c.id in old_screen})
     setup_seconds = time.perf_counter() - started
     by_group: dict[tuple, list[Candidate]] = {}
@@ -168,11 +168,11 @@ def rank_candidates(
     rows: dict[str, dict] = {c.id: done[c.id] for c in candidates if c.id in done}
     pruning = screen is not None and not settings.validate
 
-    def save(members) -> None:
+    def save(stage: str, done: int, total: int) -> None:
         report["rows"] = _ordered(rows.values())
         write_json(report, out)  # after every group: an interrupted rank resumes from here
         if progress:
-            progress("candidates", len(members), len(candidates))
+            progress(stage, done, total)
 
     if pruning:
         # 1. the screen: every group embeds the screen's images only, every candidate gets its cheap scores
@@ -180,8 +180,7 @@ def rank_candidates(
             todo = [c for c in members if c.id not in report["screen"] and c.id not in rows]
             if todo:
                 _run_group(run, group, members, todo, [], [], report, rows)
-            if progress:
-                progress("screen", len(members), len(candidates))
+            save("screen", len(members), len(candidates))
         contenders = set(choose_contenders(report["screen"], settings.contenders))
         for c in candidates:
             if c.id not in contenders and c.id in report["screen"] and rows.get(c.id, {}).get("status") != "failed":
@@ -189,13 +188,14 @@ def rank_candidates(
         by_group = {g: [c for c in ms if c.id in contenders] for g, ms in by_group.items()}
         by_group = {g: ms for g, ms in by_group.items() if ms}
     # 2. the whole sample for the contenders (every candidate when nothing is pruned), and the validation
+    scored = sum(len(members) for members in by_group.values())
     for group, members in by_group.items():
         need_screen = [c for c in members if screen is not None and c.id not in report["screen"]]
         need_score = [c for c in members if rows.get(c.id, {}).get("status") not in ("ok", "failed")]
         need_test = [c for c in members if settings.validate and "test_accuracy" not in rows.get(c.id, {})]
         if need_screen or need_score or need_test:
             _run_group(run, group, members, need_screen, need_score, need_test, report, rows)
-        save(members)
+        save("candidates", len(members), scored)
     report["rows"] = _ordered(rows.values())
     compare_to_best(report["rows"], len(sample))
     report["recommendation"] = recommend(report["rows"])
