@@ -261,3 +261,43 @@ def test_a_decoding_worker_that_dies_ends_the_run_with_an_error_not_a_hang(tmp_p
             list(pool.batches(list(range(6)), lite0_small.config.preprocess, 2))
     with DecoderPool(source, 0) as pool:  # in this process the same items decode
         assert sum(len(idx) for idx, *_ in pool.batches(list(range(6)), lite0_small.config.preprocess, 2)) == 6
+
+
+def test_cheap_decoding_moves_into_the_consumers_process_and_keeps_the_order(tmp_path, lite0_small):
+    """A consumer far slower than the decoding (a forward pass beside tiny images) takes the rest of the batches
+    decoded in its own process; every batch still comes once, in order, as in-process decoding gives it."""
+    import time
+
+    from featx.data import open_source
+    from featx.embed import DecoderPool
+    from featx.embed.decoders import JUDGE_AFTER
+
+    source = open_source(str(write_class_folder(tmp_path / "a", per_class=10)))
+    pre = lite0_small.config.preprocess
+    with DecoderPool(source, 0) as here:
+        expected = [(idx, keys) for idx, keys, _, _ in here.batches(list(range(20)), pre, 2)]
+    with DecoderPool(source, 1) as pool:
+        got = []
+        for idx, keys, crops, bad in pool.batches(list(range(20)), pre, 2):
+            got.append((idx, keys))
+            time.sleep(0.05)  # the forward pass: far longer than decoding two 40×32 PNGs
+        assert pool.decoded_here and got == expected and len(got) > JUDGE_AFTER
+    with DecoderPool(source, 1) as pool:  # a consumer as quick as the decoding keeps its worker
+        list(pool.batches(list(range(20)), pre, 2))
+        assert not pool.decoded_here
+
+
+def test_one_pool_decodes_any_subset_of_its_source_in_the_subsets_numbers(tmp_path, lite0_small):
+    from featx.data import SubsetSource, open_source
+    from featx.embed import DecoderPool
+
+    source = open_source(str(write_class_folder(tmp_path / "a", per_class=6)))
+    pre = lite0_small.config.preprocess
+    indices = [9, 2, 7, 4]
+    with DecoderPool(SubsetSource(source, indices), 0) as own:
+        expected = [(idx, keys) for idx, keys, _, _ in own.batches([0, 1, 2, 3], pre, 3)]
+    with DecoderPool(source, 1) as pool:
+        shared = pool.subset(indices)
+        assert [(idx, keys) for idx, keys, _, _ in shared.batches([0, 1, 2, 3], pre, 3)] == expected
+        shared.close()  # the pool is its owner's: still decoding
+        assert sum(len(b[0]) for b in pool.batches([0, 1], pre, 2)) == 2

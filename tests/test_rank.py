@@ -227,35 +227,50 @@ def test_validate_reports_test_accuracy_tau_and_the_regret(tmp_path):
     assert len(_members(tmp_path, model.config, "digits")) == 1797
 
 
-def test_the_screen_prunes_the_grid_but_never_the_candidate_the_full_grid_ranks_first(tmp_path):
-    """Scored in full, the small grid has a winner; screened first, that winner is still a contender, the
-    pruned candidates embed only the screen's images, and the contenders score as in the full grid."""
+def test_the_rounds_prune_the_grid_but_never_the_candidate_the_full_grid_ranks_first(tmp_path):
+    """Scored in full, the small grid has a winner; pruned in rounds (8 candidates on 40 images, 4 on 80, 2 on
+    the whole sample), that winner is still a finalist, each group embeds only the images of the last round
+    its candidates reached, and the finalists score as in the full grid."""
     from featx.backbones import create_backbone
     from featx.data import open_source
     from featx.rank import RankSettings, parse_candidates, rank_candidates
 
-    spec = "backbone=efficientnet_lite0 size=32,48 crop=center,full layers=stages"
+    spec = "backbone=efficientnet_lite0 size=32,48 crop=center,full layers=final,stages"
     full = rank_candidates(open_source("digits"), parse_candidates(spec), RankSettings(sample=200, folds=3, screen=0),
                            cache=tmp_path / "full")
-    assert [r["status"] for r in full["rows"]] == ["ok"] * 4
+    assert [r["status"] for r in full["rows"]] == ["ok"] * 8
     winner = full["rows"][0]["id"]
 
     result = run_cli("rank", "digits", "--candidates", spec, "--sample", 200, "--folds", 3, "--screen", 40,
-                     "--contenders", 2, "--cache", tmp_path / "pruned")
+                     "--contenders", 4, "--finalists", 2, "--cache", tmp_path / "pruned")
     report = json.loads((tmp_path / "pruned" / "rank" / "digits" / "report.json").read_text())
     statuses = {r["id"]: r["status"] for r in report["rows"]}
-    assert sorted(statuses.values()) == ["ok"] * 2 + ["pruned"] * 2
+    assert sorted(statuses.values()) == ["ok"] * 2 + ["pruned"] * 6
     assert statuses[winner] == "ok" and report["recommendation"]["id"] in statuses
-    assert len(report["screen"]) == 4 and report["sample"]["screen"] == 40
-    assert "pruned after the screen (40 images): 2 candidates" in result.output
-    # a pruned group embedded the screen's 40 images, a contender's the sample's 200
+    assert [(r["images"], r["keep"], len(r["scores"])) for r in report["rounds"]] == [(40, 4, 8), (80, 2, 4)]
+    assert "pruned: 4 after 40 images, 2 after 80 images" in result.output
+    # each group holds the images of the furthest round one of its candidates reached
+    reached: dict[tuple, int] = {}
     for r in report["rows"]:
-        model = create_backbone("efficientnet_lite0", image_size=int(r["size"]), crop=r["crop"], layers="stages")
-        held = len(_members(tmp_path / "pruned", model.config, "digits-rank-sample"))
-        assert held == (200 if r["status"] == "ok" else 40)
-    # the same scores as the full grid for the contenders: the very same sample and probe
+        group = (r["size"], r["crop"])
+        reached[group] = max(reached.get(group, 0), 200 if r["status"] == "ok" else r["pruned_at"])
+    for (size, crop), images in reached.items():
+        model = create_backbone("efficientnet_lite0", image_size=int(size), crop=crop, layers="stages")
+        assert len(_members(tmp_path / "pruned", model.config, "digits-rank-sample")) == images
+    # the same scores as the full grid for the finalists: the very same sample and probe
     scored = {r["id"]: r["accuracy"] for r in full["rows"]}
     assert all(r["accuracy"] == scored[r["id"]] for r in report["rows"] if r["status"] == "ok")
+
+
+def test_rounds_double_the_images_and_halve_the_candidates_down_to_the_finalists():
+    from featx.rank.runner import RankSettings, screen_rounds
+
+    assert screen_rounds(1414, RankSettings()) == [(256, 8)]  # by default every contender goes to the whole sample
+    assert screen_rounds(1414, RankSettings(finalists=4)) == [(256, 8), (512, 4)]
+    assert screen_rounds(5000, RankSettings(contenders=16, finalists=2)) == [(256, 16), (512, 8), (1024, 4),
+                                                                              (2048, 2)]
+    assert screen_rounds(300, RankSettings(finalists=4)) == [(256, 8)]  # no round as large as the sample
+    assert screen_rounds(200, RankSettings()) == []
 
 
 def test_rank_says_before_it_starts_when_the_sample_is_most_of_the_data(tmp_path):

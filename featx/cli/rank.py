@@ -21,9 +21,13 @@ from .output import Bars, echo_json, printable
               help="Folds of the k-fold probe; every class needs this many images in the sample.")
 @click.option("--screen", type=click.IntRange(min=0), default=256, show_default=True,
               help="Images of the sample every candidate is screened on first (k-fold accuracy and LogME); only "
-                   "the --contenders best embed the whole sample. 0 scores every candidate on all of it.")
+                   "the --contenders best go on. 0 scores every candidate on all of it.")
 @click.option("--contenders", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Candidates the screen keeps for the whole sample (the best by each score in turn).")
+              help="Candidates the screen keeps (the best by each score in turn).")
+@click.option("--finalists", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Candidates scored on the whole sample. Fewer than --contenders adds rounds (successive "
+                   "halving): each scores the survivors on twice the images and keeps half, down to this many; "
+                   "cheaper, but riskier for the winner.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample, the folds and the heads.")
 @click.option("--validate", is_flag=True,
               help="Also embed all of the train and test splits per candidate, train on all of it, and report "
@@ -34,12 +38,14 @@ from .output import Bars, echo_json, printable
 @name_option
 @data_dir_option
 @json_option
-def rank(source, spec, sample, screen, contenders, folds, seed, validate, out, cache, name, data_dir, as_json):
+def rank(source, spec, sample, screen, contenders, finalists, folds, seed, validate, out, cache, name, data_dir,
+         as_json):
     """Rank backbones and recipes by how well they will transfer to SOURCE.
 
     Every candidate is screened on a few hundred images of one stratified
     sample of the training split (k-fold accuracy of the default logreg head
-    and LogME); the few best embed the whole sample (through the store, so a
+    and LogME); the best (with --finalists below --contenders, after rounds
+    of twice the images, each keeping half) embed the whole sample (through the store, so a
     rerun, or a later `featx embed` of the winner, reuses the vectors) and
     are scored by the k-fold accuracy with a 95% interval, and by LogME. Cost
     is measured too: images/s, vector size, model size. The recommendation
@@ -55,10 +61,10 @@ def rank(source, spec, sample, screen, contenders, folds, seed, validate, out, c
     """
     from ..data import open_source
     from ..rank import RankSettings, parse_candidates, rank_candidates
-    from ..rank.report import table_lines, cost_line
+    from ..rank.report import cost_line, rounds_line, table_lines
 
     settings = RankSettings(sample=sample, folds=folds, seed=seed, validate=validate, screen=screen,
-                            contenders=contenders)
+                            contenders=contenders, finalists=finalists)
     settings.check()
     candidates = parse_candidates(spec)
     src = open_source(source, name=name, data_dir=data_dir)
@@ -78,10 +84,9 @@ def rank(source, spec, sample, screen, contenders, folds, seed, validate, out, c
                           "note": report.get("note"),
                           "sample": {k: v for k, v in report["sample"].items() if k != "fingerprint"}})
     click.echo("\n".join(table_lines(report)))
-    pruned = [r["id"] for r in report["rows"] if r["status"] == "pruned"]
+    pruned = rounds_line(report)
     if pruned:
-        click.echo(f"\npruned after the screen ({report['sample']['screen']} images): {len(pruned)} candidates, "
-                   f"listed with their screen scores in report.md")
+        click.echo(f"\npruned: {pruned}; listed with the scores of their last round in report.md")
     for r in report["rows"]:
         if r["status"] == "failed":
             click.echo(f"failed: {r['id']}: {printable(r['reason'])}", err=True)

@@ -49,13 +49,18 @@ def measure_speed(backbone: Backbone, source: Source, n: int = 64, batch_size: i
 
 
 def embed_group(source: Source, backbone: Backbone, dataset: str, *, cache, keep_final: bool,
-                hashes=None, progress: Progress | None = None) -> EmbedResult:
+                hashes=None, decoders=None, progress: Progress | None = None) -> EmbedResult:
     """Embed ``source`` with ``backbone`` into its store as ``dataset``; with ``keep_final`` and a multi-layer
     recipe, also put the final layer's columns into the ``--layers final`` store, so a later plain
-    ``featx embed`` of the same images reuses them instead of running the model again."""
+    ``featx embed`` of the same images reuses them instead of running the model again. ``decoders``: what
+    decodes ``source``'s items (a shared DecoderPool's ``subset``) [default: a pool of its own]."""
+    from ..embed.runner import LocalEngine
+
     config = backbone.config
+    engine = None if decoders is None else LocalEngine(backbone, decoders)
     with open_store(config, cache) as store:
-        result = embed_source(source, backbone, store, name=dataset, progress=progress, hashes=hashes)
+        result = embed_source(source, backbone, store, name=dataset, progress=progress, hashes=hashes,
+                              engine=engine)
         if keep_final and config.layers != (FINAL,):
             members = store.members(dataset)
             with open_store(config.final_only(), cache) as final:

@@ -47,7 +47,7 @@ def summarize_validation(report: dict) -> dict:
         if rec and rec["id"] in by_id:
             chosen = by_id[rec["id"]]
             out[key] = {"id": rec["id"], "test_accuracy": chosen["test_accuracy"], "regret": regret(chosen)}
-    if report.get("screen"):
+    if report.get("rounds"):
         out["screen"] = _screen_check(report, rows, regret)
     seconds = report.get("seconds", {})
     if seconds.get("full_embedding"):
@@ -56,17 +56,28 @@ def summarize_validation(report: dict) -> dict:
 
 
 def _screen_check(report: dict, rows: list[dict], regret) -> dict:
-    """What the screen (which --validate does not prune by) would have kept, and what that would have cost."""
+    """What the rounds (which --validate does not prune by) would have kept, and what that would have cost."""
     from .runner import choose_contenders, recommend
 
-    kept = set(choose_contenders(report["screen"], report["settings"]["contenders"]))
+    kept = {r["id"] for r in rows}
+    for round_ in report["rounds"]:
+        kept = set(choose_contenders({c: s for c, s in round_["scores"].items() if c in kept}, round_["keep"]))
     best = max(rows, key=lambda r: r["test_accuracy"])
     probe_best = max(rows, key=lambda r: r["accuracy"])
     rec = recommend([r for r in rows if r["id"] in kept])
     chosen = next((r for r in rows if rec and r["id"] == rec["id"]), None)
-    return {"images": report["sample"].get("screen"), "contenders": sorted(kept),
+    return {"images": [r["images"] for r in report["rounds"]], "contenders": sorted(kept),
             "kept_test_best": best["id"] in kept, "kept_probe_best": probe_best["id"] in kept,
             "recommended": None if chosen is None else {"id": chosen["id"], "regret": regret(chosen)}}
+
+
+def rounds_line(report: dict) -> str | None:
+    """How many candidates each round pruned: "16 after 256 images, 4 after 512"."""
+    pruned = [r for r in report["rows"] if r["status"] == "pruned"]
+    if not pruned:
+        return None
+    counts = [(n, sum(r["pruned_at"] == n for r in pruned)) for n in sorted({r["pruned_at"] for r in pruned})]
+    return ", ".join(f"{k} after {n:,} images" for n, k in counts)
 
 
 def _pct(v) -> str:
@@ -109,9 +120,9 @@ def cost_line(report: dict) -> str:
     sec, groups = report["seconds"], report["groups"].values()
     reused = sum(g.get("sample_reused", 0) for g in groups)
     text = f"Rank took {sec['rank']:.0f} s embedding the sample, timing and scoring (plus {sec.get('setup', 0):.0f} s reading the data)"
-    pruned = sum(r["status"] == "pruned" for r in report["rows"])
+    pruned = rounds_line(report)
     if pruned:
-        text += f"; {pruned} of {len(report['rows'])} candidates were pruned after the screen"
+        text += f"; of {len(report['rows'])} candidates, {pruned} were pruned"
     text += f"; {reused:,} sample vectors came from the store." if reused else "."
     if sec.get("full_embedding"):
         full_reused = sum(g.get("full_reused", 0) for g in groups) - sum(g.get("sample_embedded", 0) for g in groups)
@@ -140,14 +151,16 @@ def render_markdown(report: dict) -> str:
         lines += ["", f"**Recommendation: {rec['id']}**: {rec['why']}."]
     pruned = [r for r in report["rows"] if r["status"] == "pruned"]
     if pruned:
-        lines += ["", f"## Pruned by the screen: {len(pruned)}", "",
-                  f"Screened on {sample.get('screen')} images of the sample (k-fold accuracy, LogME); the "
-                  f"{s.get('contenders')} best by each score in turn went on to the whole sample.", "",
-                  "| candidate | px | screen acc % | screen LogME | images/s |", "|---|---:|---:|---:|---:|"]
+        steps = ", then ".join(f"{r['keep']} kept after {r['images']:,} images" for r in report["rounds"])
+        lines += ["", f"## Pruned in rounds: {len(pruned)}", "",
+                  f"Scored on a growing part of the sample (k-fold accuracy, LogME), the best by each score in turn "
+                  f"going on: {steps}; those went on to the whole sample.", "",
+                  "| candidate | px | pruned after (images) | acc % there | LogME there | images/s |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for r in pruned:
             speed = f"{r['images_per_second']:.0f}" if r.get("images_per_second") else "–"
-            lines.append(f"| {r['id']} | {r.get('image_size')} | {_pct(r['screen']['accuracy'])} | "
-                         f"{r['screen']['logme']:.3f} | {speed} |")
+            lines.append(f"| {r['id']} | {r.get('image_size')} | {r['pruned_at']:,} | "
+                         f"{_pct(r['screen']['accuracy'])} | {r['screen']['logme']:.3f} | {speed} |")
     failed = [r for r in report["rows"] if r["status"] == "failed"]
     if failed:
         lines += ["", f"## Failed candidates: {len(failed)}", ""]
@@ -168,7 +181,8 @@ def render_markdown(report: dict) -> str:
         if v.get("screen"):
             c = v["screen"]
             picked = c["recommended"]
-            lines += ["", f"The screen ({c['images']} images; not used to prune under --validate) would have kept "
+            sizes = " and ".join(f"{n:,}" for n in c["images"])
+            lines += ["", f"The rounds ({sizes} images; not used to prune under --validate) would have kept "
                       f"{len(c['contenders'])} candidates, {'including' if c['kept_test_best'] else 'not'} the best on "
                       f"the test split" + (f"; its recommendation, {picked['id']}, has a regret of "
                                            f"{picked['regret']:.2f} points." if picked else ".")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -12,8 +12,9 @@ import numpy as np
 
 from ..config import FINAL, STAGES
 from ..data import Source, SubsetSource, hash_source
+from ..embed.decoders import DecoderPool, SubsetDecoders
 from ..errors import DataError, FeatxError, ParameterError
-from ..hardware import Progress
+from ..hardware import Progress, default_workers
 from ..store import DEFAULT_CACHE, open_store
 from ..store.atomic import name_stem
 from ..store.columns import select_layers
@@ -27,7 +28,7 @@ from .report import summarize_validation, write_report
 from .sample import stratified_sample
 from .validate import validate_group
 
-REPORT_FORMAT = "featx-rank-1"
+REPORT_FORMAT = "featx-rank-2"  # 2: the screen in rounds
 SAMPLE_SUFFIX = "-rank-sample"  # the sample's dataset name in each store: never the user's own dataset
 
 
@@ -40,7 +41,11 @@ class RankSettings:
     seed: int = 0
     validate: bool = False
     screen: int = 256  # images of the sample every candidate is screened on first; 0: no screening
-    contenders: int = 8  # candidates the screen keeps for the whole sample (the rest are pruned)
+    contenders: int = 8  # candidates the screen keeps (the rest are pruned)
+    # candidates scored on the whole sample: below ``contenders``, rounds of twice the images halve them. Not by
+    # default: on digits, halving 8 → 4 after 512 images pruned the full grid's winner for 3 of 3 screen seeds
+    # (benchmarks/replay_screen.py), for 12-25% fewer forward passes.
+    finalists: int = 8
 
     def check(self) -> None:
         if self.folds < 2:
@@ -53,6 +58,21 @@ class RankSettings:
                                  f"(twice --folds), not {self.screen}.")
         if self.contenders < 1:
             raise ParameterError("contenders", f"must be at least 1, not {self.contenders}.")
+        if self.finalists < 1:
+            raise ParameterError("finalists", f"must be at least 1, not {self.finalists}.")
+
+
+def screen_rounds(n_sample: int, settings: RankSettings) -> list[tuple[int, int]]:
+    """(images, candidates kept) of each round before the whole sample, as in successive halving (Jamieson &
+    Talwalkar 2016): the screen keeps ``contenders``; each further round scores the survivors on twice the
+    images and keeps half of them, until ``finalists`` are left for the whole sample."""
+    rounds, images, keep = [], settings.screen, settings.contenders
+    while images < n_sample:
+        rounds.append((images, keep))
+        if keep <= settings.finalists:
+            break
+        images, keep = images * 2, max(settings.finalists, keep // 2)
+    return rounds
 
 
 def _resume_key(report: dict) -> str:
@@ -60,17 +80,17 @@ def _resume_key(report: dict) -> str:
     return json.dumps([report["dataset"], report["source"], report["sample"]["fingerprint"], s], sort_keys=True)
 
 
-def _previous(out: Path, report: dict) -> tuple[dict[str, dict], dict[str, dict], dict[str, dict]]:
-    """Scored (or pruned) candidates, group records and screen scores of an earlier, interrupted or smaller
+def _previous(out: Path, report: dict) -> tuple[dict[str, dict], dict[str, dict], list[dict]]:
+    """Scored (or pruned) candidates, group records and the rounds' scores of an earlier, interrupted or smaller
     rank with the same sample and settings."""
     try:
         old = json.loads((out / "report.json").read_text())
         if old.get("format") != REPORT_FORMAT or _resume_key(old) != _resume_key(report):
-            return {}, {}, {}
+            return {}, {}, []
     except (OSError, ValueError, KeyError, TypeError):
-        return {}, {}, {}
+        return {}, {}, []
     rows = {r["id"]: r for r in old.get("rows", []) if r.get("status") in ("ok", "pruned")}
-    return rows, old.get("groups", {}), old.get("screen", {})
+    return rows, old.get("groups", {}), old.get("rounds", [])
 
 
 def small_data_note(n_sample: int, n_train: int) -> str | None:
@@ -101,11 +121,13 @@ def rank_candidates(
 ) -> dict:
     """Score the candidates on one stratified sample of ``source``'s training split; write report.json/.md/.png.
 
-    Every candidate is first screened on a smaller part of the sample (``settings.screen`` images): LogME
-    and a k-fold probe there, both cheap. Only the ``settings.contenders`` best of the screen (the top of
-    each score in turn) embed the whole sample and get the full probe; the others are listed as pruned,
-    with their screen scores. With ``validate`` nothing is pruned: every candidate is scored and tested,
-    and the validation says whether the screen would have kept the best.
+    Candidates are pruned in rounds (successive halving): every candidate is first screened on a small
+    part of the sample (``settings.screen`` images) by LogME and a k-fold probe, both cheap; the
+    ``settings.contenders`` best (the top of each score in turn) go on to twice the images, where half of
+    them are kept, and so on until ``settings.finalists`` embed the whole sample and get the full probe.
+    The others are listed as pruned, with the scores of the round that pruned them. With ``validate``
+    nothing is pruned: every candidate is scored in every round and tested, and the validation says
+    whether the rounds would have kept the best.
 
     Parameters
     ----------
@@ -126,108 +148,143 @@ def rank_candidates(
     candidates = list(dict.fromkeys(candidates if candidates is not None else default_candidates()))
     if not candidates:
         raise ParameterError("candidates", "names no candidates.")
-    started = time.perf_counter()
-    cache = cache or DEFAULT_CACHE
-    dataset = name or source.name
-    out = Path(out) if out else Path(cache) / "rank" / name_stem(dataset)
-    keys, failures = hash_source(source, progress)
-    splits = labeled_splits(source, keys, dataset)
-    train = splits["train"]
-    if len(np.unique(train.labels)) < 2:
-        raise DataError(f"dataset {dataset!r} has a single class: ranking how well features separate classes needs at "
-                        "least two labelled classes.")
-    sample = train.take(stratified_sample(train.keys, train.labels, settings.sample,
-                                          min_per_class=settings.folds, seed=settings.seed))
-    screen = None
-    if settings.screen and settings.screen < len(sample) and len(candidates) > settings.contenders:
-        # positions within the sample: the first images of the sample's own order, so a screen is nested in it
-        screen = stratified_sample(sample.keys, sample.labels, settings.screen, min_per_class=settings.folds,
-                                   seed=settings.seed)
-    y = sample.labels.astype(str)
-    run = _Run(source, dataset, (keys, failures), sample, screen, y, settings, cache, weights or {}, progress)
-    report = {
-        "format": REPORT_FORMAT, "dataset": dataset, "source": source.description,
-        "settings": asdict(settings),
-        "sample": {"n": len(sample), "of": len(train), "classes": len(sample.classes),
-                   "per_class": sample.class_counts(), "fingerprint": sample.fingerprint(),
-                   "dataset": dataset + SAMPLE_SUFFIX, "screen": None if screen is None else len(screen)},
-        "candidates": [c.id for c in candidates],
-        "note": small_data_note(len(sample), len(train)),
-        "groups": {}, "screen": {}, "rows": [], "complete": False,
-    }
-    if report["note"] and notice:
-        notice(report["note"])
-    out.mkdir(parents=True, exist_ok=True)
-    done, old_groups, old_screen = _previous(out, report)
-    report["groups"].update(old_groups)
-    report["screen"].update({c.id: old_screen[c.id] for c in candidates if c.id in old_screen})
-    setup_seconds = time.perf_counter() - started
-    by_group: dict[tuple, list[Candidate]] = {}
-    for c in candidates:
-        by_group.setdefault(c.group, []).append(c)
-    rows: dict[str, dict] = {c.id: done[c.id] for c in candidates if c.id in done}
-    pruning = screen is not None and not settings.validate
+    # one decoding pool for every group, forked now while this process is small: a fork of a process grown by
+    # the models' activations cost every later write to that memory a copy (rank digits: 58 s of system time)
+    with DecoderPool(source, default_workers()) as decoders:
+        started = time.perf_counter()
+        cache = cache or DEFAULT_CACHE
+        dataset = name or source.name
+        out = Path(out) if out else Path(cache) / "rank" / name_stem(dataset)
+        keys, failures = hash_source(source, progress)
+        splits = labeled_splits(source, keys, dataset)
+        train = splits["train"]
+        if len(np.unique(train.labels)) < 2:
+            raise DataError(f"dataset {dataset!r} has a single class: ranking how well features separate classes "
+                            "needs at least two labelled classes.")
+        sample = train.take(stratified_sample(train.keys, train.labels, settings.sample,
+                                              min_per_class=settings.folds, seed=settings.seed))
+        prunes = settings.screen and len(candidates) > settings.finalists
+        rounds = screen_rounds(len(sample), settings) if prunes else []
+        # positions within the sample, nested: each round's images include the ones before
+        positions: list[np.ndarray] = []
+        for images, _ in rounds:
+            picked = stratified_sample(sample.keys, sample.labels, images, min_per_class=settings.folds,
+                                       seed=settings.seed)
+            positions.append(np.union1d(picked, positions[-1]) if positions else picked)
+        y = sample.labels.astype(str)
+        run = _Run(source, dataset, (keys, failures), sample, y, settings, cache, weights or {}, progress, decoders)
+        report = {
+            "format": REPORT_FORMAT, "dataset": dataset, "source": source.description,
+            "settings": asdict(settings),
+            "sample": {"n": len(sample), "of": len(train), "classes": len(sample.classes),
+                       "per_class": sample.class_counts(), "fingerprint": sample.fingerprint(),
+                       "dataset": dataset + SAMPLE_SUFFIX},
+            "candidates": [c.id for c in candidates],
+            "note": small_data_note(len(sample), len(train)),
+            "groups": {}, "rounds": [], "rows": [], "complete": False,
+        }
+        if report["note"] and notice:
+            notice(report["note"])
+        out.mkdir(parents=True, exist_ok=True)
+        done, old_groups, old_rounds = _previous(out, report)
+        report["groups"].update(old_groups)
+        for r, ((images, keep), where) in enumerate(zip(rounds, positions)):
+            old = old_rounds[r]["scores"] if r < len(old_rounds) else {}
+            report["rounds"].append({"images": len(where), "keep": keep,
+                                     "scores": {c.id: old[c.id] for c in candidates if c.id in old}})
+        setup_seconds = time.perf_counter() - started
+        rows: dict[str, dict] = {c.id: done[c.id] for c in candidates if c.id in done}
 
-    def save(stage: str, done: int, total: int) -> None:
+        def save(stage: str, done: int, total: int) -> None:
+            report["rows"] = _ordered(rows.values())
+            write_json(report, out)  # after every group: an interrupted rank resumes from here
+            if progress:
+                progress(stage, done, total)
+
+        alive = _prune_in_rounds(run, list(candidates), positions, report, rows, save)
+        # the whole sample for the finalists (every candidate under --validate), and the validation
+        for group, members in _by_group(alive).items():
+            need_score = [c for c in members if rows.get(c.id, {}).get("status") not in ("ok", "failed", "pruned")]
+            need_test = [c for c in members if settings.validate and "test_accuracy" not in rows.get(c.id, {})]
+            if need_score or need_test:
+                _run_group(run, group, members, report, rows, need_score=need_score, need_test=need_test)
+            save("candidates", len(members), len(alive))
         report["rows"] = _ordered(rows.values())
-        write_json(report, out)  # after every group: an interrupted rank resumes from here
-        if progress:
-            progress(stage, done, total)
+        compare_to_best(report["rows"], len(sample))
+        report["recommendation"] = recommend(report["rows"])
+        report["seconds"] = {"setup": round(setup_seconds, 3), **_costs(report)}
+        if settings.validate:
+            report["validation"] = summarize_validation(report)
+        report["complete"] = True
+        write_report(report, out)
+        report["out"] = str(out)
+        return report
 
-    if pruning:
-        # 1. the screen: every group embeds the screen's images only, every candidate gets its cheap scores
-        for group, members in by_group.items():
-            todo = [c for c in members if c.id not in report["screen"] and c.id not in rows]
-            if todo:
-                _run_group(run, group, members, todo, [], [], report, rows)
-            save("screen", len(members), len(candidates))
-        contenders = set(choose_contenders(report["screen"], settings.contenders))
-        for c in candidates:
-            if c.id not in contenders and c.id in report["screen"] and rows.get(c.id, {}).get("status") != "failed":
-                rows[c.id] = _pruned(c, report["screen"][c.id], report["groups"].get(_group_id(c.group), {}))
-        by_group = {g: [c for c in ms if c.id in contenders] for g, ms in by_group.items()}
-        by_group = {g: ms for g, ms in by_group.items() if ms}
-    # 2. the whole sample for the contenders (every candidate when nothing is pruned), and the validation
-    scored = sum(len(members) for members in by_group.values())
-    for group, members in by_group.items():
-        need_screen = [c for c in members if screen is not None and c.id not in report["screen"]]
-        need_score = [c for c in members if rows.get(c.id, {}).get("status") not in ("ok", "failed")]
-        need_test = [c for c in members if settings.validate and "test_accuracy" not in rows.get(c.id, {})]
-        if need_screen or need_score or need_test:
-            _run_group(run, group, members, need_screen, need_score, need_test, report, rows)
-        save("candidates", len(members), scored)
-    report["rows"] = _ordered(rows.values())
-    compare_to_best(report["rows"], len(sample))
-    report["recommendation"] = recommend(report["rows"])
-    report["seconds"] = {"setup": round(setup_seconds, 3), **_costs(report)}
-    if settings.validate:
-        report["validation"] = summarize_validation(report)
-    report["complete"] = True
-    write_report(report, out)
-    report["out"] = str(out)
-    return report
+
+def _prune_in_rounds(run: "_Run", alive: list[Candidate], positions: list[np.ndarray], report: dict,
+                     rows: dict[str, dict], save: Callable) -> list[Candidate]:
+    """Score the candidates still in on each round's images and keep the round's best; returns the finalists
+    (every candidate under --validate, which scores each round but prunes nothing)."""
+    for r, where in enumerate(positions):
+        scores = report["rounds"][r]["scores"]
+        todo = [c for c in alive if c.id not in scores and rows.get(c.id, {}).get("status") != "failed"]
+        for group, members in _by_group(todo).items():
+            _run_group(run, group, members, report, rows, screen=(where, scores))
+            save("screen", len(members), len(todo))
+        if run.settings.validate:
+            continue
+        kept = set(choose_contenders({c.id: scores[c.id] for c in alive if c.id in scores},
+                                     report["rounds"][r]["keep"]))
+        for c in alive:
+            if c.id not in kept and c.id in scores and rows.get(c.id, {}).get("status") != "failed":
+                rows[c.id] = _pruned(c, scores[c.id], len(where), report["groups"].get(_group_id(c.group), {}))
+        alive = [c for c in alive if c.id in kept]
+        run.keep_models(alive)
+    return alive
 
 
 @dataclass(frozen=True)
 class _Run:
-    """What every group of one rank shares: the source, the sample (and its screen), the settings."""
+    """What every group of one rank shares: the source, the sample, the settings."""
 
     source: Source
     dataset: str
     hashes: tuple  # (keys, failures) of the whole source
     sample: object  # the labelled sample (transfer.subsets.Split)
-    screen: np.ndarray | None  # positions within the sample of the screen's images
     y: np.ndarray
     settings: RankSettings
     cache: object
     weights: dict
     progress: Progress | None
+    decoders: DecoderPool  # one pool for every group, forked before any model was built
+    models: dict = field(default_factory=dict)  # (group, layers) → the model, kept while the group has contenders
 
-    def images(self, screen_only: bool) -> tuple[Source, tuple[list[str], dict]]:
-        """The source of the sample's (or only the screen's) images, and their content keys."""
-        indices = self.sample.indices if not screen_only else self.sample.indices[self.screen]
+    def model(self, group: tuple, layers: str | None):
+        if (group, layers) not in self.models:
+            self.models[group, layers] = _create(group, layers, self.weights)
+        return self.models[group, layers]
+
+    def keep_models(self, alive: Sequence[Candidate]) -> None:
+        """Let go of the models of groups that no candidate left alive needs."""
+        groups = {c.group for c in alive}
+        for key in [k for k in self.models if k[0] not in groups]:
+            del self.models[key]
+
+    def images(self, positions: np.ndarray | None) -> tuple[Source, tuple[list[str], dict], SubsetDecoders]:
+        """The source of the sample's images (or only those at ``positions`` in it), their content keys, and
+        the shared pool's decoding of them."""
+        indices = self.sample.indices if positions is None else self.sample.indices[positions]
         keys = self.hashes[0]
-        return SubsetSource(self.source, indices, name=self.dataset), ([keys[i] for i in indices], {})
+        return (SubsetSource(self.source, indices, name=self.dataset), ([keys[i] for i in indices], {}),
+                self.decoders.subset(indices))
+
+
+def _by_group(candidates: Sequence[Candidate]) -> dict[tuple, list[Candidate]]:
+    """Candidates by the forward pass they share (one backbone, size, crop and precision)."""
+    out: dict[tuple, list[Candidate]] = {}
+    for c in candidates:
+        out.setdefault(c.group, []).append(c)
+    return out
 
 
 def choose_contenders(screen: dict[str, dict], n: int) -> list[str]:
@@ -259,23 +316,25 @@ def _failed(c: Candidate, reason: str) -> dict:
     return {"id": c.id, **asdict(c), "status": "failed", "reason": reason}
 
 
-def _pruned(c: Candidate, screened: dict, record: dict) -> dict:
-    return {"id": c.id, **asdict(c), "status": "pruned", "screen": screened,
+def _pruned(c: Candidate, screened: dict, images: int, record: dict) -> dict:
+    return {"id": c.id, **asdict(c), "status": "pruned", "screen": screened, "pruned_at": images,
             "images_per_second": record.get("images_per_second"), "image_size": record.get("image_size"),
-            "reason": "the screen ranked it below the contenders"}
+            "reason": f"ranked below the candidates kept after {images} images"}
 
 
 def _reason(e: BaseException) -> str:
     return str(e) if isinstance(e, FeatxError) else f"{type(e).__name__}: {e}"
 
 
-def _run_group(run: _Run, group, members, need_screen, need_score, need_test, report, rows) -> None:
-    """Embed the images the group's candidates need once (the screen's when only screen scores are asked for),
-    then screen, score and validate them."""
+def _run_group(run: _Run, group, members, report, rows, *, screen=None, need_score=(), need_test=()) -> None:
+    """Embed the images the group's candidates need once, then score them: on a round's images
+    (``screen``: their positions in the sample and the round's scores to fill), on the whole sample
+    (``need_score``), and on the test split (``need_test``, --validate)."""
     gid = _group_id(group)
+    need_screen = members if screen is not None else []
     wanted = {c.layers for c in members}
     try:
-        model = _create(group, STAGES if STAGES in wanted else None, run.weights)
+        model = run.model(group, STAGES if STAGES in wanted else None)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # missing weights, a hub model offline, a model without stage taps
@@ -283,16 +342,16 @@ def _run_group(run: _Run, group, members, need_screen, need_score, need_test, re
             rows[c.id] = _failed(c, _reason(e))
         return
     record = dict(report["groups"].get(gid, {}))
-    screen_only = not need_score and not need_test
-    images, hashes = run.images(screen_only)
+    whole = bool(need_score or need_test)
+    images, hashes, decoders = run.images(None if whole else screen[0])
     try:
         embedded = embed_group(images, model, report["sample"]["dataset"], cache=run.cache,
-                               keep_final=FINAL in wanted, hashes=hashes, progress=run.progress)
+                               keep_final=FINAL in wanted, hashes=hashes, decoders=decoders, progress=run.progress)
         if not record.get("sample_embedded") or embedded.n_embedded:  # keep the run that did the work
             record.update(sample_seconds=record.get("sample_seconds", 0) + embedded.seconds,
                           sample_embedded=record.get("sample_embedded", 0) + embedded.n_embedded,
                           sample_reused=embedded.n_reused)
-        if "images_per_second" not in record and not screen_only:  # what a pruned group costs matters to no one
+        if "images_per_second" not in record and whole:  # what a pruned group costs matters to no one
             started = time.perf_counter()
             record["images_per_second"] = round(measure_speed(model, images), 2)
             record["speed_seconds"] = round(time.perf_counter() - started, 3)
@@ -309,12 +368,12 @@ def _run_group(run: _Run, group, members, need_screen, need_score, need_test, re
         return
     report["groups"][gid] = record
     for c in need_screen:
-        rows_of_screen = slice(None) if screen_only else run.screen
-        screened = _score(c, model.config, X_all[rows_of_screen], run.y[run.screen], run.settings)
+        where, scores = screen
+        screened = _score(c, model.config, X_all[where] if whole else X_all, run.y[where], run.settings)
         if "reason" in screened:
             rows[c.id] = _failed(c, screened["reason"])
-        else:  # the screen's figures only: its per-image answers are not compared pairwise
-            report["screen"][c.id] = {k: v for k, v in screened.items() if k not in ("correct", "fold_accuracies")}
+        else:  # the round's figures only: its per-image answers are not compared pairwise
+            scores[c.id] = {k: v for k, v in screened.items() if k not in ("correct", "fold_accuracies")}
     for c in need_score:
         scored = _score(c, model.config, X_all, run.y, run.settings)
         rows[c.id] = _failed(c, scored["reason"]) if "reason" in scored else _row(c, scored, record)
@@ -322,7 +381,7 @@ def _run_group(run: _Run, group, members, need_screen, need_score, need_test, re
         todo = [c for c in need_test if rows.get(c.id, {}).get("status") == "ok"]
         try:
             tested, full = validate_group(run.source, model, todo, run.dataset, run.hashes, cache=run.cache,
-                                          seed=run.settings.seed, progress=run.progress)
+                                          seed=run.settings.seed, decoders=run.decoders, progress=run.progress)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:
@@ -366,10 +425,12 @@ def _row(c: Candidate, scored: dict, record: dict) -> dict:
 
 
 def _ordered(rows) -> list[dict]:
-    """Scored candidates by predicted accuracy (best first), then the pruned ones (by their screen), then the
+    """Scored candidates by predicted accuracy (best first), then the pruned ones (the last pruned first, then by
+    the accuracy of their last round), then the
     failed ones."""
     ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (-r["accuracy"], r["id"]))
-    pruned = sorted((r for r in rows if r["status"] == "pruned"), key=lambda r: (-r["screen"]["accuracy"], r["id"]))
+    pruned = sorted((r for r in rows if r["status"] == "pruned"),
+                    key=lambda r: (-r["pruned_at"], -r["screen"]["accuracy"], r["id"]))
     return ok + pruned + sorted((r for r in rows if r["status"] == "failed"), key=lambda r: r["id"])
 
 
@@ -417,7 +478,7 @@ def _costs(report: dict) -> dict:
     groups = report["groups"].values()
     rank = sum(g.get("sample_seconds", 0) + g.get("speed_seconds", 0) for g in groups)
     rank += sum(r.get("score_seconds", 0) for r in report["rows"])
-    rank += sum(s.get("seconds", 0) for s in report.get("screen", {}).values())
+    rank += sum(s.get("seconds", 0) for r in report.get("rounds", []) for s in r["scores"].values())
     out = {"rank": round(rank, 3)}
     if any("full_seconds" in g for g in groups):
         # Embedding every candidate fully = the sample (embedded by rank) plus the rest (by validation).

@@ -18,13 +18,16 @@ from .embedding import embed_group
 
 
 def validate_group(source: Source, model: Backbone, candidates: Sequence[Candidate], dataset: str, hashes, *,
-                   cache, seed: int = 0, progress: Progress | None = None) -> tuple[dict[str, dict], dict]:
+                   cache, seed: int = 0, decoders=None,
+                   progress: Progress | None = None) -> tuple[dict[str, dict], dict]:
     """Test accuracy of the default head trained on the whole train split, for each candidate of one group.
 
     Returns ``({candidate id: {"test_accuracy", "validate_seconds"}}, {"full_seconds", "full_embedded",
-    "full_reused"})``; the source is embedded into the group's store as ``dataset`` (as ``featx embed`` would).
+    "full_reused"})``; the source is embedded into the group's store as ``dataset`` (as ``featx embed`` would),
+    decoded by ``decoders`` (a DecoderPool of ``source``) when given.
     """
-    embedded = embed_group(source, model, dataset, cache=cache, keep_final=False, hashes=hashes, progress=progress)
+    embedded = embed_group(source, model, dataset, cache=cache, keep_final=False, hashes=hashes, decoders=decoders,
+                           progress=progress)
     with open_store(model.config, cache) as store:
         splits = splits_from_members(source, store.members(dataset), dataset)
         train, test = splits["train"], splits["test"]
