@@ -49,6 +49,7 @@ def test_rank_scores_every_candidate_recommends_one_and_keeps_the_sample_in_the_
     if rec is not best:
         assert rec["bytes_per_image"] < best["bytes_per_image"]
     assert result["embed"].startswith("featx embed digits --backbone efficientnet_lite0 --image-size 32 --crop full")
+    assert (out / "report.md").read_text().rstrip().endswith(result["embed"])  # the report ends with what to run
     assert (out / "report.md").read_text().count("efficientnet_lite0") >= 2 and (out / "report.png").stat().st_size
     # The very same images went into the stages store and, as its final columns, into the final store…
     model = create_backbone("efficientnet_lite0", image_size=32, crop="full")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -215,3 +216,24 @@ def test_index_and_search_on_some_layers_match_exact_search_on_those_columns(tmp
     np.testing.assert_allclose([r["score"] for r in answer[0]["results"]], D[0], rtol=1e-4, atol=1e-5)
     result = run_cli("search", "data", query, "--use-layers", "blocks.3", ok=False)
     assert result.exit_code == 1 and "'blocks.3' is not a layer" in result.output
+
+
+def test_a_dataset_in_two_recipes_is_read_from_the_default_one_and_the_command_says_so(tmp_path, cache):
+    from featx.store import ChosenStoreNotice, find_dataset
+
+    folder = write_class_folder(tmp_path / "data", per_class=6, classes={
+        "red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 40)})
+    plain, stages = _embed(folder), _embed(folder, "--layers", "stages")
+    with pytest.warns(ChosenStoreNotice, match=r"is in 2 stores: using efficientnet_lite0 @ 64px \(final; center"):
+        with find_dataset("data", cache) as store:
+            assert store.path.as_posix() == plain["store"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # named: no notice
+        with find_dataset("data", cache, layers="stages") as store:
+            assert store.path.as_posix() == stages["store"]
+    trained = run_cli("train", "data", "--json")
+    # the JSON stays clean: the note is on stderr
+    assert json.loads(trained.stdout)["store"] == plain["store"] and json.loads(trained.stdout)["layers"] == ["final"]
+    assert "note: dataset 'data' is in 2 stores: using efficientnet_lite0" in trained.stderr
+    found = run_cli("search", "data", folder / "red" / "0.png", "-k", 2)
+    assert "note: dataset 'data' is in 2 stores" in found.stderr and "red" in found.stdout

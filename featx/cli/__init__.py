@@ -67,7 +67,7 @@ _SHOW_WARNING = warnings.showwarning
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """featx's own warnings (a damaged store skipped…) as one plain line on stderr; others as Python shows them."""
     if category.__module__.startswith("featx."):
-        click.echo(f"warning: {printable(message)}", err=True)
+        click.echo(f"{getattr(category, 'label', 'warning')}: {printable(message)}", err=True)
     else:
         _SHOW_WARNING(message, category, filename, lineno, file, line)
 

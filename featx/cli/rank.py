@@ -72,11 +72,7 @@ def rank(source, spec, sample, screen, contenders, finalists, folds, seed, valid
         report = rank_candidates(src, candidates, settings, cache=cache, out=out, name=name, progress=bars,
                                  notice=None if as_json else lambda text: click.echo(f"note: {text}", err=True))
     rec = report["recommendation"]
-    winner = next((r for r in report["rows"] if rec and r["id"] == rec["id"]), None)
-    command = None
-    if winner:
-        command = (f"featx embed {source} --backbone {winner['backbone']} --image-size {winner['image_size']} "
-                   f"--crop {winner['crop']} --layers {winner['layers']} --precision {winner['precision']}")
+    command = rec["embed"] if rec else None
     if as_json:
         rows = [{k: v for k, v in r.items() if k != "correct"} for r in report["rows"]]
         return echo_json({"out": report["out"], "rows": rows, "recommendation": rec, "embed": command,

@@ -63,6 +63,6 @@ def load_fashion_mnist_source(data_dir: str | os.PathLike | None = None, name: s
 
 def load_builtin(spec: str, *, name: str | None = None, data_dir: str | os.PathLike | None = None) -> ArraySource:
     """``digits`` or ``fashion-mnist`` (read from ``data_dir``, default FASHION_MNIST_DIR)."""
-    if spec == "digits":
-        return load_digits_source(name)
-    return load_fashion_mnist_source(data_dir, name)
+    source = load_digits_source(name) if spec == "digits" else load_fashion_mnist_source(data_dir, name)
+    source.spec = spec
+    return source

@@ -51,6 +51,7 @@ class Source(ABC):
     description: str
     items: list[Item]
     crop = "center"  # the crop that suits it when the user names none: photos are framed loosely
+    spec: str | None = None  # what `featx embed` takes to read it again (a folder, a CSV, a built-in's name)
 
     @abstractmethod
     def read(self, i: int) -> bytes | np.ndarray:
@@ -133,6 +134,7 @@ class FolderSource(FileSource):
         self.root = root.resolve()
         self.name = name or self.root.name
         self.description = f"folder {self.root}"
+        self.spec = str(self.root)
         subdirs = [d for d in self.root.iterdir() if d.is_dir() and not _is_hidden(d.name)]
         split_dirs = subdirs and all(d.name.lower() in _SPLIT_ALIASES for d in subdirs)
         items: list[Item] = []
@@ -157,6 +159,7 @@ class CsvSource(FileSource):
             raise SourceError(f"manifest {str(csv_path)!r} does not exist.")
         self.name = name or csv_path.stem
         self.description = f"manifest {csv_path.resolve()}"
+        self.spec = str(csv_path.resolve())
         base = csv_path.resolve().parent
         try:
             with open(csv_path, newline="", encoding="utf-8-sig") as f:

@@ -193,6 +193,8 @@ def render_markdown(report: dict) -> str:
     sec = report.get("seconds", {})
     if sec:
         lines += ["", cost_line(report)]
+    if rec and rec.get("embed"):  # last, where a reader who scrolled to the end finds what to run
+        lines += ["", "## Next: embed all of it with the recommendation", "", f"    {rec['embed']}"]
     return "\n".join(lines) + "\n"
 
 

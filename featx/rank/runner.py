@@ -212,6 +212,9 @@ def rank_candidates(
         report["rows"] = _ordered(rows.values())
         compare_to_best(report["rows"], len(sample))
         report["recommendation"] = recommend(report["rows"])
+        if report["recommendation"]:
+            report["recommendation"]["embed"] = embed_command(source, next(
+                r for r in report["rows"] if r["id"] == report["recommendation"]["id"]), weights or {})
         report["seconds"] = {"setup": round(setup_seconds, 3), **_costs(report)}
         if settings.validate:
             report["validation"] = summarize_validation(report)
@@ -443,6 +446,17 @@ def compare_to_best(rows: Sequence[dict], n: int) -> None:
     best = unpack_correct(max(ok, key=lambda r: r["accuracy"])["correct"], n)
     for r in ok:
         r["vs_best"] = [round(v, 5) for v in paired_difference(unpack_correct(r["correct"], n), best)]
+
+
+def embed_command(source: Source, row: dict, weights: dict[str, str]) -> str:
+    """The `featx embed` command that embeds all of ``source`` with a scored candidate's recipe."""
+    import shlex
+
+    where = shlex.quote(source.spec) if source.spec else "SOURCE"
+    file = weights.get(row["backbone"])
+    return (f"featx embed {where} --backbone {shlex.quote(row['backbone'])} --image-size {row['image_size']} "
+            f"--crop {row['crop']} --layers {row['layers']} --precision {row['precision']}"
+            + (f" --weights {shlex.quote(str(file))}" if file else ""))
 
 
 def _cheapest(rows: list[dict]) -> dict:

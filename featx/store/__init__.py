@@ -5,7 +5,7 @@ from ..lazy import lazy_exports
 _EXPORTS = {
     "verify_cache": "verify", "verify_store": "verify",
     "LayerSelection": "columns", "select_layers": "columns",
-    "describe_stores": "finder", "find_dataset": "finder", "list_stores": "finder", "store_for_config": "finder",
+    "ChosenStoreNotice": "finder", "describe_stores": "finder", "find_dataset": "finder", "list_stores": "finder", "store_for_config": "finder",
     "DEFAULT_CACHE": "store", "SPLIT_ORDER": "store", "Dataset": "store", "FeatureStore": "store", "Member": "store", "open_store": "store", "store_dir": "store",
 }
 __all__ = sorted(_EXPORTS)

@@ -6,13 +6,19 @@ import os
 import warnings
 from pathlib import Path
 
-from ..config import FINAL, STAGES, STORED_PRECISIONS, BackboneConfig, layer_names
+from ..config import DEFAULT_BACKBONE, DEFAULT_LAYERS, FINAL, STAGES, STORED_PRECISIONS, BackboneConfig, layer_names
 from ..errors import DamagedStoreError, StoreError
 from .store import CATALOG, DEFAULT_CACHE, FeatureStore, store_dir
 
 
 class DamagedStoreWarning(UserWarning):
     """A store under the cache could not be opened and was skipped; the others still work."""
+
+
+class ChosenStoreNotice(UserWarning):
+    """A dataset is in several stores and the one of the default recipe was taken: which, and how to name another."""
+
+    label = "note"
 
 
 def store_folders(cache: str | os.PathLike | None = None) -> list[Path]:
@@ -84,12 +90,13 @@ def find_dataset(
     crop: str | None = None,
     store_dtype: str | None = None,
 ) -> FeatureStore:
-    """The one store under ``cache`` holding ``dataset``, among those matching the given settings.
+    """The store under ``cache`` holding ``dataset``, among those matching the given settings.
 
     ``weights`` (a file) selects by its fingerprint, as ``weights_sha256`` does; ``layers`` (``final``,
     ``stages`` or a comma list) and ``crop`` by recipe; ``store_dtype`` (``float32``/``float16``) by how
-    the vectors are kept. Raises StoreError naming the candidates when
-    there are none or several.
+    the vectors are kept. When several stores match, the one closest to the default recipe on the settings
+    not given is taken (``default_recipe_store``) and a ChosenStoreNotice says which. Raises StoreError
+    naming the candidates when none matches, or when the defaults do not settle it.
     """
     if weights is not None:
         from ..backbones.weights import sha256_file
@@ -107,6 +114,19 @@ def find_dataset(
 
     stores = list_stores(cache)
     hits = [s for s in stores if matches(s.config) and _holds(s, dataset)]
+    given = {"backbone": backbone, "image_size": image_size, "layers": layers, "store_dtype": store_dtype,
+             "precision": None if precision == "auto" else precision, "weights": weights_sha256, "crop": crop}
+    chosen = default_recipe_store([s.config for s in hits], given) if len(hits) > 1 else None
+    if chosen is not None:
+        def short(c: BackboneConfig) -> str:
+            stored = "" if c.store_dtype == "float32" else f", stored as {c.store_dtype}"
+            return f"{c.name} @ {c.preprocess.input_size}px ({c.recipe}{stored})"
+
+        others = "; ".join(short(h.config) for h in hits if h.config is not chosen)
+        warnings.warn(f"dataset {dataset!r} is in {len(hits)} stores: using {short(chosen)}, the nearest to the "
+                      f"default recipe (also there: {others}); name another by its backbone, image size, layers, "
+                      "crop or store dtype.", ChosenStoreNotice, stacklevel=2)
+        hits = [h for h in hits if h.config is chosen]
     for s in stores:
         if len(hits) != 1 or s is not hits[0]:
             s.close()
@@ -129,6 +149,29 @@ def find_dataset(
         "store_dtype=float32|float16.",
         params=("backbone", "image_size", "precision", "layers", "crop", "store_dtype"),
     )
+
+
+def default_recipe_store(configs: list[BackboneConfig], given: dict) -> BackboneConfig | None:
+    """Of several stores' configurations, the one that keeps the most defaults on the settings not ``given``
+    (the default backbone, its native input size, the default layers, not int8, float32 vectors); None when
+    two keep as many (the defaults do not settle it)."""
+    from ..backbones.registry import get_backbone_spec
+
+    def native(c: BackboneConfig) -> bool:
+        try:
+            return c.preprocess.input_size == get_backbone_spec(c.name).input_size
+        except Exception:  # a hub backbone: its native size is not known without timm
+            return False
+
+    def kept(c: BackboneConfig) -> int:
+        checks = {"backbone": c.name == DEFAULT_BACKBONE, "image_size": native(c),
+                  "layers": recipe_has_layers(c, DEFAULT_LAYERS), "store_dtype": c.store_dtype == "float32",
+                  "precision": c.precision != "int8"}
+        return sum(ok for axis, ok in checks.items() if given.get(axis) is None)
+
+    scores = [kept(c) for c in configs]
+    best = max(scores)
+    return configs[scores.index(best)] if scores.count(best) == 1 else None
 
 
 def recipe_has_layers(config: BackboneConfig, layers: str) -> bool:
