@@ -18,7 +18,9 @@ STORE_DTYPES = ("float32", "float16")  # how a store keeps its vectors on disk (
 CROPS = ("center", "full")  # timm's eval crop of the centre, or the whole image resized to a square
 FINAL = "final"  # the backbone's pooled pre-logits features: the one layer a store held before recipes
 STAGES = "stages"  # shorthand for every stage's output (pooled) plus the final features
-DEFAULT_LAYERS = FINAL  # the recipe `featx embed` uses unless told otherwise
+# The layers `featx embed` reads unless told otherwise: every stage won on each measure of
+# benchmarks/bench_defaults.py (classification, neighbours, near-duplicates, audit; README "Defaults").
+DEFAULT_LAYERS = STAGES
 
 
 def layer_names(layers: str | Sequence[str]) -> list[str]:

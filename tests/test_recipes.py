@@ -91,10 +91,11 @@ def test_block_normalisation_weighs_every_layer_alike():
 
 def test_layers_and_crop_make_new_stores_that_never_mix(tmp_path, cache):
     folder = write_class_folder(tmp_path / "data", per_class=3)
-    plain = _embed(folder)
+    plain = _embed(folder, "--layers", "final")
     assert (plain["layers"], plain["crop"]) == (["final"], "center")  # a folder of photos: centre crop
-    full = _embed(folder, "--crop", "full")
-    stages = _embed(folder, "--layers", "stages", "--crop", "full")
+    full = _embed(folder, "--layers", "final", "--crop", "full")
+    stages = _embed(folder, "--crop", "full")  # every stage: the default
+    assert stages["layers"][-1] == "final" and len(stages["layers"]) > 1
     assert len({plain["store"], full["store"], stages["store"]}) == 3
     assert (plain["dim"], full["dim"]) == (1280, 1280) and stages["dim"] > 1280
     assert stages["n_embedded"] == 6 and full["n_embedded"] == 6  # nothing borrowed across recipes
@@ -107,8 +108,8 @@ def test_layers_and_crop_make_new_stores_that_never_mix(tmp_path, cache):
     assert not np.allclose(a.vectors(keys), b.vectors(keys))  # the crop changed what the model saw
     a.close(), b.close()
 
-    with pytest.raises(StoreError, match="several stores"):
-        find_dataset("data", cache)
+    with pytest.raises(StoreError, match="several stores"):  # the default layers do not choose a crop
+        find_dataset("data", cache, layers="final")
     with find_dataset("data", cache, layers="stages") as store:
         assert store.path.as_posix() == stages["store"]
     with find_dataset("data", cache, layers="final", crop="center") as store:
@@ -119,7 +120,7 @@ def test_layers_and_crop_make_new_stores_that_never_mix(tmp_path, cache):
 
 def test_built_in_datasets_default_to_the_whole_frame(cache):
     result = run_cli("embed", "digits", "--image-size", 32, "--workers", 0)
-    assert "recipe: layers final; full crop" in result.output
+    assert "recipe: layers blocks.0, blocks.1, blocks.2, blocks.4, blocks.6, final; full crop" in result.output
 
 
 def test_a_head_on_some_layers_equals_one_trained_on_those_columns(tmp_path, cache):
@@ -161,7 +162,7 @@ def test_a_head_of_one_recipe_refuses_vectors_of_another(tmp_path, cache):
     folder = write_class_folder(tmp_path / "data", per_class=3)
     _embed(folder, "--layers", "stages")
     head = json.loads(run_cli("train", "data", "--json").output)["path"]
-    _embed(folder)
+    _embed(folder, "--layers", "final")
     result = run_cli("evaluate", head, "data", "--split", "train", ok=True)  # the head finds its own store
     assert "accuracy" in result.output
     from featx.heads import load_bundle
@@ -223,17 +224,17 @@ def test_a_dataset_in_two_recipes_is_read_from_the_default_one_and_the_command_s
 
     folder = write_class_folder(tmp_path / "data", per_class=6, classes={
         "red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 40)})
-    plain, stages = _embed(folder), _embed(folder, "--layers", "stages")
-    with pytest.warns(ChosenStoreNotice, match=r"is in 2 stores: using efficientnet_lite0 @ 64px \(final; center"):
+    plain, stages = _embed(folder, "--layers", "final"), _embed(folder)
+    with pytest.warns(ChosenStoreNotice, match=r"is in 2 stores: using efficientnet_lite0 @ 64px \(6 layers; center"):
         with find_dataset("data", cache) as store:
-            assert store.path.as_posix() == plain["store"]
+            assert store.path.as_posix() == stages["store"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # named: no notice
-        with find_dataset("data", cache, layers="stages") as store:
-            assert store.path.as_posix() == stages["store"]
+        with find_dataset("data", cache, layers="final") as store:
+            assert store.path.as_posix() == plain["store"]
     trained = run_cli("train", "data", "--json")
     # the JSON stays clean: the note is on stderr
-    assert json.loads(trained.stdout)["store"] == plain["store"] and json.loads(trained.stdout)["layers"] == ["final"]
+    assert json.loads(trained.stdout)["store"] == stages["store"] and json.loads(trained.stdout)["layers"][-1] == "final"
     assert "note: dataset 'data' is in 2 stores: using efficientnet_lite0" in trained.stderr
     found = run_cli("search", "data", folder / "red" / "0.png", "-k", 2)
     assert "note: dataset 'data' is in 2 stores" in found.stderr and "red" in found.stdout

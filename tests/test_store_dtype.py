@@ -86,8 +86,8 @@ def test_embed_train_and_search_a_float16_store_from_the_cli(tmp_path):
     Xf = FeatureStore(full["store"]).load("imgs")[0]
     np.testing.assert_array_equal(Xh, Xf.astype(np.float16).astype(np.float32))
 
-    ambiguous = run_cli("train", "imgs", "--cache", cache, ok=False)
-    assert ambiguous.exit_code != 0 and "--store-dtype" in ambiguous.output
+    plain = run_cli("train", "imgs", "--cache", cache, "--json")  # two stores: the float32 one, with a note
+    assert json.loads(plain.stdout)["store"] == full["store"] and "note: dataset 'imgs' is in 2 stores" in plain.stderr
     trained = json.loads(run_cli("train", "imgs", "--store-dtype", "float16", "--cache", cache, "--json").output)
     assert trained["n_train"] > 0
     hits = json.loads(run_cli("search", "imgs", str(next(folder.rglob("*.png"))), "-k", 3, "--store-dtype", "float16",

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..config import DEFAULT_BACKBONE, PreprocessConfig
+from ..config import DEFAULT_BACKBONE, DEFAULT_LAYERS, PreprocessConfig
 from ..data import Source, hash_source, split_from_key
 from ..errors import ParameterError, StoreError
 from ..hardware import Progress, check_batch_size, check_workers, default_workers, seconds_since_process_start
@@ -214,7 +214,7 @@ def embed_into_store(
     image_size: int | None = None,
     precision: str = "auto",
     runtime: str = "auto",
-    layers: str | None = None,
+    layers: str | None = DEFAULT_LAYERS,
     crop: str | None = None,
     store_dtype: str = "float32",
     cache: str | os.PathLike | None = None,
@@ -229,7 +229,8 @@ def embed_into_store(
 
     ``engine`` is ``local`` (``workers``: decoding processes) or ``ray`` (``workers``: backbone actors;
     ``address``: the cluster to join, default a local Ray instance). ``layers`` and ``crop`` make the
-    recipe (see ``create_backbone``); ``crop`` defaults to what suits the source (``source.crop``).
+    recipe (see ``create_backbone``): ``layers`` defaults to every stage (DEFAULT_LAYERS, measured best),
+    ``crop`` to what suits the source (``source.crop``).
     ``store_dtype`` ``float16`` keeps the vectors in half the bytes (a store of its own). ``runtime``
     (``auto``, ``torch``, ``openvino``) is what runs the model (see ``featx.runtimes.load_runtime``);
     ``precision="int8"`` quantises on OpenVINO, calibrated on a sample of ``source``.
