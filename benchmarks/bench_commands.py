@@ -37,7 +37,8 @@ COMMANDS = {
     "embed-one": (["embed", "{folder}"], "`featx embed FOLDER` of one new PNG"),
     "search-one": (["search", "digits", "{image}", "-k", "5"], "`featx search digits IMAGE -k 5`"),
     "predict-one": (["predict", "{cache}/digits-logreg.npz", "{image}"], "`featx predict HEAD IMAGE`"),
-    "train-digits": (["train", "digits", "--out", "{scratch}/h.npz"], "`featx train digits` (1,414 × 1,280)"),
+    "train-digits": (["train", "digits", "--out", "{scratch}/h.npz"],
+                     "`featx train digits` (the default recipe: 1,414 × 1,792 since stages, × 1,280 before)"),
     "train-fashion": (["train", "fashion-mnist", "--image-size", "112", "--layers", "final", "--out",
                        "{scratch}/h.npz"], "`featx train fashion-mnist` (60,000 × 1,280, 112 px)"),
     "train-stages": (["train", "fashion-mnist", "--image-size", "112", "--layers", "stages", "--out",
@@ -66,7 +67,7 @@ def prepare(cache: Path, fashion: bool) -> None:
     steps = [["embed", "digits"], ["train", "digits", "--out", str(cache / "digits-logreg.npz")],
              ["index", "digits"], ["embed", str(new_image(cache.parent / "warm", 0).parent)]]
     if fashion:
-        steps += [["embed", "fashion-mnist", "--image-size", "112"],
+        steps += [["embed", "fashion-mnist", "--image-size", "112", "--layers", "final"],
                   ["embed", "fashion-mnist", "--image-size", "112", "--layers", "stages"]]
     for step in steps:
         done = featx(REPO, step, cache)
