@@ -17,7 +17,7 @@
 Vectors: efficientnet_lite0 at 224 px, whole image, every stage (`--layers stages`), embedded into
 ``--cache`` first when missing (about ten minutes for Fashion-MNIST on two cores).
 
-    .venv/bin/python benchmarks/bench_audit.py [--datasets fashion-mnist,digits] [--cache cache]
+    .venv/bin/python benchmarks/bench_audit.py [--datasets fashion-mnist,digits] [--cache cache] [--image-size 112]
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 
 from featx.audit import audit_dataset, find_label_issues, out_of_fold_probabilities
-from featx.audit.confident import label_quality
+from featx.audit.confident import label_quality, neighbour_agreement
+from featx.audit.outliers import nearest_neighbours
+from featx.audit.runner import NEIGHBOUR_AGREEMENT
 from featx.data import open_source
 from featx.embed import embed_into_store
 from featx.search.flat import normalize
@@ -54,8 +56,10 @@ def vectors(dataset: str, cache: str, split: str | None = "train"):
     return normalize(X, blocks=blocks), np.array([m.label for m in members], dtype=str)
 
 
-def flip_labels(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, rate: float = 0.05, seed: int = 0):
-    """5% of rows flipped: half to a random other class, half to the class the clean model confuses most."""
+def flip_labels(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, rate: float = 0.05, seed: int = 0,
+                partner_only: bool = False):
+    """5% of rows flipped: half to a random other class, half to the class the clean model confuses most
+    (``partner_only``: all of them to that class)."""
     rng = np.random.default_rng(seed)
     given = np.searchsorted(classes, y)
     m = len(classes)
@@ -65,7 +69,7 @@ def flip_labels(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, rate: flo
     most_confused = confusion.argmax(axis=1)
     rows = rng.choice(len(y), size=int(round(rate * len(y))), replace=False)
     noisy = given.copy()
-    half = len(rows) // 2
+    half = 0 if partner_only else len(rows) // 2
     for r in rows[:half]:
         noisy[r] = (given[r] + 1 + rng.integers(m - 1)) % m
     noisy[rows[half:]] = most_confused[given[rows[half:]]]
@@ -80,20 +84,27 @@ def precision_recall(found: np.ndarray, flipped: np.ndarray) -> dict:
             "recall": round(hits / flipped.sum(), 4)}
 
 
-def flipped_experiment(dataset: str, cache: str) -> dict:
+def flipped_experiment(dataset: str, cache: str, kind: str = "mixed") -> dict:
+    """``kind``: ``mixed`` (5%: half random, half the most confused class) or ``partner`` (8%, all to it)."""
     X, y = vectors(dataset, cache)
     clean = out_of_fold_probabilities(X, y, folds=5)
-    noisy, flipped = flip_labels(y, clean.proba, clean.classes)
+    noisy, flipped = flip_labels(y, clean.proba, clean.classes, *((0.08, 0, True) if kind == "partner" else ()))
     started = time.perf_counter()
     oof = out_of_fold_probabilities(X, clean.classes[noisy], folds=5)
     folds_seconds = time.perf_counter() - started
-    out = {"dataset": dataset, "n": len(y), "flipped": int(flipped.sum()), "folds_seconds": round(folds_seconds, 1),
+    out = {"dataset": dataset, "kind": kind, "n": len(y), "flipped": int(flipped.sum()),
+           "folds_seconds": round(folds_seconds, 1),
            "clean_oof_accuracy": round(float((clean.proba.argmax(1) == np.searchsorted(clean.classes, y)).mean()), 4)}
+    _, near = nearest_neighbours(X, 11)
+    agreement = neighbour_agreement(near, noisy)
     for ranking in ("self_confidence", "normalized_margin"):
         issues = find_label_issues(oof.proba, noisy, ranking)
         out[f"featx/{ranking}"] = {**precision_recall(issues.rows, flipped),
                                    "average_precision": round(float(average_precision_score(
                                        flipped, 1 - label_quality(oof.proba, noisy, ranking))), 4)}
+        # what `featx audit` reports: the flags whose neighbours mostly carry another label
+        checked = issues.rows[agreement[issues.rows] < NEIGHBOUR_AGREEMENT]
+        out[f"featx/{ranking}+neighbours"] = precision_recall(checked, flipped)
     try:
         from cleanlab.filter import find_label_issues as cleanlab_issues
         from cleanlab.rank import get_label_quality_scores
@@ -179,9 +190,12 @@ def main() -> None:
     parser.add_argument("--cache", default="cache")
     parser.add_argument("--skip-real", action="store_true", help="only the flipped-label experiments")
     parser.add_argument("--skip-flipped", action="store_true", help="only the audit of the real Fashion-MNIST")
+    parser.add_argument("--image-size", type=int, default=224, help="the recipe's input size [default: 224]")
     args = parser.parse_args()
+    RECIPE["image_size"] = args.image_size
     for dataset in [] if args.skip_flipped else args.datasets.split(","):
-        flipped_experiment(dataset, args.cache)
+        for kind in ("mixed", "partner"):
+            flipped_experiment(dataset, args.cache, kind)
     if not args.skip_real:
         real_audit("fashion-mnist", args.cache)
     recompression_probe()

@@ -92,6 +92,31 @@ def test_flipped_labels_are_found_and_ranked_first(audited):
     assert "likely label issues" in (root / "report" / "report.md").read_text()
 
 
+def test_the_neighbour_check_keeps_the_flags_whose_neighbours_disagree_and_drops_fewer_flipped(audited, tmp_path):
+    """With the check (the default), every flagged label is one most of the image's neighbours do not carry,
+    the flags are a subset of confident learning's alone, and more of them are flipped labels."""
+    from featx.audit import audit_dataset
+
+    root, cache, _, flipped, _, _ = audited
+    checked = json.loads((root / "report" / "report.json").read_text())
+    alone = audit_dataset("digits", cache=cache, neighbours=0, out=tmp_path / "alone")
+    with_check = {f["path"] for f in checked["label_issues"]}
+    without = {f["path"] for f in alone["label_issues"]}
+    assert with_check <= without and checked["settings"]["neighbours"] == 10
+    assert all(f["neighbours_agreeing"] < 0.5 for f in checked["label_issues"])
+    precision = lambda found: len(found & flipped) / max(len(found), 1)  # noqa: E731
+    assert precision(with_check) >= precision(without)
+    assert len(with_check & flipped) >= 0.9 * len(without & flipped)  # recall stays
+
+
+def test_neighbour_agreement_counts_the_neighbours_that_share_a_label():
+    from featx.audit.confident import neighbour_agreement
+
+    given = np.array([0, 0, 1, 1])
+    neighbours = np.array([[0, 1, 2], [1, 0, -1], [2, 0, 1], [3, 0, 1]])  # itself first; -1: none
+    np.testing.assert_allclose(neighbour_agreement(neighbours, given), [0.5, 1.0, 0.0, 0.0])
+
+
 def test_leaks_across_splits_and_outliers_are_reported(audited):
     root, _, _, _, special, _ = audited
     report = json.loads((root / "report" / "report.json").read_text())

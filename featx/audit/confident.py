@@ -99,6 +99,17 @@ def find_label_issues(proba: np.ndarray, given: np.ndarray, ranking: str = "self
     return LabelIssues(rows, quality, others.argmax(axis=1), noise, Q, C)
 
 
+def neighbour_agreement(neighbours: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """Per row: the share of its nearest other rows (``neighbours``: each row's indices, itself included or
+    not, -1 for none) that carry its given label. A label its neighbours do not share is suspect without any
+    model (training-free label-noise detection, as in SimiFeat: Zhu, Dong & Liu, ICML 2022)."""
+    n = len(given)
+    others = np.where(neighbours == np.arange(n)[:, None], -1, neighbours)
+    valid = others >= 0
+    same = (given[np.maximum(others, 0)] == given[:, None]) & valid
+    return same.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+
+
 def confused_pairs(issues: LabelIssues, classes, top: int = 10) -> list[dict]:
     """The (given, likely true) class pairs with the most confident-joint counts off the diagonal."""
     C = issues.confident_joint

@@ -8,17 +8,18 @@ from ..errors import ParameterError
 from ..search.flat import flat_search
 
 
-def find_outliers(vectors: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def find_outliers(vectors: np.ndarray, k: int = 5, neighbours=None) -> tuple[np.ndarray, np.ndarray]:
     """Per row of L2-normalised ``vectors`` (one per distinct image): the distance 1 − cos to its k-th
     nearest other row, and a robust z-score of it (median and MAD over all rows). Far images are often
-    corrupt, off-topic or mislabelled."""
+    corrupt, off-topic or mislabelled. ``neighbours``: ``nearest_neighbours(vectors, k + 1 or more)`` when
+    the caller has it already."""
     n = len(vectors)
     if k < 1:
         raise ParameterError("k", f"must be at least 1, not {k}.")
     if n < 2:
         return np.zeros(n), np.zeros(n)
     k = min(k, n - 1)
-    D, I = nearest_neighbours(vectors, k + 1)
+    D, I = neighbours if neighbours is not None else nearest_neighbours(vectors, k + 1)
     distance = np.empty(n)
     for r in range(n):
         others = D[r][I[r] != r]  # the row itself (usually first) is not its own neighbour

@@ -21,6 +21,9 @@ from .output import Bars, echo_json, printable
               help="Cosine similarity from which a test/val image and a training image count as near-twins.")
 @click.option("-k", type=click.IntRange(min=1), default=5, show_default=True,
               help="Outliers are ranked by the distance to their k-th nearest neighbour.")
+@click.option("--neighbours", type=click.IntRange(min=0), default=10, show_default=True,
+              help="A flagged label stands only when fewer than half of the image's nearest labelled images "
+                   "(this many) share it; 0 keeps every flag of confident learning.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Report folder [default: <cache>/audit/<dataset>].")
 @click.option("--export-csv", "export", type=click.Path(dir_okay=False), default=None,
@@ -29,12 +32,14 @@ from .output import Bars, echo_json, printable
 @selection_options
 @data_dir_option
 @json_option
-def audit(dataset, folds, head, ranking, leak_threshold, k, out, export, use_layers, where, cache, data_dir, as_json):
+def audit(dataset, folds, head, ranking, leak_threshold, k, neighbours, out, export, use_layers, where, cache, data_dir,
+          as_json):
     """Find likely wrong labels, train/test leaks and outliers in an embedded dataset.
 
     Label issues come from out-of-fold probabilities (K folds of a fast head,
     each image scored by a head that never saw it) and confident learning
-    (Northcutt et al., 2021). Leaks are images in a test or val split whose
+    (Northcutt et al., 2021), kept where the image's nearest neighbours
+    mostly carry another label. Leaks are images in a test or val split whose
     near-twin, or the very same image, is in train; outliers are far from
     every other image. Writes report.json (every finding), report.md and a
     contact sheet, report.png. Nothing in the store changes.
@@ -49,7 +54,8 @@ def audit(dataset, folds, head, ranking, leak_threshold, k, out, export, use_lay
 
     with Bars() as bars:
         report = audit_dataset(dataset, cache=cache, where=where, use_layers=use_layers, folds=folds, head=head,
-                               ranking=ranking, leak_threshold=leak_threshold, k=k, out=out, export=export,
+                               ranking=ranking, leak_threshold=leak_threshold, k=k, neighbours=neighbours,
+                               out=out, export=export,
                                data_dir=data_dir, progress=bars)
     if as_json:
         return echo_json({"out": report["out"], "summary": report["summary"], "note": report["note"],
