@@ -156,6 +156,7 @@ def lbfgs(loss_and_grad, rows, C, k, precond: Preconditioner, init, max_iter: in
     in_span = r < d
     data = [(0, n, np.concatenate([Z @ precond.V for _, _, Z in rows.blocks_of_rows()]))] if in_span else None
     width = r if in_span else d
+    p_span = precond.scales(lam)[0] if in_span else None  # P in V's coordinates: a scale per direction
 
     def piece(item, W: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         start, stop, Z = item
@@ -166,7 +167,7 @@ def lbfgs(loss_and_grad, rows, C, k, precond: Preconditioner, init, max_iter: in
 
     def loss_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
         Wp = x[:r * k].reshape(r, k).astype(np.float32)
-        W = precond.scales(lam)[0] * Wp if in_span else precond.forward(Wp, lam)
+        W = p_span * Wp if in_span else precond.forward(Wp, lam)
         b = x[r * k:].astype(np.float32)
         loss, gW, gb = 0.0, np.zeros((width, k), np.float32), np.zeros(k, np.float64)
         for block in (data if in_span else rows.blocks_of_rows()):
@@ -176,7 +177,7 @@ def lbfgs(loss_and_grad, rows, C, k, precond: Preconditioner, init, max_iter: in
                 gb += g_b
         # d/dW' of loss(P·W') + λ/2‖P·W'‖² is Pᵀ·(∇loss + λW)
         G = gW / np.float32(n) + np.float32(lam) * W
-        gWp = precond.scales(lam)[0] * G if in_span else precond.adjoint(G, lam)
+        gWp = p_span * G if in_span else precond.adjoint(G, lam)
         value = loss / n + 0.5 * lam * float(np.sum(np.square(W, dtype=np.float64)))
         return value, np.concatenate([gWp.ravel().astype(np.float64), gb / n])
 

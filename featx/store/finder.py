@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from ..config import DEFAULT_BACKBONE, DEFAULT_LAYERS, FINAL, STAGES, STORED_PRECISIONS, BackboneConfig, layer_names
-from ..errors import DamagedStoreError, StoreError
+from ..errors import BackboneError, DamagedStoreError, StoreError
 from .store import CATALOG, DEFAULT_CACHE, FeatureStore, store_dir
 
 
@@ -115,7 +115,7 @@ def find_dataset(
     stores = list_stores(cache)
     hits = [s for s in stores if matches(s.config) and _holds(s, dataset)]
     given = {"backbone": backbone, "image_size": image_size, "layers": layers, "store_dtype": store_dtype,
-             "precision": None if precision == "auto" else precision, "weights": weights_sha256, "crop": crop}
+             "precision": None if precision == "auto" else precision}
     chosen = default_recipe_store([s.config for s in hits], given) if len(hits) > 1 else None
     if chosen is not None:
         def short(c: BackboneConfig) -> str:
@@ -160,7 +160,7 @@ def default_recipe_store(configs: list[BackboneConfig], given: dict) -> Backbone
     def native(c: BackboneConfig) -> bool:
         try:
             return c.preprocess.input_size == get_backbone_spec(c.name).input_size
-        except Exception:  # a hub backbone: its native size is not known without timm
+        except BackboneError:  # a hub backbone: its native size is not known without timm
             return False
 
     def kept(c: BackboneConfig) -> int:
