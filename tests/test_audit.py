@@ -239,3 +239,15 @@ def test_outliers_of_a_large_collection_come_from_candidates_reranked_exactly(mo
     assert set(np.argsort(-approx)[:8]) == set(range(8)) == set(np.argsort(-exact)[:8])
     assert np.all(approx >= exact - 1e-5)  # neighbours found among candidates are never nearer than the true ones
     assert np.mean(np.abs(approx - exact) < 1e-5) > 0.95
+
+
+def test_an_audit_of_a_final_layer_store_says_every_stage_would_audit_better(tmp_path, audited):
+    _, _, _, _, _, result = audited
+    assert result["recipe_note"] is None  # the default recipe: every stage
+    folder = write_class_folder(tmp_path / "few", per_class=8, classes={
+        "red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 40)})
+    cache = tmp_path / "cache"
+    run_cli("embed", folder, "--image-size", 32, "--layers", "final", "--workers", 0, "--cache", cache)
+    printed = run_cli("audit", "few", "--cache", cache, "--out", tmp_path / "report")
+    assert "note: 'few' is stored with the final layer only" in printed.stderr
+    assert "layers=stages" in (tmp_path / "report" / "report.md").read_text()

@@ -23,6 +23,7 @@ def render_markdown(report: dict, top: int = 20) -> str:
         f"head; label issues by confident learning, ranked by {summary['ranking'].replace('_', ' ')}. "
         "Findings are advice: no label was changed.",
         *(["", f"Note: {report['note']}"] if report.get("note") else []),
+        *(["", f"Note: {report['recipe_note']}"] if report.get("recipe_note") else []),
         "",
         "| finding | count |", "|---|---:|",
         f"| likely label issues | {s['label_issues']:,} |",

@@ -59,12 +59,14 @@ def audit(dataset, folds, head, ranking, leak_threshold, k, neighbours, out, exp
                                data_dir=data_dir, progress=bars)
     if as_json:
         return echo_json({"out": report["out"], "summary": report["summary"], "note": report["note"],
+                          "recipe_note": report["recipe_note"],
                           "noise_rate": report["noise_rate"], "confused_pairs": report["confused_pairs"],
                           "top_label_issues": report["label_issues"][:20], "seconds": report["seconds"],
                           "export": report.get("export")})
     s = report["summary"]
-    if report["note"]:
-        click.echo(f"note: {report['note']}", err=True)
+    for note in (report["note"], report["recipe_note"]):
+        if note:
+            click.echo(f"note: {note}", err=True)
     click.echo(f"{printable(dataset)}: {s['images']:,} images, {s['classes']} classes ({report['settings']['folds']} folds of "
                f"{head})")
     click.echo(f"likely label issues: {s['label_issues']:,}; leaks: {s['exact_leaks']:,} identical and "
