@@ -65,6 +65,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_rank.py --dataset digits --sample 300
 	$(BIN)/python benchmarks/bench_rank.py --dataset fashion-mnist --train 20000 --test 5000
 	$(BIN)/python benchmarks/bench_audit.py
+	$(BIN)/python benchmarks/bench_defaults.py
 	$(BIN)/python benchmarks/bench_map.py
 	$(BIN)/python benchmarks/bench_writer.py
 	$(BIN)/python benchmarks/bench_store_dtype.py
