@@ -250,6 +250,7 @@ def test_the_rounds_prune_the_grid_but_never_the_candidate_the_full_grid_ranks_f
     assert statuses[winner] == "ok" and report["recommendation"]["id"] in statuses
     assert [(r["images"], r["keep"], len(r["scores"])) for r in report["rounds"]] == [(40, 4, 8), (80, 2, 4)]
     assert "pruned: 4 after 40 images, 2 after 80 images" in result.output
+    assert "came from the store" not in result.output  # a fresh cache: the later rounds reuse what rank embedded
     # each group holds the images of the furthest round one of its candidates reached
     reached: dict[tuple, int] = {}
     for r in report["rows"]:

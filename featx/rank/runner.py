@@ -352,8 +352,9 @@ def _run_group(run: _Run, group, members, report, rows, *, screen=None, need_sco
                                keep_final=FINAL in wanted, hashes=hashes, decoders=decoders, progress=run.progress)
         if not record.get("sample_embedded") or embedded.n_embedded:  # keep the run that did the work
             record.update(sample_seconds=record.get("sample_seconds", 0) + embedded.seconds,
-                          sample_embedded=record.get("sample_embedded", 0) + embedded.n_embedded,
-                          sample_reused=embedded.n_reused)
+                          sample_embedded=record.get("sample_embedded", 0) + embedded.n_embedded)
+            # found in the store: the images held now, less those rank embedded (in an earlier round, say)
+            record["sample_reused"] = max(0, embedded.n_embedded + embedded.n_reused - record["sample_embedded"])
         if "images_per_second" not in record and whole:  # what a pruned group costs matters to no one
             started = time.perf_counter()
             record["images_per_second"] = round(measure_speed(model, images), 2)
