@@ -122,7 +122,7 @@ def cost_line(report: dict) -> str:
     text = f"Rank took {sec['rank']:.0f} s embedding the sample, timing and scoring (plus {sec.get('setup', 0):.0f} s reading the data)"
     pruned = rounds_line(report)
     if pruned:
-        text += f"; of {len(report['rows'])} candidates, {pruned} were pruned"
+        text += f"; of its {len(report['rows'])} candidates it pruned {pruned}"
     text += f"; {reused:,} sample vectors came from the store." if reused else "."
     if sec.get("full_embedding"):
         full_reused = sum(g.get("full_reused", 0) for g in groups) - sum(g.get("sample_embedded", 0) for g in groups)
