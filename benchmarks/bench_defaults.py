@@ -26,9 +26,9 @@ import io
 import json
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
-import faiss
 import numpy as np
 from PIL import Image, ImageEnhance
 
@@ -39,7 +39,7 @@ from featx.data import open_source
 from featx.embed import embed_into_store
 from featx.hardware import set_threads
 from featx.heads import LogisticHead
-from featx.search.flat import normalize
+from featx.search.flat import flat_search, normalize
 from featx.store import find_dataset
 from featx.store.columns import select_layers
 
@@ -103,14 +103,11 @@ def evaluate(dataset: str, cache: str) -> dict:
         fit = time.perf_counter() - started
         accuracy = float((head.predict(X[test]) == labels[test]).mean())
         Z = normalize(X, blocks=selection.blocks)
-        index = faiss.IndexFlatIP(Z.shape[1])
-        index.add(np.ascontiguousarray(Z[train]))
-        _, nn = index.search(np.ascontiguousarray(Z[test]), 10)
+        _, nn = flat_search(Z[train], Z[test], 10)
         same = labels[train][nn] == labels[test][:, None]
-        votes = [max(set(row), key=list(row).count) for row in labels[train][nn]]
-        everything = faiss.IndexFlatIP(Z.shape[1])
-        everything.add(np.ascontiguousarray(Z))
-        _, top = everything.search(np.ascontiguousarray(normalize(selection.take(Q_all), blocks=selection.blocks)), 1)
+        # the majority of the 10; a tie goes to the label of the nearer neighbour (Counter keeps first-seen order)
+        votes = [Counter(row).most_common(1)[0][0] for row in labels[train][nn]]
+        _, top = flat_search(Z, normalize(selection.take(Q_all), blocks=selection.blocks), 1)
         y = labels[train]
         clean = out_of_fold_probabilities(Z[train], y, folds=5)
         noisy, flipped = flip_labels(y, clean.proba, clean.classes)

@@ -104,11 +104,9 @@ def audit_dataset(
     if neighbours:
         # an image's neighbours among the labelled ones (a distinct image stands for its first labelled copy)
         first_labelled = np.full(len(X), -1)
-        for r in range(len(labelled) - 1, -1, -1):
-            first_labelled[rows[labelled[r]]] = r
-        ids = first_labelled[near[1][rows[labelled]]][:, :neighbours + 1]
-        ids = np.where(ids == np.arange(len(labelled))[:, None], -1, ids)
-        agreement = neighbour_agreement(ids, given)
+        distinct, first = np.unique(rows[labelled], return_index=True)
+        first_labelled[distinct] = first
+        agreement = neighbour_agreement(first_labelled[near[1][rows[labelled]]][:, :neighbours + 1], given)
     flagged = [r for r in issues.rows if not neighbours or agreement[r] < NEIGHBOUR_AGREEMENT]
     label_issues = []
     for r in flagged:

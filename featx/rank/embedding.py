@@ -11,7 +11,7 @@ from ..backbones import Backbone
 from ..config import FINAL
 from ..data import Source, read_input
 from ..embed import embed_source
-from ..embed.runner import EmbedResult
+from ..embed.runner import EmbedResult, LocalEngine
 from ..hardware import Progress
 from ..store import FeatureStore, open_store
 
@@ -54,8 +54,6 @@ def embed_group(source: Source, backbone: Backbone, dataset: str, *, cache, keep
     recipe, also put the final layer's columns into the ``--layers final`` store, so a later plain
     ``featx embed`` of the same images reuses them instead of running the model again. ``decoders``: what
     decodes ``source``'s items (a shared DecoderPool's ``subset``) [default: a pool of its own]."""
-    from ..embed.runner import LocalEngine
-
     config = backbone.config
     engine = None if decoders is None else LocalEngine(backbone, decoders)
     with open_store(config, cache) as store:

@@ -148,80 +148,88 @@ def rank_candidates(
     candidates = list(dict.fromkeys(candidates if candidates is not None else default_candidates()))
     if not candidates:
         raise ParameterError("candidates", "names no candidates.")
-    # one decoding pool for every group, forked now while this process is small: a fork of a process grown by
-    # the models' activations cost every later write to that memory a copy (rank digits: 58 s of system time)
+    # one decoding pool for every group, forked now while this process is small: each group forking its own from
+    # a process grown by the models' activations made every later write to that memory a copy-on-write fault
+    # (rank digits: 4.6 million of them, 64 s of system time in 150 s)
     with DecoderPool(source, default_workers()) as decoders:
-        started = time.perf_counter()
-        cache = cache or DEFAULT_CACHE
-        dataset = name or source.name
-        out = Path(out) if out else Path(cache) / "rank" / name_stem(dataset)
-        keys, failures = hash_source(source, progress)
-        splits = labeled_splits(source, keys, dataset)
-        train = splits["train"]
-        if len(np.unique(train.labels)) < 2:
-            raise DataError(f"dataset {dataset!r} has a single class: ranking how well features separate classes "
-                            "needs at least two labelled classes.")
-        sample = train.take(stratified_sample(train.keys, train.labels, settings.sample,
-                                              min_per_class=settings.folds, seed=settings.seed))
-        prunes = settings.screen and len(candidates) > settings.finalists
-        rounds = screen_rounds(len(sample), settings) if prunes else []
-        # positions within the sample, nested: each round's images include the ones before
-        positions: list[np.ndarray] = []
-        for images, _ in rounds:
-            picked = stratified_sample(sample.keys, sample.labels, images, min_per_class=settings.folds,
-                                       seed=settings.seed)
-            positions.append(np.union1d(picked, positions[-1]) if positions else picked)
-        y = sample.labels.astype(str)
-        run = _Run(source, dataset, (keys, failures), sample, y, settings, cache, weights or {}, progress, decoders)
-        report = {
-            "format": REPORT_FORMAT, "dataset": dataset, "source": source.description,
-            "settings": asdict(settings),
-            "sample": {"n": len(sample), "of": len(train), "classes": len(sample.classes),
-                       "per_class": sample.class_counts(), "fingerprint": sample.fingerprint(),
-                       "dataset": dataset + SAMPLE_SUFFIX},
-            "candidates": [c.id for c in candidates],
-            "note": small_data_note(len(sample), len(train)),
-            "groups": {}, "rounds": [], "rows": [], "complete": False,
-        }
-        if report["note"] and notice:
-            notice(report["note"])
-        out.mkdir(parents=True, exist_ok=True)
-        done, old_groups, old_rounds = _previous(out, report)
-        report["groups"].update(old_groups)
-        for r, ((images, keep), where) in enumerate(zip(rounds, positions)):
-            old = old_rounds[r]["scores"] if r < len(old_rounds) else {}
-            report["rounds"].append({"images": len(where), "keep": keep,
-                                     "scores": {c.id: old[c.id] for c in candidates if c.id in old}})
-        setup_seconds = time.perf_counter() - started
-        rows: dict[str, dict] = {c.id: done[c.id] for c in candidates if c.id in done}
+        return _rank(source, candidates, settings, decoders, cache=cache, out=out, name=name, weights=weights,
+                     progress=progress, notice=notice)
 
-        def save(stage: str, done: int, total: int) -> None:
-            report["rows"] = _ordered(rows.values())
-            write_json(report, out)  # after every group: an interrupted rank resumes from here
-            if progress:
-                progress(stage, done, total)
 
-        alive = _prune_in_rounds(run, list(candidates), positions, report, rows, save)
-        # the whole sample for the finalists (every candidate under --validate), and the validation
-        for group, members in _by_group(alive).items():
-            need_score = [c for c in members if rows.get(c.id, {}).get("status") not in ("ok", "failed", "pruned")]
-            need_test = [c for c in members if settings.validate and "test_accuracy" not in rows.get(c.id, {})]
-            if need_score or need_test:
-                _run_group(run, group, members, report, rows, need_score=need_score, need_test=need_test)
-            save("candidates", len(members), len(alive))
+def _rank(source: Source, candidates: list[Candidate], settings: RankSettings, decoders: DecoderPool, *, cache, out,
+          name, weights, progress, notice) -> dict:
+    """rank_candidates' work, with the decoding pool it shares among the groups."""
+    started = time.perf_counter()
+    cache = cache or DEFAULT_CACHE
+    dataset = name or source.name
+    out = Path(out) if out else Path(cache) / "rank" / name_stem(dataset)
+    keys, failures = hash_source(source, progress)
+    splits = labeled_splits(source, keys, dataset)
+    train = splits["train"]
+    if len(np.unique(train.labels)) < 2:
+        raise DataError(f"dataset {dataset!r} has a single class: ranking how well features separate classes "
+                        "needs at least two labelled classes.")
+    sample = train.take(stratified_sample(train.keys, train.labels, settings.sample,
+                                          min_per_class=settings.folds, seed=settings.seed))
+    prunes = settings.screen and len(candidates) > settings.finalists
+    rounds = screen_rounds(len(sample), settings) if prunes else []
+    # positions within the sample, nested: each round's images include the ones before
+    positions: list[np.ndarray] = []
+    for images, _ in rounds:
+        picked = stratified_sample(sample.keys, sample.labels, images, min_per_class=settings.folds,
+                                   seed=settings.seed)
+        positions.append(np.union1d(picked, positions[-1]) if positions else picked)
+    y = sample.labels.astype(str)
+    run = _Run(source, dataset, (keys, failures), sample, y, settings, cache, weights or {}, progress, decoders)
+    report = {
+        "format": REPORT_FORMAT, "dataset": dataset, "source": source.description,
+        "settings": asdict(settings),
+        "sample": {"n": len(sample), "of": len(train), "classes": len(sample.classes),
+                   "per_class": sample.class_counts(), "fingerprint": sample.fingerprint(),
+                   "dataset": dataset + SAMPLE_SUFFIX},
+        "candidates": [c.id for c in candidates],
+        "note": small_data_note(len(sample), len(train)),
+        "groups": {}, "rounds": [], "rows": [], "complete": False,
+    }
+    if report["note"] and notice:
+        notice(report["note"])
+    out.mkdir(parents=True, exist_ok=True)
+    done, old_groups, old_rounds = _previous(out, report)
+    report["groups"].update(old_groups)
+    for r, ((images, keep), where) in enumerate(zip(rounds, positions)):
+        old = old_rounds[r]["scores"] if r < len(old_rounds) else {}
+        report["rounds"].append({"images": len(where), "keep": keep,
+                                 "scores": {c.id: old[c.id] for c in candidates if c.id in old}})
+    setup_seconds = time.perf_counter() - started
+    rows: dict[str, dict] = {c.id: done[c.id] for c in candidates if c.id in done}
+
+    def save(stage: str, done: int, total: int) -> None:
         report["rows"] = _ordered(rows.values())
-        compare_to_best(report["rows"], len(sample))
-        report["recommendation"] = recommend(report["rows"])
-        if report["recommendation"]:
-            report["recommendation"]["embed"] = embed_command(source, next(
-                r for r in report["rows"] if r["id"] == report["recommendation"]["id"]), weights or {})
-        report["seconds"] = {"setup": round(setup_seconds, 3), **_costs(report)}
-        if settings.validate:
-            report["validation"] = summarize_validation(report)
-        report["complete"] = True
-        write_report(report, out)
-        report["out"] = str(out)
-        return report
+        write_json(report, out)  # after every group: an interrupted rank resumes from here
+        if progress:
+            progress(stage, done, total)
+
+    alive = _prune_in_rounds(run, list(candidates), positions, report, rows, save)
+    # the whole sample for the finalists (every candidate under --validate), and the validation
+    for group, members in _by_group(alive).items():
+        need_score = [c for c in members if rows.get(c.id, {}).get("status") not in ("ok", "failed", "pruned")]
+        need_test = [c for c in members if settings.validate and "test_accuracy" not in rows.get(c.id, {})]
+        if need_score or need_test:
+            _run_group(run, group, members, report, rows, need_score=need_score, need_test=need_test)
+        save("candidates", len(members), len(alive))
+    report["rows"] = _ordered(rows.values())
+    compare_to_best(report["rows"], len(sample))
+    report["recommendation"] = recommend(report["rows"])
+    if report["recommendation"]:
+        report["recommendation"]["embed"] = embed_command(source, next(
+            r for r in report["rows"] if r["id"] == report["recommendation"]["id"]), weights or {})
+    report["seconds"] = {"setup": round(setup_seconds, 3), **_costs(report)}
+    if settings.validate:
+        report["validation"] = summarize_validation(report)
+    report["complete"] = True
+    write_report(report, out)
+    report["out"] = str(out)
+    return report
 
 
 def _prune_in_rounds(run: "_Run", alive: list[Candidate], positions: list[np.ndarray], report: dict,
