@@ -63,6 +63,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_embed.py --recipes-only --train 1500 --test 0
 	$(BIN)/featx compare fashion-mnist --out benchmarks/out/compare-fashion-mnist
 	$(BIN)/python benchmarks/bench_rank.py --dataset digits --sample 300
+	$(BIN)/python benchmarks/bench_rank_parts.py --base 9129bf4
 	$(BIN)/python benchmarks/bench_rank.py --dataset fashion-mnist --train 20000 --test 5000
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_defaults.py

@@ -25,9 +25,9 @@ Batch = tuple[list[int], list[str], "np.ndarray | None", list[tuple[int, str]]]
 _SOURCE: Source | None = None  # a worker's source, inherited when it forks
 # Decoding moves into the consumer's process once, over the first JUDGE_AFTER batches, it cost less than
 # CHEAP_DECODE of the consumer's own time per batch: a worker then saves less than it costs, since it takes
-# a core from the forward pass's threads whenever it runs (digits, 1,024 at 224 px: 136-168 images/s
-# with a worker, 187-190 decoded in the process).
-CHEAP_DECODE = 0.1
+# a core from the forward pass's threads whenever it runs. Digits at 224 px decode in 0.11-0.125 of the
+# forward pass's time; 1,024 of them: 146 images/s with a worker, 161 without (bench_rank_parts.py).
+CHEAP_DECODE = 0.2
 JUDGE_AFTER = 3
 
 
