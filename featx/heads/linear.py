@@ -93,7 +93,7 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
             return None
         sample = preconditioner_sample(Z.n)
         if sample is None:
-            return Preconditioner(Z.take(np.arange(Z.n)), self._curvature, all_rows=True)
+            return Preconditioner.of_every_row(Z, self._curvature)
         return Preconditioner(Z.take(sample), self._curvature)
 
     def _search(self, Z: StandardRows, t, fit_idx, val_idx, k, ctx):
