@@ -11,7 +11,9 @@ import pytest
 from conftest import run_cli
 from featx.config import BackboneConfig, PreprocessConfig
 from featx.errors import ParameterError, SearchError
+from featx.search import budget
 from featx.search.budget import choose_index, estimate_bytes, parse_bytes
+from featx.search.index import load_index, reranked
 from featx.search.flat import flat_search, normalize
 from featx.store import Member, open_store
 
@@ -63,7 +65,9 @@ def test_a_reachable_target_is_met_by_the_most_faithful_index_that_fits():
     assert tried[0].outcome == "over budget (estimated)"
 
 
-def test_an_unreachable_target_gives_the_best_recall_the_budget_allows():
+def test_an_unreachable_target_gives_the_best_recall_the_budget_allows(monkeypatch):
+    # Re-ranking 32 x 10 of 3,000 vectors reaches any target: here the codes re-rank only their own top 10.
+    monkeypatch.setattr(budget, "RERANKS", (1,))
     X = clustered()
     index, order, chosen, tried = choose_index(lambda rows: X[rows], len(X), D, 90_000, target_recall=0.999)
     assert chosen.outcome == "chosen (best the budget allows)" and chosen.recall_at_10 < 0.999
@@ -73,7 +77,7 @@ def test_an_unreachable_target_gives_the_best_recall_the_budget_allows():
 
 def test_a_budget_below_every_index_says_what_is_needed():
     X = clustered()
-    with pytest.raises(SearchError, match=r"fits in 10 kB: the smallest, IVF\d+,PQ\d+np, needs about \d+ kB. Raise --max-memory"):
+    with pytest.raises(SearchError, match=r"fits in 10 kB: the smallest, IVF\d+,PQ\d+(np|x4fs), needs about \d+ kB. Raise --max-memory"):
         choose_index(lambda rows: X[rows], len(X), D, 10_000)
 
 
@@ -97,3 +101,48 @@ def test_featx_index_with_max_memory_end_to_end(tmp_path):
     assert "outcome" in text and "saved:" in text
     refused = run_cli("index", "ds", "--cache", tmp_path, "--max-memory", "150KB", "--kind", "hnsw", ok=False)
     assert refused.exit_code != 0 and "--max-memory" in refused.output
+
+
+def test_compressed_codes_reranked_from_the_exact_vectors_answer_as_exact_search():
+    X = clustered()
+    # Under the scalar-quantised index's size: only codes fit, and 4-bit codes get there by re-ranking.
+    lists = budget.coarse_lists(len(X))
+    cap = estimate_bytes(f"IVF{lists},SQ8", len(X), D) - 1
+    index, order, chosen, tried = choose_index(lambda rows: X[rows], len(X), D, cap, target_recall=0.95)
+    assert chosen.factory.endswith("x4fs") and chosen.rerank and chosen.outcome == "chosen"
+    assert chosen.bytes <= cap and chosen.recall_at_10 >= 0.95
+    exact = lambda ids: X[order[ids]]  # noqa: E731  (index ids → positions in X)
+    Q = X[:200]
+    _, truth = flat_search(X, Q, 10)
+    # codes alone, at the tuned effort: re-ranking is what reaches the target
+    assert recall_of(index, order, X, n_queries=200) < 0.95
+    ivf = faiss.extract_index_ivf(index)
+    ivf.nprobe = ivf.nlist  # every list, and deep enough: every true neighbour is among the candidates
+    scores, found = reranked(index, Q, 10, 32, exact)
+    assert [set(order[f].tolist()) for f in found] == [set(t.tolist()) for t in truth]
+    exact_scores = np.einsum("qd,qkd->qk", Q, X[order[found]])  # the scores are exact, best first
+    assert np.allclose(scores, exact_scores, atol=1e-5) and (np.diff(scores, axis=1) <= 1e-7).all()
+
+
+def test_featx_search_reranks_a_budget_index_from_the_store(tmp_path):
+    X = clustered(n=2500)
+    config = BackboneConfig(name="fake", weights_sha256="0" * 64, preprocess=PreprocessConfig(32), dim=D)
+    store = open_store(config, tmp_path)
+    keys = [f"{i:064x}" for i in range(len(X))]
+    with store.writing():
+        store.add(keys, X)
+        store.record_dataset("ds", "t", [Member(k, f"/p/{i}", str(i % 3), "train") for i, k in enumerate(keys)])
+    report = json.loads(run_cli("index", "ds", "--cache", tmp_path, "--max-memory", "60KB", "--json").output)
+    assert report["bytes"] <= 60_000 and report["params"]["rerank"] and report["recall_at_10"] >= 0.95
+    assert "x4fs" in report["kind"]
+    # The saved index alone cannot answer: it needs the store's vectors, which featx search opens with it.
+    bare = load_index(report["path"])
+    with pytest.raises(SearchError, match="re-ranks"):
+        bare.search(X[:1], 5)
+    _, truth = flat_search(X, X[:20], 5)
+    hits = json.loads(run_cli("search", "ds", *[f"id:{k}" for k in keys[:20]], "-k", 5, "--cache", tmp_path,
+                              "--json").output)
+    found = [[keys.index(r["key"]) for r in hit["results"]] for hit in hits]
+    assert np.mean([len(set(f) & set(t.tolist())) / 5 for f, t in zip(found, truth)]) >= 0.9
+    for i, (hit, f) in enumerate(zip(hits, found)):  # exact cosines from the store, best first
+        assert np.allclose([r["score"] for r in hit["results"]], X[f] @ X[i], atol=1e-5)

@@ -52,6 +52,10 @@ class SearchView:
     def vectors(self, keys) -> np.ndarray:
         return self.selection.take(self.store.vectors(list(keys)))
 
+    def reader(self, keys: np.ndarray):
+        """Positions in ``keys`` → their vectors, normalised as an index holds them: what re-ranking reads."""
+        return lambda positions: normalize(self.vectors(keys[positions]), blocks=self.blocks)
+
     def fits(self, vi: VectorIndex) -> bool:
         """Whether a saved index was built from this view's vectors."""
         return (vi.store_key == self.store.key and vi.dataset == self.dataset and vi.blocks == self.blocks
@@ -148,17 +152,18 @@ BUDGET = "budget"  # the kind of an index chosen under a memory budget
 def _index_within_budget(view: SearchView, keys: np.ndarray, max_bytes: int, target_recall: float,
                          progress) -> IndexReport:
     start = time.perf_counter()
-    read = lambda rows: normalize(view.vectors(keys[rows]), blocks=view.blocks)  # noqa: E731
+    read = view.reader(keys)
     d = view.selection.dim
     index, order, chosen, tried = choose_index(read, len(keys), d, max_bytes, target_recall=target_recall,
                                                progress=progress)
     params = {"factory": chosen.factory, "search": chosen.search, "max_memory": max_bytes,
-              "target_recall": target_recall}
+              "target_recall": target_recall, **({"rerank": chosen.rerank} if chosen.rerank else {})}
     vi = VectorIndex(index=index, keys=keys[order], kind=BUDGET, params=params, recall_at_10=chosen.recall_at_10,
                      build_seconds=time.perf_counter() - start, store_key=view.store.key, dataset=view.dataset,
                      blocks=view.blocks, layers=view.layers)
     view.path.parent.mkdir(exist_ok=True)
     save_index(vi, view.path)
+    vi.exact = view.reader(vi.keys)
     note = "" if chosen.recall_at_10 >= target_recall else (
         f"no index within {size_text(max_bytes)} reaches recall@10 {target_recall}: this is the best it allows; "
         "raise --max-memory for more.")
@@ -186,6 +191,7 @@ def open_index(store: FeatureStore, dataset: str,
         if not view.fits(vi):
             raise SearchError(f"the index {str(path)!r} was built from other layers; rebuild it by indexing "
                               f"{dataset!r} again.")
+        vi.exact = view.reader(vi.keys)
         # From the catalog alone: no vector needs reading to know what the index lacks or holds too many of.
         current = set(dataset_keys(store, dataset).tolist())
         indexed = set(vi.keys.tolist())

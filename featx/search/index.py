@@ -8,7 +8,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import faiss
 import numpy as np
@@ -21,6 +21,9 @@ from . import KINDS
 BLOCK_ROWS = 50000  # vectors normalised and added at a time when building
 AUTO_EXACT_BELOW = 20000  # below this, exact search is fast enough and needs no training
 TARGET_RECALL = 0.95
+RERANK_QUERIES = 64  # queries re-ranked at a time: their candidates' vectors are gathered in one read
+
+Exact = Callable[[np.ndarray], np.ndarray]  # positions (sorted) -> their vectors, normalised as the index's
 FORMAT = "featx-index"
 INDEX_MEMBER = "index.faiss"
 
@@ -39,6 +42,9 @@ class VectorIndex:
     dataset: str = ""
     blocks: tuple[int, ...] | None = None  # layer widths of a multi-layer recipe, normalised one by one
     layers: tuple[str, ...] | None = None  # the recipe's layers it holds (None: all of them)
+    # Compressed codes re-ranked exactly (params["rerank"] = r: the top max(k, 10)·r by codes re-scored from the store):
+    # how to read the exact vectors; attached by open_index, never saved
+    exact: Exact | None = field(default=None, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -58,7 +64,40 @@ class VectorIndex:
         if Q.shape[1] != self.dim:
             raise SearchError(f"queries have {Q.shape[1]} dimensions, but the index expects {self.dim}.")
         Q = normalize(Q, blocks=self.blocks)
-        return self.index.search(Q, k)
+        rerank = self.params.get("rerank")
+        if not rerank:
+            return self.index.search(Q, k)
+        if self.exact is None:
+            raise SearchError("this index re-ranks its candidates from the store's vectors: open it with its store "
+                              "(open_index), not on its own.")
+        return reranked(self.index, Q, k, rerank, self.exact)
+
+
+def reranked(index, Q: np.ndarray, k: int, rerank: int, exact: Exact) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest by exact inner product among the ``max(k, 10)·rerank`` nearest by ``index``'s codes.
+
+    Compressed codes order the far candidates well and the near ones poorly; re-scoring a few of them
+    from the exact vectors (a store's memory map: only those rows are read) restores the order
+    (70,000 × 1,280: 4-bit codes at 160 bytes a vector answer recall@10 0.67 alone, 0.99 re-ranked ×10).
+    """
+    # the depth tuned for recall@10 is the least for any k: a top 5 from 10·r candidates, not 5·r
+    wide = min(index.ntotal, max(k, 10) * rerank)
+    D = np.full((len(Q), k), -np.inf, dtype=np.float32)
+    I = np.full((len(Q), k), -1, dtype=np.int64)
+    for a in range(0, len(Q), RERANK_QUERIES):
+        q = Q[a:a + RERANK_QUERIES]
+        _, C = index.search(q, wide)
+        rows = np.unique(C[C >= 0])
+        if not len(rows):
+            continue
+        every = exact(rows) @ q.T  # each candidate against each query of the chunk: no (query, candidate, d) copy
+        scores = every[np.searchsorted(rows, np.maximum(C, 0)), np.arange(len(q))[:, None]]
+        scores[C < 0] = -np.inf
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        D[a:a + len(q), :top.shape[1]] = np.take_along_axis(scores, top, 1)
+        I[a:a + len(q), :top.shape[1]] = np.take_along_axis(C, top, 1)
+    I[~np.isfinite(D)] = -1
+    return D, I
 
 
 def build_index(X: np.ndarray, keys, kind: str = "auto", *, target_recall: float = TARGET_RECALL,
