@@ -36,7 +36,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -97,6 +96,7 @@ def stage_write(n: int, dim: int, work: Path, cache: str) -> dict:
     from featx.embed import embed_source
     from featx.embed.runner import Engine
     from featx.embed.writer import store_batch
+    from featx.runtimes.base import Runtime
     from featx.store import open_store
 
     base, y, splits, blocks = source_vectors(cache, dim)
@@ -124,7 +124,7 @@ def stage_write(n: int, dim: int, work: Path, cache: str) -> dict:
     keys = [f"{i:064x}" for i in range(n)]
     items = [Item(f"scale:{i}", str(y[i % len(base)]), str(splits[i % len(base)])) for i in range(n)]
     source = ArraySource(DATASET, "replicated Fashion-MNIST vectors", np.zeros((1, 1, 1), np.uint8), items)
-    backbone = SimpleNamespace(config=config, name=config.name, dim=dim)
+    backbone = Runtime(config)  # never called: the engine makes the vectors (a Runtime, so no torch is loaded)
     del y, splits
     with open_store(config, folder) as store:
         started = time.perf_counter()

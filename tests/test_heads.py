@@ -10,10 +10,10 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler, normalize
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from featx.heads import HEADS, KNNHead, LinearSVMHead, LogisticHead, RidgeHead
+from featx.heads import HEADS, KNNHead, LinearSVMHead, LogisticHead, MLPHead, RidgeHead
 
 
-@parametrize_with_checks([LogisticHead(), RidgeHead(), LinearSVMHead(), KNNHead()])
+@parametrize_with_checks([LogisticHead(), RidgeHead(), LinearSVMHead(), KNNHead(), MLPHead(hidden=32, max_epochs=20)])
 def test_scikit_learn_estimator_contract(estimator, check):
     check(estimator)
 
@@ -192,3 +192,22 @@ def test_the_grid_stops_past_its_best_and_chooses_what_the_whole_grid_chooses(mo
     monkeypatch.undo()
     few = LogisticHead().fit(X[:600], y[:600])  # 120 held-out rows
     assert len(few.search_) == len(linear.C_GRID)
+
+
+def test_the_mlp_separates_what_no_linear_head_can():
+    # Two classes in the XOR pattern of two noisy features: no hyperplane splits them, one hidden layer does.
+    rng = np.random.default_rng(0)
+    corners = rng.integers(0, 2, (800, 2))
+    X = np.hstack([corners * 2.0 - 1.0 + 0.15 * rng.standard_normal((800, 2)), rng.standard_normal((800, 6)) * 0.1])
+    y = np.where(corners[:, 0] == corners[:, 1], "same", "different")
+    train, test = slice(0, 600), slice(600, None)
+    mlp = MLPHead(hidden=64, scaling="standard", learning_rate=1e-2, max_epochs=60, patience=10).fit(X[train], y[train])
+    linear = LogisticHead(scaling="standard").fit(X[train], y[train])
+    assert np.mean(mlp.predict(X[test]) == y[test]) > 0.95
+    assert np.mean(linear.predict(X[test]) == y[test]) < 0.7
+    # early stopping kept the best held-out epoch, and the same seed gives the same head
+    assert 1 <= mlp.best_epoch_ <= mlp.n_epochs_ <= 60
+    again = MLPHead(hidden=64, scaling="standard", learning_rate=1e-2, max_epochs=60, patience=10).fit(X[train], y[train])
+    assert np.array_equal(again.coef_, mlp.coef_)
+    P = mlp.predict_proba(X[test])
+    assert P.shape == (200, 2) and np.allclose(P.sum(1), 1.0) and list(mlp.classes_) == ["different", "same"]

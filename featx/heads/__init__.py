@@ -6,6 +6,7 @@ _EXPORTS = {
     "HeadBundle": "bundles", "load_bundle": "bundles", "save_bundle": "bundles",
     "KNNHead": "knn",
     "LinearSVMHead": "linear", "LogisticHead": "linear", "RidgeHead": "linear",
+    "MLPHead": "mlp",
     "Metrics": "metrics", "score_predictions": "metrics",
     "HEADS": "registry",
     "TrainResult": "workflows", "evaluate_bundle": "workflows", "evaluate_head": "workflows", "predict_files": "workflows", "predict_images": "workflows", "top_classes": "workflows", "train_head": "workflows",

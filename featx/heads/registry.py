@@ -2,5 +2,6 @@
 
 from .knn import KNNHead
 from .linear import LinearSVMHead, LogisticHead, RidgeHead
+from .mlp import MLPHead
 
-HEADS = {"logreg": LogisticHead, "ridge": RidgeHead, "linear-svm": LinearSVMHead, "knn": KNNHead}
+HEADS = {"logreg": LogisticHead, "ridge": RidgeHead, "linear-svm": LinearSVMHead, "knn": KNNHead, "mlp": MLPHead}
