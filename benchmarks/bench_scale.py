@@ -340,8 +340,14 @@ def main() -> None:
                 OUT.parent.mkdir(exist_ok=True)
                 OUT.write_text(json.dumps(results, indent=1, default=str))
     print(table(results, sizes, dims))
-    figure(results, sizes, dims, Path(args.figure))
-    print(f"figure: {args.figure}")
+    # A curve needs two sizes that ran: a run of one size, or of failed stages, must not overwrite the README's figure
+    curves = [(stage, dim) for stage in STAGES for dim in dims
+              if sum(results.get(f"{stage}/{n}/{dim}", {}).get("status") == "ok" for n in sizes) >= 2]
+    if curves:
+        figure(results, sizes, dims, Path(args.figure))
+        print(f"figure: {args.figure}")
+    else:
+        print(f"figure not drawn: no stage ran at two sizes; {args.figure} left as it was")
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def test_a_failing_run_is_recorded_and_the_rest_go_on(tmp_path, cache, monkeypat
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--methods", "logreg,svm"], "unknown method 'svm'; choose from logreg, ridge, linear-svm, knn, logreg-stages"),
+    (["--methods", "logreg,svm"], "unknown method 'svm'; choose from logreg, ridge, linear-svm, knn, mlp, logreg-stages"),
     (["--shots", "1,x"], "--shots must be comma-separated whole numbers"),
     (["--shots", "0,5"], "--shots must be positive"),
     (["--shots", "1000"], "--shots 1000 is more than the smallest class has"),
