@@ -81,14 +81,20 @@ def test_a_budget_below_every_index_says_what_is_needed():
         choose_index(lambda rows: X[rows], len(X), D, 10_000)
 
 
-def test_featx_index_with_max_memory_end_to_end(tmp_path):
-    X = clustered(n=2500)
+def stored_dataset(cache, n=2500):
+    """Clustered vectors stored as dataset "ds" in a store of their own under ``cache``: (X, keys)."""
+    X = clustered(n=n)
     config = BackboneConfig(name="fake", weights_sha256="0" * 64, preprocess=PreprocessConfig(32), dim=D)
-    store = open_store(config, tmp_path)
+    store = open_store(config, cache)
     keys = [f"{i:064x}" for i in range(len(X))]
     with store.writing():
         store.add(keys, X)
         store.record_dataset("ds", "t", [Member(k, f"/p/{i}", str(i % 3), "train") for i, k in enumerate(keys)])
+    return X, keys
+
+
+def test_featx_index_with_max_memory_end_to_end(tmp_path):
+    X, keys = stored_dataset(tmp_path)
     report = json.loads(run_cli("index", "ds", "--cache", tmp_path, "--max-memory", "150KB", "--target-recall", "0.9",
                                 "--json").output)
     assert report["bytes"] <= 150_000 and report["kind"].startswith("budget: ")
@@ -125,13 +131,7 @@ def test_compressed_codes_reranked_from_the_exact_vectors_answer_as_exact_search
 
 
 def test_featx_search_reranks_a_budget_index_from_the_store(tmp_path):
-    X = clustered(n=2500)
-    config = BackboneConfig(name="fake", weights_sha256="0" * 64, preprocess=PreprocessConfig(32), dim=D)
-    store = open_store(config, tmp_path)
-    keys = [f"{i:064x}" for i in range(len(X))]
-    with store.writing():
-        store.add(keys, X)
-        store.record_dataset("ds", "t", [Member(k, f"/p/{i}", str(i % 3), "train") for i, k in enumerate(keys)])
+    X, keys = stored_dataset(tmp_path)
     report = json.loads(run_cli("index", "ds", "--cache", tmp_path, "--max-memory", "60KB", "--json").output)
     assert report["bytes"] <= 60_000 and report["params"]["rerank"] and report["recall_at_10"] >= 0.95
     assert "x4fs" in report["kind"]

@@ -145,10 +145,7 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
         return out
 
     def decision_function(self, X):
-        scores = self._scores(X)
-        if scores.shape[1] == 2:
-            return scores[:, 1] - scores[:, 0]
-        return scores[:, 0] if scores.shape[1] == 1 else scores
+        return decision_of(self._scores(X))
 
     def predict_proba(self, X):
         scores = self._scores(X)
@@ -159,6 +156,13 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
     def predict(self, X):
         scores = self._scores(X)
         return self.classes_[np.argmax(scores, axis=1)]
+
+
+def decision_of(scores: np.ndarray) -> np.ndarray:
+    """Per-class scores as scikit-learn's decision_function gives them: one column for two classes."""
+    if scores.shape[1] == 2:
+        return scores[:, 1] - scores[:, 0]
+    return scores[:, 0] if scores.shape[1] == 1 else scores
 
 
 def _closest_per_sample(fits: dict, chosen: float, n_search: int, n_all: int):

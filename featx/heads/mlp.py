@@ -8,6 +8,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..search.flat import normalize
+from .linear import decision_of
 from .rows import BLOCK_BYTES, StandardRows
 from .solvers import holdout_indices, softmax
 
@@ -98,10 +99,7 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         return np.ones((len(scores), 1)) if scores.shape[1] == 1 else softmax(scores.astype(np.float64))
 
     def decision_function(self, X):
-        scores = self._scores(X)
-        if scores.shape[1] == 2:
-            return scores[:, 1] - scores[:, 0]
-        return scores[:, 0] if scores.shape[1] == 1 else scores
+        return decision_of(self._scores(X))
 
     def predict(self, X):
         scores = self._scores(X)
