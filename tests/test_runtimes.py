@@ -222,3 +222,21 @@ def test_a_conversion_unlike_torch_is_refused_before_anything_is_stored(tmp_path
     extractor = lite0_small.extractor
     with pytest.raises(BackboneError, match="unlike torch's"):
         check_conversion(lambda x: extractor(x.flip(-1)), lite0_small.config, path)
+
+
+@pytest.mark.own_runtime_files  # the search runs in a process of its own, which reads <cache>/runtimes
+def test_a_search_right_after_embedding_a_new_recipe_builds_no_torch_model(tmp_path):
+    # `featx embed` names the recipe in words (its default size, "stages"); the store's configuration names it
+    # exactly (224, the layers by name). Searching with the store's configuration must find the converted model
+    # without building the torch one again.
+    folder = write_class_folder(tmp_path / "a", per_class=2)
+    cache = tmp_path / "cache"
+    run_cli("embed", folder, "--cache", cache, "--image-size", SMALL, "--layers", "stages", "--workers", 0,
+            "--runtime", "openvino")
+    query = folder / "red" / "0.png"
+    probe = ("import sys, json\nfrom featx.cli import main\ntry:\n"
+             f"    main(['search', 'a', {str(query)!r}, '-k', '2', '--cache', {str(cache)!r}, '--runtime', 'openvino',"
+             " '--json'])\nexcept SystemExit:\n    pass\nprint(json.dumps('torch' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    result, imported = out.strip().rsplit("\n", 1)
+    assert json.loads(result)[0]["results"][0]["score"] > 0.999 and json.loads(imported) is False
