@@ -56,6 +56,10 @@ class StoreError(FeatxError):
     status = 404
 
 
+class DatasetNotStoredError(StoreError):
+    """No feature store (among those matching the settings asked for) holds the dataset."""
+
+
 class DamagedStoreError(StoreError):
     """A store whose catalog SQLite cannot read: skipped when listing, reported by verify."""
 

@@ -251,3 +251,22 @@ def test_an_audit_of_a_final_layer_store_says_every_stage_would_audit_better(tmp
     printed = run_cli("audit", "few", "--cache", cache, "--out", tmp_path / "report")
     assert "note: 'few' is stored with the final layer only" in printed.stderr
     assert "layers=stages" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_an_audit_of_a_folder_not_yet_embedded_embeds_it_first_and_says_so(tmp_path):
+    folder = write_class_folder(tmp_path / "fresh", per_class=8, classes={
+        "red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 40)})
+    cache = tmp_path / "cache"
+    first = run_cli("audit", folder, "--image-size", 32, "--cache", cache, "--out", tmp_path / "r1")
+    assert "note: " in first.stderr and "was in no store: embedded it first (24 images" in first.stderr
+    assert "fresh: 24 images, 3 classes" in first.stdout
+    report = json.loads((tmp_path / "r1" / "report.json").read_text())
+    assert report["embedded"]["n_embedded"] == 24 and report["embedded"]["dataset"] == "fresh"
+    assert report["layers"][-1] == "final" and len(report["layers"]) > 1  # the default recipe: every stage
+    # now it is stored: the folder's name audits it, and nothing is embedded again
+    again = json.loads(run_cli("audit", "fresh", "--image-size", 32, "--cache", cache, "--out", tmp_path / "r2",
+                               "--json").stdout)
+    assert again["embedded"] is None and again["summary"]["images"] == 24
+    # a name that is neither stored nor a source keeps the store's own error
+    result = run_cli("audit", "no-such-thing", "--cache", cache, ok=False)
+    assert result.exit_code == 1 and "no dataset 'no-such-thing'" in result.output

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import FINAL
-from ..errors import DataError, ParameterError
+from ..errors import DataError, DatasetNotStoredError, ParameterError, SourceError
 from ..hardware import Progress
 from ..search.flat import normalize
 from ..store import DEFAULT_CACHE, find_dataset
@@ -51,7 +51,9 @@ def audit_dataset(
 
     Parameters
     ----------
-    dataset : its name in the store; ``where`` picks the store when several hold it (``find_dataset``).
+    dataset : its name in the store; ``where`` picks the store when several hold it (``find_dataset``). When no
+        store holds it and it names a source (a folder, a CSV manifest, a built-in), that source is embedded
+        first with the default recipe (or the settings in ``where``), and ``report["embedded"]`` says so.
     use_layers : audit with some of the store's layers only [default: all, each normalised on its own].
     folds, head : the out-of-fold probabilities: K folds (fewer, with a note, when a class is smaller), head.
     ranking : how label issues are ordered: ``self_confidence`` (p of the given label) or ``normalized_margin``.
@@ -70,7 +72,13 @@ def audit_dataset(
     if neighbours < 0:
         raise ParameterError("neighbours", f"must be 0 (no neighbour check) or more, not {neighbours}.")
     cache = cache or DEFAULT_CACHE
-    with find_dataset(dataset, cache, **(where or {})) as store:
+    embedded = None
+    try:
+        found = find_dataset(dataset, cache, **(where or {}))
+    except DatasetNotStoredError as missing:
+        dataset, embedded = embed_missing(dataset, missing, cache, where or {}, data_dir, progress)
+        found = find_dataset(dataset, cache, **(where or {}))
+    with found as store:
         members = store.members(dataset)
         selection = select_layers(store.config, use_layers)
         unique = list(dict.fromkeys(m.key for m in members))
@@ -141,6 +149,7 @@ def audit_dataset(
                      "leak_threshold": leak_threshold, "k": k, "neighbours": neighbours, "seed": seed},
         "note": oof.note,
         "recipe_note": recipe_note(dataset, config, use_layers),
+        "embedded": embedded,
         "summary": {"images": len(members), "labelled": len(labelled), "distinct": len(unique),
                     "classes": len(oof.classes), "label_issues": len(label_issues),
                     "exact_leaks": kinds.count("exact_leak"), "near_leaks": kinds.count("near_leak"),
@@ -158,6 +167,25 @@ def audit_dataset(
     if export:
         report["export"] = str(export_csv(report, members, export))
     return report
+
+
+def embed_missing(spec: str, missing: DatasetNotStoredError, cache, where: dict, data_dir: str | None,
+                  progress: Progress | None) -> tuple[str, dict]:
+    """Embed the source ``spec`` names (a folder, a CSV manifest, a built-in) with the default recipe, or the one
+    ``where`` asks for, when no store holds it yet: its dataset name and what the embedding did. ``missing`` is
+    raised again when ``spec`` names no source."""
+    from ..data import open_source
+    from ..embed import embed_into_store
+
+    try:
+        source = open_source(spec, data_dir=data_dir)
+    except SourceError:
+        raise missing from None
+    result = embed_into_store(source, cache=cache, progress=progress,
+                              **{k: v for k, v in where.items() if v is not None})
+    return result.dataset, {"dataset": result.dataset, "store": result.store, "recipe": ", ".join(result.layers),
+                            "n_embedded": result.n_embedded, "n_failed": result.n_failed,
+                            "seconds": round(result.seconds, 3)}
 
 
 def recipe_note(dataset: str, config, use_layers: str | None) -> str | None:

@@ -34,7 +34,11 @@ from .output import Bars, echo_json, printable
 @json_option
 def audit(dataset, folds, head, ranking, leak_threshold, k, neighbours, out, export, use_layers, where, cache, data_dir,
           as_json):
-    """Find likely wrong labels, train/test leaks and outliers in an embedded dataset.
+    """Find likely wrong labels, train/test leaks and outliers in a dataset.
+
+    DATASET is a stored dataset's name, or a folder, CSV or built-in not yet
+    embedded: it is then embedded first, with the default recipe (every stage)
+    or the one the options name, and reused from the store afterwards.
 
     Label issues come from out-of-fold probabilities (K folds of a fast head,
     each image scored by a head that never saw it) and confident learning
@@ -47,6 +51,7 @@ def audit(dataset, folds, head, ranking, leak_threshold, k, neighbours, out, exp
     \b
     Examples:
       featx audit digits
+      featx audit ./photos --image-size 160
       featx audit pets --export-csv pets-reviewed.csv --json
       featx audit fashion-mnist --leak-threshold 0.98 --head knn
     """
@@ -59,11 +64,15 @@ def audit(dataset, folds, head, ranking, leak_threshold, k, neighbours, out, exp
                                data_dir=data_dir, progress=bars)
     if as_json:
         return echo_json({"out": report["out"], "summary": report["summary"], "note": report["note"],
-                          "recipe_note": report["recipe_note"],
+                          "recipe_note": report["recipe_note"], "embedded": report["embedded"],
                           "noise_rate": report["noise_rate"], "confused_pairs": report["confused_pairs"],
                           "top_label_issues": report["label_issues"][:20], "seconds": report["seconds"],
                           "export": report.get("export")})
     s = report["summary"]
+    if report["embedded"]:
+        e = report["embedded"]
+        click.echo(f"note: {printable(dataset)!r} was in no store: embedded it first ({e['n_embedded']:,} images, "
+                   f"{e['recipe']}, {e['seconds']:.1f} s) as dataset {printable(e['dataset'])!r}", err=True)
     for note in (report["note"], report["recipe_note"]):
         if note:
             click.echo(f"note: {note}", err=True)

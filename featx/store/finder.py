@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from ..config import DEFAULT_BACKBONE, DEFAULT_LAYERS, FINAL, STAGES, STORED_PRECISIONS, BackboneConfig, layer_names
-from ..errors import BackboneError, DamagedStoreError, StoreError
+from ..errors import BackboneError, DamagedStoreError, DatasetNotStoredError, StoreError
 from .store import CATALOG, DEFAULT_CACHE, FeatureStore, store_dir
 
 
@@ -136,7 +136,7 @@ def find_dataset(
         where = str(cache or DEFAULT_CACHE)
         narrowed = (any((backbone, image_size, weights_sha256, layers, crop, store_dtype))
                     or precision not in (None, "auto"))
-        raise StoreError(
+        raise DatasetNotStoredError(
             f"no dataset {dataset!r} in the feature stores under {where!r}"
             + (" with those backbone settings" if narrowed else "")
             + f". Embed it first (name={dataset!r}), or pass cache=DIR.",
