@@ -71,6 +71,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_writer.py
 	$(BIN)/python benchmarks/bench_store_dtype.py
 	$(BIN)/python benchmarks/bench_commands.py --base 178b871 --fashion
+	$(BIN)/python benchmarks/bench_mlp.py fashion-mnist --seeds 0 1
 
 clean:
 	rm -rf $(VENV) cache/*/ benchmarks/out

@@ -14,7 +14,7 @@ from .output import echo_json, echo_metrics, printable
 @selection_options
 @click.option("--head", "head", type=click.Choice(sorted(HEADS)), default="logreg", show_default=True,
               help="Classifier: logistic regression, ridge, linear SVM, FAISS k-NN, or mlp: one hidden layer, "
-                   "stopped early on held-out data (slower; +0.5-1.1 points on Fashion-MNIST).")
+                   "stopped early on held-out data (slower; +0.5-0.9 points on Fashion-MNIST).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Bundle file to write [default: <store>/heads/<dataset>-<head>.npz].")
 @use_layers_option
