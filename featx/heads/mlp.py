@@ -8,11 +8,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..search.flat import normalize
-from .linear import decision_of
+from .linear import SCALINGS, decision_of
 from .rows import BLOCK_BYTES, StandardRows
 from .solvers import holdout_indices, softmax
-
-SCALINGS = ("l2", "standard")
 
 
 class MLPHead(ClassifierMixin, BaseEstimator):

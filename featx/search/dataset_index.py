@@ -163,7 +163,6 @@ def _index_within_budget(view: SearchView, keys: np.ndarray, max_bytes: int, tar
                      blocks=view.blocks, layers=view.layers)
     view.path.parent.mkdir(exist_ok=True)
     save_index(vi, view.path)
-    vi.exact = view.reader(vi.keys)
     note = "" if chosen.recall_at_10 >= target_recall else (
         f"no index within {size_text(max_bytes)} reaches recall@10 {target_recall}: this is the best it allows; "
         "raise --max-memory for more.")

@@ -78,7 +78,8 @@ def reranked(index, Q: np.ndarray, k: int, rerank: int, exact: Exact) -> tuple[n
 
     Compressed codes order the far candidates well and the near ones poorly; re-scoring a few of them
     from the exact vectors (a store's memory map: only those rows are read) restores the order
-    (70,000 × 1,280: 4-bit codes at 160 bytes a vector answer recall@10 0.67 alone, 0.99 re-ranked ×10).
+    (README "Similarity search": Fashion-MNIST under 32 MB, recall@10 0.882 for 8-bit codes alone, 0.960
+    for 4-bit codes re-ranked).
     """
     # the depth tuned for recall@10 is the least for any k: a top 5 from 10·r candidates, not 5·r
     wide = min(index.ntotal, max(k, 10) * rerank)
