@@ -134,3 +134,40 @@ def test_bf16_features_agree_with_fp32(lite0):
     a, b = Embedder(fp32).embed_inputs(imgs), Embedder(bf16).embed_inputs(imgs)
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.min() > 0.98
+
+
+def test_the_torch_runtime_runs_batch_norm_folded_and_gets_the_same_features(lite0_small):
+    from featx.runtimes import TorchRuntime
+
+    folded = lite0_small.inference
+    assert folded is not lite0_small.extractor  # a copy: the extractor stays trainable and unchanged
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0_small.extractor.modules())
+    x = torch.rand(4, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want, got = lite0_small.extractor(x), folded(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    assert TorchRuntime(lite0_small).extractor is folded  # built once, outside any autocast
+
+
+def test_a_batch_norm_the_registration_order_misplaces_is_not_folded():
+    """conv, then a batch norm registered next but applied to the input: folding would change the features,
+    so the check against the original keeps the original."""
+    from featx.backbones.fold import fold_batch_norms
+
+    class Misleading(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 1)
+            self.norm = torch.nn.BatchNorm2d(3).eval()
+            self.norm.running_mean.fill_(0.5)
+            self.norm.running_var.fill_(4.0)
+
+        def forward(self, x):
+            return self.conv(x) + self.norm(x)
+
+    model = Misleading().eval()
+    assert fold_batch_norms(model) is model
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4).eval()).eval()
+    plain[1].running_var.fill_(4.0)
+    assert isinstance(fold_batch_norms(plain)[1], torch.nn.Identity)

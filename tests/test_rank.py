@@ -240,14 +240,15 @@ def test_the_rounds_prune_the_grid_but_never_the_candidate_the_full_grid_ranks_f
     full = rank_candidates(open_source("digits"), parse_candidates(spec), RankSettings(sample=200, folds=3, screen=0),
                            cache=tmp_path / "full")
     assert [r["status"] for r in full["rows"]] == ["ok"] * 8
-    winner = full["rows"][0]["id"]
+    best = full["rows"][0]["accuracy"]
+    winners = {r["id"] for r in full["rows"] if r["accuracy"] == best}  # a tie at the top: any of them is the best
 
     result = run_cli("rank", "digits", "--candidates", spec, "--sample", 200, "--folds", 3, "--screen", 40,
                      "--contenders", 4, "--finalists", 2, "--cache", tmp_path / "pruned")
     report = json.loads((tmp_path / "pruned" / "rank" / "digits" / "report.json").read_text())
     statuses = {r["id"]: r["status"] for r in report["rows"]}
     assert sorted(statuses.values()) == ["ok"] * 2 + ["pruned"] * 6
-    assert statuses[winner] == "ok" and report["recommendation"]["id"] in statuses
+    assert any(statuses[w] == "ok" for w in winners) and report["recommendation"]["id"] in statuses
     assert [(r["images"], r["keep"], len(r["scores"])) for r in report["rounds"]] == [(40, 4, 8), (80, 2, 4)]
     assert "pruned: 4 after 40 images, 2 after 80 images" in result.output
     assert "came from the store" not in result.output  # a fresh cache: the later rounds reuse what rank embedded

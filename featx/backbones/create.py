@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from torch import nn
 from ..config import CROPS, DEFAULT_BACKBONE, FINAL, STORE_DTYPES, BackboneConfig, PreprocessConfig
 from ..errors import BackboneError, ParameterError
 from ..hardware import default_device, resolve_precision
+from .fold import fold_batch_norms
 from .hub import create_timm, create_torchvision
 from .layers import LayerExtractor, Tap, list_taps, resolve_layers
 from .registry import get_backbone_spec
@@ -51,6 +53,12 @@ class Backbone:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @functools.cached_property
+    def inference(self) -> nn.Module:
+        """``extractor`` with batch norm folded into the convolutions: what the torch runtime runs (built once;
+        ``extractor`` itself stays as it is, for fine-tuning and for conversion)."""
+        return fold_batch_norms(self.extractor)
 
 
 def _freeze(model: nn.Module) -> nn.Module:

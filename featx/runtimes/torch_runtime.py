@@ -13,7 +13,8 @@ from .base import Runtime
 
 
 class TorchRuntime(Runtime):
-    """Runs ``backbone.extractor``; the vectors every other runtime is checked against."""
+    """Runs ``backbone.inference`` (the extractor, batch norm folded); the vectors every other runtime is checked
+    against."""
 
     name = "torch"
 
@@ -22,6 +23,7 @@ class TorchRuntime(Runtime):
         self.backbone = backbone
         self.torch_device = backbone.device
         self.device = self.torch_device.type
+        self.extractor = backbone.inference
         if self.device == "cpu":
             keep_freed_memory()
 
@@ -32,7 +34,7 @@ class TorchRuntime(Runtime):
         bf16 = self.config.precision == "bf16"
         autocast = torch.autocast(self.device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
-            features = self.backbone.extractor(x)
+            features = self.extractor(x)
         return features.float().cpu().numpy()
 
     def describe(self) -> str:
