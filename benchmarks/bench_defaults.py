@@ -1,7 +1,8 @@
-"""Which recipe should the plain commands use? final against stages, for what each command does.
+"""Which recipe should the plain commands use? final against stages against grid, for what each command does.
 
-One `--layers stages` store per dataset holds both recipes: its final-layer columns are the vectors a
-`--layers final` store holds (the same forward pass; rank's stores rely on it). For each recipe:
+One `--layers stages` store per dataset holds two recipes: its final-layer columns are the vectors a
+`--layers final` store holds (the same forward pass; rank's stores rely on it); a `--layers grid` store
+(every stage averaged over a 2×2 grid) is the third. For each recipe:
 
 - classification (`featx train`): the default logreg head's test accuracy and fit seconds;
 - search (`featx search`): neighbour-label agreement (the share of a test image's 10 nearest training
@@ -16,7 +17,7 @@ One `--layers stages` store per dataset holds both recipes: its final-layer colu
 Recipes: efficientnet_lite0, whole image, at 224 px (digits) and 112 px (Fashion-MNIST, as its README
 figures), embedded into ``--cache`` when missing. Writes benchmarks/out/defaults.json.
 
-    .venv/bin/python benchmarks/bench_defaults.py [--datasets digits,fashion-mnist] [--cache cache]
+    .venv/bin/python benchmarks/bench_defaults.py [--datasets digits,fashion-mnist] [--cache cache] [--recipes ...]
 """
 
 from __future__ import annotations
@@ -44,20 +45,21 @@ from featx.store import find_dataset
 from featx.store.columns import select_layers
 
 SIZES = {"digits": 224, "fashion-mnist": 112}
-RECIPES = {"final": [FINAL], "stages": None}  # the column selection of each recipe in the stages store
+# each recipe: the store's --layers, and the column selection in it (None: all of them)
+RECIPES = {"final": ("stages", [FINAL]), "stages": ("stages", None), "grid": ("grid", None)}
 
 
-def recipe(dataset: str) -> dict:
-    return {"backbone": "efficientnet_lite0", "image_size": SIZES[dataset], "crop": "full", "layers": "stages"}
+def recipe(dataset: str, layers: str = "stages") -> dict:
+    return {"backbone": "efficientnet_lite0", "image_size": SIZES[dataset], "crop": "full", "layers": layers}
 
 
-def stored(dataset: str, cache: str):
-    """(config, members, vectors) of the dataset's stages store, embedding it first when missing."""
+def stored(dataset: str, cache: str, layers: str = "stages"):
+    """(config, members, vectors) of the dataset's store of ``layers``, embedding it first when missing."""
     try:
-        store = find_dataset(dataset, cache, **recipe(dataset))
+        store = find_dataset(dataset, cache, **recipe(dataset, layers))
     except Exception:
-        embed_into_store(open_source(dataset), cache=cache, **recipe(dataset))
-        store = find_dataset(dataset, cache, **recipe(dataset))
+        embed_into_store(open_source(dataset), cache=cache, **recipe(dataset, layers))
+        store = find_dataset(dataset, cache, **recipe(dataset, layers))
     with store:
         members = store.members(dataset)
         return store.config, members, np.asarray(store.vectors([m.key for m in members]))
@@ -82,21 +84,28 @@ def near_duplicate_copies(dataset: str, members, n: int = 300, seed: int = 0):
     return folder, np.asarray(picked)
 
 
-def evaluate(dataset: str, cache: str) -> dict:
-    config, members, X_all = stored(dataset, cache)
+def evaluate(dataset: str, cache: str, recipes: list[str]) -> dict:
+    stores = {layers: stored(dataset, cache, layers) for layers in {RECIPES[r][0] for r in recipes}}
+    _, members, _ = stores["stages"] if "stages" in stores else next(iter(stores.values()))
     labels = np.array([m.label for m in members], dtype=str)
     split = np.array([m.split for m in members])
     train, test = np.where(split == "train")[0], np.where(split == "test")[0]
     folder, originals = near_duplicate_copies(dataset, members)
+    queries = {}
     with tempfile.TemporaryDirectory() as copies_cache:
-        embed_into_store(open_source(str(folder)), cache=copies_cache, **recipe(dataset))
-        with find_dataset(folder.name, copies_cache) as store:
-            copies = store.members(folder.name)
-            order = np.argsort([Path(m.path).name for m in copies])
-            Q_all = np.asarray(store.vectors([copies[i].key for i in order]))
+        for layers in stores:
+            embed_into_store(open_source(str(folder)), cache=copies_cache, **recipe(dataset, layers))
+            with find_dataset(folder.name, copies_cache, layers=layers) as store:
+                copies = store.members(folder.name)
+                order = np.argsort([Path(m.path).name for m in copies])
+                queries[layers] = np.asarray(store.vectors([copies[i].key for i in order]))
     out = {"dataset": dataset, "image_size": SIZES[dataset], "n_train": len(train), "n_test": len(test)}
-    for name, layers in RECIPES.items():
-        selection = select_layers(config, layers)
+    for name in recipes:
+        layers, columns = RECIPES[name]
+        config, their_members, X_all = stores[layers]
+        assert [m.key for m in their_members] == [m.key for m in members]  # the same images, in the same order
+        Q_all = queries[layers]
+        selection = select_layers(config, columns)
         X = selection.take(X_all)
         started = time.perf_counter()
         head = LogisticHead(blocks=selection.blocks, random_state=0).fit(X[train], labels[train])
@@ -129,9 +138,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="digits,fashion-mnist")
     parser.add_argument("--cache", default="cache")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"of {', '.join(RECIPES)}")
     args = parser.parse_args()
     set_threads()
-    results = [evaluate(d, args.cache) for d in args.datasets.split(",")]
+    results = [evaluate(d, args.cache, args.recipes.split(",")) for d in args.datasets.split(",")]
     out = Path(__file__).parent / "out" / "defaults.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

@@ -11,7 +11,7 @@ features. From those columns every combination is taken without embedding again:
 
 Each is trained with featx's logistic head (and the MLP head with ``--mlp``) on the training split and
 tested on the test split, block-normalised per layer like a store's recipe. Writes
-``benchmarks/out/views-DATASET-SIZE.json``.
+``benchmarks/out/views-DATASET-SIZE.json`` (``…-gridSTAGES.json`` for a subset of the stages).
 
     .venv/bin/python benchmarks/bench_views.py fashion-mnist --image-size 224 --mlp
     .venv/bin/python benchmarks/bench_views.py digits --image-size 224
@@ -63,9 +63,10 @@ def embed(dataset: str, backbone_name: str, image_size: int, crop: str, limit: i
     import torch
 
     from featx.config import BackboneConfig
-    from featx.data import open_source
+    from featx.data import hash_source, open_source
     from featx.data.reader import read_input
     from featx.runtimes.openvino_runtime import OpenVINORuntime, import_openvino, with_preprocessing
+    from featx.transfer.subsets import labeled_splits
 
     backbone, views = build(backbone_name, image_size, crop)
     pre = backbone.config.preprocess
@@ -90,9 +91,14 @@ def embed(dataset: str, backbone_name: str, image_size: int, crop: str, limit: i
             out[where] = runtime(np.stack(batch))
             batch, where = [], []
     seconds = time.perf_counter() - started
-    labels = np.array([it.label for it in items])
-    splits = np.array([it.split for it in items])
-    stage_widths = [int(d["num_chs"]) for d in backbone.model.feature_info.get_dicts()]
+    # the train/test split every featx command uses (a built-in's own, else featx's seeded one)
+    keys, _ = hash_source(source, None)
+    parts = labeled_splits(source, keys, dataset)
+    labels, splits = np.full(len(source.items), "", object), np.full(len(source.items), "", object)
+    for split in ("train", "test"):
+        labels[parts[split].indices], splits[parts[split].indices] = parts[split].labels, split
+    labels, splits = labels[:len(items)].astype(str), splits[:len(items)].astype(str)
+    stage_widths = [int(d["num_chs"]) for d in backbone.model.feature_info]
     return out, labels, splits, stage_widths, seconds
 
 
@@ -180,7 +186,9 @@ def main() -> None:
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
     OUT.mkdir(exist_ok=True)
-    path = OUT / f"views-{args.dataset}-{args.image_size}.json"
+    every = set(range(len(widths)))
+    suffix = "" if grid_stages == every else "-grid" + "".join(map(str, sorted(grid_stages)))
+    path = OUT / f"views-{args.dataset}-{args.image_size}{suffix}.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"embedding both views of {len(X)} images: {seconds:.0f} s; wrote {path}")
 

@@ -18,14 +18,33 @@ STORE_DTYPES = ("float32", "float16")  # how a store keeps its vectors on disk (
 CROPS = ("center", "full")  # timm's eval crop of the centre, or the whole image resized to a square
 FINAL = "final"  # the backbone's pooled pre-logits features: the one layer a store held before recipes
 STAGES = "stages"  # shorthand for every stage's output (pooled) plus the final features
-# The layers `featx embed` reads unless told otherwise: every stage won on each measure of
-# benchmarks/bench_defaults.py (classification, neighbours, near-duplicates, audit; README "Defaults").
-DEFAULT_LAYERS = STAGES
+GRID = "grid"  # shorthand for every stage's output pooled over a 2×2 grid (4 values a channel) plus the final features
+GRID_CELLS = 2  # the grid of GRID, and what a layer name's suffix asks for: ``blocks.1@2x2``
+# The layers `featx embed` reads unless told otherwise: every stage over a 2×2 grid won on each measure of
+# benchmarks/bench_defaults.py (classification, neighbours, near-duplicates, audit; README "Recipes"), as every
+# stage had won over the final layer alone before it.
+DEFAULT_LAYERS = GRID
 
 
 def layer_names(layers: str | Sequence[str]) -> list[str]:
     """``--layers`` / ``--use-layers`` as names: a comma list or a sequence."""
     return [n.strip() for n in layers.split(",")] if isinstance(layers, str) else list(layers)
+
+
+def grid_name(tap: str, cells: int = GRID_CELLS) -> str:
+    """A stage tap's name pooled over a ``cells``×``cells`` grid: ``blocks.1@2x2``."""
+    return f"{tap}@{cells}x{cells}"
+
+
+def split_grid(name: str) -> tuple[str, int]:
+    """``blocks.1@2x2`` → (``blocks.1``, 2); a name without a grid → (name, 1): one average over the map."""
+    tap, at, grid = name.partition("@")
+    if not at:
+        return name, 1
+    rows, x, cols = grid.partition("x")
+    if not (x and rows.isdigit() and rows == cols and 1 <= int(rows) <= 8):
+        raise ValueError(f"{name!r}: a layer's grid is written NAME@NxN with N from 1 to 8, e.g. {grid_name(tap)}")
+    return tap, int(rows)
 
 
 @dataclass(frozen=True)
@@ -115,6 +134,9 @@ class BackboneConfig:
     def recipe(self) -> str:
         """The layers and crop in a few words, e.g. ``final, center crop``."""
         layers = ", ".join(self.layers) if len(self.layers) <= 3 else f"{len(self.layers)} layers"
+        cells = {split_grid(name)[1] for name in self.layers if name != FINAL}
+        if len(self.layers) > 3 and len(cells) == 1 and max(cells) > 1:
+            layers += f", stages over a {max(cells)}×{max(cells)} grid"
         return f"{layers}; {self.preprocess.crop} crop"
 
     @property

@@ -45,7 +45,7 @@ def test_embed_folder_then_rerun_reuses_everything(tmp_path, cache):
 
     store = FeatureStore(first["store"])
     X, y, keys, paths = store.load("colours")
-    assert X.shape == (10, 1792) and sorted(set(y)) == ["blue", "red"]
+    assert X.shape == (10, 3328) and sorted(set(y)) == ["blue", "red"]
     # the stored vectors are the model's vectors for those files, from the runtime the command chose
     assert first["runtime"]["runtime"] in ("torch", "openvino") and again["runtime"]["how"] == "remembered"
     direct = Embedder(runtime_for(store.config, cache=cache)).embed_inputs([Path(paths[0]).read_bytes()])
@@ -127,7 +127,7 @@ def test_digits_builtin_embeds_with_workers(cache):
 def test_stores_lists_datasets(tmp_path, cache):
     embed_json(write_class_folder(tmp_path / "pets", per_class=2))
     listing = json.loads(run_cli("stores", "--json").stdout)
-    assert len(listing) == 1 and listing[0]["n_vectors"] == 4 and listing[0]["dim"] == 1792
+    assert len(listing) == 1 and listing[0]["n_vectors"] == 4 and listing[0]["dim"] == 3328
     assert listing[0]["datasets"][0]["name"] == "pets" and listing[0]["datasets"][0]["n"] == 4
     assert "pets" in run_cli("stores").stdout
 

@@ -12,7 +12,7 @@ from featx.errors import DataError, ParameterError
 
 from conftest import noisy_image, run_cli, write_class_folder
 
-TINY = "backbone=efficientnet_lite0 size=32 crop=full"  # one group: final and stages from one forward pass
+TINY = "backbone=efficientnet_lite0 size=32 crop=full"  # one group: final and grid (the default) from one pass
 
 
 def _members(cache, config, dataset):
@@ -34,7 +34,7 @@ def test_rank_scores_every_candidate_recommends_one_and_keeps_the_sample_in_the_
     assert [r["layers"] for r in rows if r["status"] == "ok"] and len(rows) == 2
     assert all(r["status"] == "ok" and r["low"] <= r["accuracy"] <= r["high"] for r in rows)
     assert [r["accuracy"] for r in rows] == sorted((r["accuracy"] for r in rows), reverse=True)
-    assert {r["dim"] for r in rows} == {1280, 1792} and rows[0]["images_per_second"] > 0
+    assert {r["dim"] for r in rows} == {1280, 3328} and rows[0]["images_per_second"] > 0
     assert all(np.isfinite(r["logme"]) and r["params"] > 3_000_000 for r in rows)
     per_class = result["sample"]["per_class"]
     assert result["sample"]["n"] == sum(per_class.values()) == 120 and len(per_class) == 10
@@ -51,10 +51,10 @@ def test_rank_scores_every_candidate_recommends_one_and_keeps_the_sample_in_the_
     assert result["embed"].startswith("featx embed digits --backbone efficientnet_lite0 --image-size 32 --crop full")
     assert (out / "report.md").read_text().rstrip().endswith(result["embed"])  # the report ends with what to run
     assert (out / "report.md").read_text().count("efficientnet_lite0") >= 2 and (out / "report.png").stat().st_size
-    # The very same images went into the stages store and, as its final columns, into the final store…
+    # The very same images went into the grid store and, as its final columns, into the final store…
     model = create_backbone("efficientnet_lite0", image_size=32, crop="full")
-    stages = create_backbone("efficientnet_lite0", image_size=32, crop="full", layers="stages")
-    keys = _members(cache, stages.config, "digits-rank-sample")
+    grid = create_backbone("efficientnet_lite0", image_size=32, crop="full", layers="grid")
+    keys = _members(cache, grid.config, "digits-rank-sample")
     assert len(keys) == 120 and keys == _members(cache, model.config, "digits-rank-sample")
     # …holding what the final-layer model computes, so a later plain `featx embed` reuses them.
     from featx.data import open_source, read_input
@@ -184,7 +184,7 @@ def test_the_default_grid_is_every_backbone_with_weights_here_by_recipe(tmp_path
     grid = default_candidates()
     assert len(grid) == len(offline) * 8 and {c.backbone for c in grid} == set(offline)
     assert {(c.size, c.crop, c.layers) for c in grid if c.backbone == offline[0]} == {
-        (s, c, layer) for s in ("native", "small") for c in ("center", "full") for layer in ("final", "stages")}
+        (s, c, layer) for s in ("native", "small") for c in ("center", "full") for layer in ("final", "grid")}
     assert [image_size("small", n) for n in (224, 240, 260)] == [112, 120, 128]
     # a timm model an earlier download left in the hub cache joins the grid…
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(_fake_hub_cache(tmp_path / "hub")))

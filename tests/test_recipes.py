@@ -69,6 +69,32 @@ def test_a_stages_vector_is_each_stage_pooled_then_the_final_features(lite0_stag
         np.testing.assert_allclose(got[:, a:b], final.extractor(x).numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_a_grid_vector_is_each_stage_averaged_over_four_cells_that_average_to_the_stages_vector(lite0_stages):
+    """At 64 px every stage map of lite0 has an even side, so its 2×2 cells are equal quarters: their mean per
+    channel is the stage's average, the column `--layers stages` stores."""
+    import torch
+
+    from featx.backbones import create_backbone
+
+    grid = create_backbone("efficientnet_lite0", image_size=64, layers="grid", precision="fp32")
+    stages = create_backbone("efficientnet_lite0", image_size=64, layers="stages", precision="fp32")
+    cfg = grid.config
+    assert cfg.layers == tuple(f"{n}@2x2" for n in stages.config.layers[:-1]) + ("final",)
+    assert cfg.layer_dims == tuple(4 * w for w in stages.config.layer_dims[:-1]) + (1280,)
+    assert cfg.key != stages.config.key and "2×2 grid" in cfg.recipe
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        got, want = grid.extractor(x).numpy(), stages.extractor(x).numpy()
+    for (g, s) in zip(cfg.columns().values(), stages.config.columns().values()):
+        cells = got[:, g[0]:g[1]].reshape(2, s[1] - s[0], -1)  # channel by channel, its cells
+        np.testing.assert_allclose(cells.mean(2), want[:, s[0]:s[1]], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(got[:, :64], np.repeat(want[:, :16], 4, axis=1))  # the cells differ: where, not only what
+    one = create_backbone("efficientnet_lite0", image_size=64, layers="blocks.1@2x2,final", precision="fp32")
+    assert one.config.layers == ("blocks.1@2x2", "final") and one.config.layer_dims == (96, 1280)
+    with pytest.raises(ParameterError, match="NAME@NxN"):
+        create_backbone("efficientnet_lite0", image_size=64, layers="blocks.1@2x3")
+
+
 def test_configs_from_before_recipes_keep_their_store_keys(lite0_small):
     old = lite0_small.config.to_dict()
     assert "layers" not in old and "crop" not in old["preprocess"]
@@ -94,7 +120,7 @@ def test_layers_and_crop_make_new_stores_that_never_mix(tmp_path, cache):
     plain = _embed(folder, "--layers", "final")
     assert (plain["layers"], plain["crop"]) == (["final"], "center")  # a folder of photos: centre crop
     full = _embed(folder, "--layers", "final", "--crop", "full")
-    stages = _embed(folder, "--crop", "full")  # every stage: the default
+    stages = _embed(folder, "--crop", "full")  # every stage, over a 2×2 grid: the default
     assert stages["layers"][-1] == "final" and len(stages["layers"]) > 1
     assert len({plain["store"], full["store"], stages["store"]}) == 3
     assert (plain["dim"], full["dim"]) == (1280, 1280) and stages["dim"] > 1280
@@ -110,7 +136,7 @@ def test_layers_and_crop_make_new_stores_that_never_mix(tmp_path, cache):
 
     with pytest.raises(StoreError, match="several stores"):  # the default layers do not choose a crop
         find_dataset("data", cache, layers="final")
-    with find_dataset("data", cache, layers="stages") as store:
+    with find_dataset("data", cache, layers="grid") as store:
         assert store.path.as_posix() == stages["store"]
     with find_dataset("data", cache, layers="final", crop="center") as store:
         assert store.path.as_posix() == plain["store"]
@@ -118,9 +144,31 @@ def test_layers_and_crop_make_new_stores_that_never_mix(tmp_path, cache):
     assert "recipe: layers final; center crop" in listing and "full crop" in listing
 
 
+def test_a_grid_recipe_is_a_store_of_its_own_that_trains_predicts_and_is_named_by_layers_grid(tmp_path, cache):
+    folder = write_class_folder(tmp_path / "data", per_class=4, classes={
+        "red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 40)})
+    stages = _embed(folder, "--layers", "stages")
+    grid = _embed(folder, "--layers", "grid")
+    assert grid["store"] != stages["store"] and grid["n_embedded"] == 12 and grid["n_reused"] == 0
+    assert grid["dim"] == 4 * (stages["dim"] - 1280) + 1280 and grid["layers"][0].endswith("@2x2")
+    from featx.store import find_dataset
+
+    with find_dataset("data", cache, layers="grid") as store:
+        assert store.path.as_posix() == grid["store"]
+    with find_dataset("data", cache, layers="stages") as store:
+        assert store.path.as_posix() == stages["store"]
+    trained = json.loads(run_cli("train", "data", "--layers", "grid", "--json").output)
+    new = tmp_path / "new.png"
+    noisy_image((30, 200, 40), seed=5150).save(new)
+    answer = json.loads(run_cli("predict", trained["path"], new, "--json").output)
+    assert answer["results"][0]["predictions"][0]["label"] == "green"
+    assert "layers blocks.0@2x2, blocks.1@2x2" in run_cli("stores").output
+
+
 def test_built_in_datasets_default_to_the_whole_frame(cache):
     result = run_cli("embed", "digits", "--image-size", 32, "--workers", 0)
-    assert "recipe: layers blocks.0, blocks.1, blocks.2, blocks.4, blocks.6, final; full crop" in result.output
+    assert "recipe: layers blocks.0@2x2, blocks.1@2x2, blocks.2@2x2, blocks.4@2x2, blocks.6@2x2, final; full crop" \
+        in result.output
 
 
 def test_a_head_on_some_layers_equals_one_trained_on_those_columns(tmp_path, cache):
@@ -225,7 +273,8 @@ def test_a_dataset_in_two_recipes_is_read_from_the_default_one_and_the_command_s
     folder = write_class_folder(tmp_path / "data", per_class=6, classes={
         "red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 40)})
     plain, stages = _embed(folder, "--layers", "final"), _embed(folder)
-    with pytest.warns(ChosenStoreNotice, match=r"is in 2 stores: using efficientnet_lite0 @ 64px \(6 layers; center"):
+    with pytest.warns(ChosenStoreNotice, match=r"is in 2 stores: using efficientnet_lite0 @ 64px \(6 layers, stages over a "
+                                               r"2×2 grid; center"):
         with find_dataset("data", cache) as store:
             assert store.path.as_posix() == stages["store"]
     with warnings.catch_warnings():

@@ -109,7 +109,7 @@ def test_search_by_id_and_by_file(shapes, tmp_path):
 
 def test_index_then_search_and_incremental_add(shapes, tmp_path):
     first = json.loads(run_cli("index", "shapes", "--json").stdout)
-    assert (first["kind"], first["n"], first["dim"], first["recall_at_10"]) == ("flat", 15, 1792, 1.0)
+    assert (first["kind"], first["n"], first["dim"], first["recall_at_10"]) == ("flat", 15, 3328, 1.0)
     assert {"dataset", "build_seconds", "bytes", "params", "path"} <= set(first)
     noisy_image((1, 2, 3), seed=777, size=(96, 80)).save(shapes / "new.png")
     run_cli("embed", shapes, "--image-size", 128, "--workers", 0)

@@ -57,7 +57,7 @@ def test_health_and_info(client, served):
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/info").json()
     assert info["store_key"] == resources.runtime.config.key
-    assert info["backbone"]["image_size"] == TINY and info["backbone"]["dim"] == 1792
+    assert info["backbone"]["image_size"] == TINY and info["backbone"]["dim"] == 3328
     assert info["head"]["name"] == "logreg" and info["head"]["classes"] == [str(c) for c in range(10)]
     assert info["dataset"] == "digits" and info["index"]["n"] == 1797 and info["index"]["kind"] == "flat"
     assert info["featx_version"]
@@ -72,7 +72,7 @@ def test_embed_returns_the_librarys_vectors_and_content_keys(client, served):
     resources, _ = served
     blobs = [png(1), png(2)]
     body = client.post("/embed", files=files(*blobs)).json()
-    assert body["store_key"] == resources.runtime.config.key and body["dim"] == 1792
+    assert body["store_key"] == resources.runtime.config.key and body["dim"] == 3328
     assert [r["key"] for r in body["results"]] == [hashlib.sha256(b).hexdigest() for b in blobs]
     expected = Embedder(resources.runtime).embed_crops([load_input(b, resources.runtime.config.preprocess)
                                                          for b in blobs])

@@ -31,10 +31,16 @@ def _browser():
 
 
 @pytest.fixture(scope="module")
-def server(digits_head_cache):
-    run_cli("audit", "digits", "--cache", digits_head_cache)  # so the page has findings to show
-    proc, base = start_serve("--head", digits_head_cache / "digits.npz", "--dataset", "digits", "--cache",
-                             digits_head_cache, env={"FEATX_TOKEN": TOKEN, "FEATX_LOG_LEVEL": "warning"})
+def server(digits_head_cache, tmp_path_factory):
+    # so the page has findings to show: digits' labels are clean and the default recipe flags none of them at
+    # 32 px, so the page serves a copy's final-layer store (and a head on it), where the audit flags a few
+    cache = tmp_path_factory.mktemp("page") / "cache"
+    shutil.copytree(digits_head_cache, cache)
+    run_cli("embed", "digits", "--image-size", 32, "--layers", "final", "--workers", 0, "--cache", cache)
+    run_cli("train", "digits", "--layers", "final", "--cache", cache, "--out", cache / "final.npz")
+    run_cli("audit", "digits", "--layers", "final", "--cache", cache)
+    proc, base = start_serve("--head", cache / "final.npz", "--dataset", "digits", "--cache",
+                             cache, env={"FEATX_TOKEN": TOKEN, "FEATX_LOG_LEVEL": "warning"})
     yield base
     proc.terminate()
     proc.wait(timeout=30)

@@ -148,7 +148,7 @@ def create_backbone(
     names = tuple(t.name for t in taps)
     extractor = FeatureExtractor(model, features) if names == (FINAL,) else LayerExtractor(model, taps)
     dim = _feature_dim(extractor, pre, device)
-    stage_widths = tuple(t.channels for t in taps if t.name != FINAL)
+    stage_widths = tuple(t.width for t in taps if t.name != FINAL)
     widths = stage_widths + ((dim - sum(stage_widths),) if names[-1] == FINAL else ())
     config = BackboneConfig(name=name, weights_sha256=fingerprint, preprocess=pre, dim=dim, precision=precision,
                             layers=names, layer_dims=widths if len(taps) > 1 else (), store_dtype=store_dtype)

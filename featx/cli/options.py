@@ -54,8 +54,9 @@ runtime_option = click.option(
 recipe_options = stack(
     click.option("--layers", default=DEFAULT_LAYERS, show_default=True,
                  help="stages (every stage's output, average-pooled, plus final: measured best for training, "
-                      "search and audit, in 1.4x the bytes), final (the pooled pre-logits features) or a comma "
-                      "list of layer names (`featx backbones --layers NAME` lists them)."),
+                      "search and audit, in 1.4x the bytes), grid (every stage's output averaged over a 2x2 grid, "
+                      "plus final), final (the pooled pre-logits features) or a comma list of layer names "
+                      "(`featx backbones --layers NAME` lists them; NAME@2x2 pools a stage over a 2x2 grid)."),
     click.option("--crop", type=click.Choice(CROPS), default=None,
                  help="center: timm's eval crop; full: the whole image resized to the input size "
                       "[default: full for the built-in datasets, center for folders and CSVs]."),
@@ -74,7 +75,8 @@ _selection = stack(
     click.option("--precision", type=click.Choice(STORED_PRECISIONS), default=None,
                  help="Precision the store was embedded at [default: any]."),
     click.option("--layers", default=None,
-                 help="Recipe the store was embedded with: final, stages or a list of layers [default: any]."),
+                 help="Recipe the store was embedded with: final, stages, grid or a list of layers "
+                                "[default: any]."),
     click.option("--crop", type=click.Choice(CROPS), default=None, help="Crop the store was embedded with "
                                                                          "[default: any]."),
     click.option("--store-dtype", type=click.Choice(STORE_DTYPES), default=None,

@@ -14,7 +14,7 @@ from .output import Bars, echo_json, printable
               help="What to compare: AXIS=VALUES separated by spaces, e.g. 'backbone=efficientnet_lite0 "
                    "size=native,160 crop=full layers=final,stages precision=auto' (axes left out take the "
                    "default grid), or a file with one such line per grid [default: every offline backbone × "
-                   "layers final,stages × crop center,full × size native,small].")
+                   "layers final and the default (grid) × crop center,full × size native,small].")
 @click.option("--sample", type=click.IntRange(min=4), default=2000, show_default=True,
               help="Training images scored per candidate (stratified; the same images for every candidate).")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,

@@ -6,10 +6,11 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import CROPS, FINAL, PRECISIONS, STAGES
+from ..config import CROPS, DEFAULT_LAYERS, FINAL, GRID, PRECISIONS, STAGES
 from ..errors import ParameterError
 
-LAYERS = (FINAL, STAGES)
+LAYERS = (FINAL, STAGES, GRID)  # what a candidate may read
+DEFAULT_GRID_LAYERS = (FINAL, DEFAULT_LAYERS)  # what the default grid compares: one forward pass for both
 AXES = ("backbone", "size", "crop", "layers", "precision")
 SIZE_WORDS = ("native", "small")  # the backbone's own input size, and one smaller (half of it)
 HUB_PREFIXES = ("timm:", "torchvision:")
@@ -34,7 +35,8 @@ class Candidate:
 
     @property
     def group(self) -> tuple[str, str, str, str]:
-        """Candidates with the same group share one embedding: the stages recipe holds the final columns too."""
+        """Candidates with the same group can share one embedding: a stages or grid recipe holds the final columns
+        too (the runner's forward_passes)."""
         return self.backbone, self.size, self.crop, self.precision
 
 
@@ -85,7 +87,7 @@ def cached_hub_backbones() -> list[str]:
 
 
 def default_candidates(backbones: list[str] | None = None) -> list[Candidate]:
-    """Every backbone with weights here (registered, or timm's in the hub cache) × layers {final, stages} ×
+    """Every backbone with weights here (registered, or timm's in the hub cache) × layers {final, the default} ×
     crop {center, full} × size {native, small}."""
     backbones = offline_backbones() + cached_hub_backbones() if backbones is None else backbones
     if not backbones:
@@ -96,7 +98,8 @@ def default_candidates(backbones: list[str] | None = None) -> list[Candidate]:
 
 def grid(axes: dict[str, list[str]]) -> list[Candidate]:
     """The product of the given axes; an axis left out takes the default grid's values."""
-    values = {"size": list(SIZE_WORDS), "crop": list(CROPS), "layers": list(LAYERS), "precision": ["auto"], **axes}
+    values = {"size": list(SIZE_WORDS), "crop": list(CROPS), "layers": list(DEFAULT_GRID_LAYERS), "precision": ["auto"],
+              **axes}
     return [Candidate(**dict(zip(AXES, combo))) for combo in itertools.product(*(values[a] for a in AXES))]
 
 

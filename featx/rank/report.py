@@ -214,14 +214,14 @@ def render_figure(report: dict, path: Path) -> Path:
         x = 1000.0 / max(r["images_per_second"], 1e-9)
         acc = r["accuracy"] * 100
         ax.errorbar([x], [acc], yerr=[[acc - r["low"] * 100], [r["high"] * 100 - acc]],
-                    marker="s" if r["layers"] == "stages" else "o", capsize=3,
+                    marker="o" if r["layers"] == "final" else "s", capsize=3,
                     color="tab:red" if r["id"] == rec else "tab:blue", alpha=0.85)
         ax.annotate(r["id"].replace("efficientnet_", ""), (x, acc), fontsize=6, xytext=(3, 2),
                     textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("embedding cost (ms per image, forward pass)")
     ax.set_ylabel("k-fold accuracy on the sample (%)")
-    ax.set_title("predicted accuracy vs cost (red: recommended; squares: stages)")
+    ax.set_title("predicted accuracy vs cost (red: recommended; squares: several layers)")
     ax.grid(True, alpha=0.3)
     if validated:
         ax2 = axes[0][1]

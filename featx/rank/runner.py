@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..config import FINAL, STAGES
+from ..config import FINAL, GRID, STAGES
 from ..data import Source, SubsetSource, hash_source
 from ..embed.decoders import DecoderPool, SubsetDecoders
 from ..errors import DataError, FeatxError, ParameterError
@@ -103,8 +103,26 @@ def small_data_note(n_sample: int, n_train: int) -> str | None:
 
 
 def _group_id(group: tuple) -> str:
-    backbone, size, crop, precision = group
-    return f"{backbone}@{size}/{crop}/{precision}"
+    backbone, size, crop, precision, recipe = group
+    return f"{backbone}@{size}/{crop}/{precision}" + (f"/{recipe}" if recipe == GRID else "")
+
+
+def forward_passes(candidates: Sequence[Candidate]) -> dict[str, tuple]:
+    """Each candidate's forward pass, ``(backbone, size, crop, precision, recipe)``: one per multi-layer
+    recipe (stages, grid) of a backbone, size, crop and precision; a final-layer candidate rides on the
+    grid's pass or else the stages' (their vectors end with the final columns), or has a pass of its own."""
+    multi: dict[tuple, set[str]] = {}
+    for c in candidates:
+        if c.layers != FINAL:
+            multi.setdefault(c.group, set()).add(c.layers)
+
+    def recipe(c: Candidate) -> str | None:
+        if c.layers != FINAL:
+            return c.layers
+        shared = multi.get(c.group, set())
+        return GRID if GRID in shared else STAGES if STAGES in shared else None
+
+    return {c.id: (*c.group, recipe(c)) for c in candidates}
 
 
 def rank_candidates(
@@ -180,7 +198,8 @@ def _rank(source: Source, candidates: list[Candidate], settings: RankSettings, d
                                    seed=settings.seed)
         positions.append(np.union1d(picked, positions[-1]) if positions else picked)
     y = sample.labels.astype(str)
-    run = _Run(source, dataset, (keys, failures), sample, y, settings, cache, weights or {}, progress, decoders)
+    run = _Run(source, dataset, (keys, failures), sample, y, settings, cache, weights or {}, progress, decoders,
+               forward_passes(candidates))
     report = {
         "format": REPORT_FORMAT, "dataset": dataset, "source": source.description,
         "settings": asdict(settings),
@@ -211,7 +230,7 @@ def _rank(source: Source, candidates: list[Candidate], settings: RankSettings, d
 
     alive = _prune_in_rounds(run, list(candidates), positions, report, rows, save)
     # the whole sample for the finalists (every candidate under --validate), and the validation
-    for group, members in _by_group(alive).items():
+    for group, members in _by_group(alive, run.passes).items():
         need_score = [c for c in members if rows.get(c.id, {}).get("status") not in ("ok", "failed", "pruned")]
         need_test = [c for c in members if settings.validate and "test_accuracy" not in rows.get(c.id, {})]
         if need_score or need_test:
@@ -239,7 +258,7 @@ def _prune_in_rounds(run: "_Run", alive: list[Candidate], positions: list[np.nda
     for r, where in enumerate(positions):
         scores = report["rounds"][r]["scores"]
         todo = [c for c in alive if c.id not in scores and rows.get(c.id, {}).get("status") != "failed"]
-        for group, members in _by_group(todo).items():
+        for group, members in _by_group(todo, run.passes).items():
             _run_group(run, group, members, report, rows, screen=(where, scores))
             save("screen", len(members), len(todo))
         if run.settings.validate:
@@ -248,7 +267,7 @@ def _prune_in_rounds(run: "_Run", alive: list[Candidate], positions: list[np.nda
                                      report["rounds"][r]["keep"]))
         for c in alive:
             if c.id not in kept and c.id in scores and rows.get(c.id, {}).get("status") != "failed":
-                rows[c.id] = _pruned(c, scores[c.id], len(where), report["groups"].get(_group_id(c.group), {}))
+                rows[c.id] = _pruned(c, scores[c.id], len(where), report["groups"].get(_group_id(run.passes[c.id]), {}))
         alive = [c for c in alive if c.id in kept]
         run.keep_models(alive)
     return alive
@@ -268,6 +287,7 @@ class _Run:
     weights: dict
     progress: Progress | None
     decoders: DecoderPool  # one pool for every group, forked before any model was built
+    passes: dict  # candidate id → its forward pass (forward_passes)
     models: dict = field(default_factory=dict)  # (group, layers) → the model, kept while the group has contenders
 
     def model(self, group: tuple, layers: str | None):
@@ -290,11 +310,11 @@ class _Run:
                 self.decoders.subset(indices))
 
 
-def _by_group(candidates: Sequence[Candidate]) -> dict[tuple, list[Candidate]]:
-    """Candidates by the forward pass they share (one backbone, size, crop and precision)."""
+def _by_group(candidates: Sequence[Candidate], passes: dict[str, tuple]) -> dict[tuple, list[Candidate]]:
+    """Candidates by the forward pass they share (one backbone, size, crop, precision and layer recipe)."""
     out: dict[tuple, list[Candidate]] = {}
     for c in candidates:
-        out.setdefault(c.group, []).append(c)
+        out.setdefault(passes[c.id], []).append(c)
     return out
 
 
@@ -345,7 +365,7 @@ def _run_group(run: _Run, group, members, report, rows, *, screen=None, need_sco
     need_screen = members if screen is not None else []
     wanted = {c.layers for c in members}
     try:
-        model = run.model(group, STAGES if STAGES in wanted else None)
+        model = run.model(group[:4], group[4])
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # missing weights, a hub model offline, a model without stage taps

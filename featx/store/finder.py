@@ -6,7 +6,8 @@ import os
 import warnings
 from pathlib import Path
 
-from ..config import DEFAULT_BACKBONE, DEFAULT_LAYERS, FINAL, STAGES, STORED_PRECISIONS, BackboneConfig, layer_names
+from ..config import (DEFAULT_BACKBONE, DEFAULT_LAYERS, FINAL, GRID, STAGES, STORED_PRECISIONS, BackboneConfig,
+                      layer_names, split_grid)
 from ..errors import BackboneError, DamagedStoreError, DatasetNotStoredError, StoreError
 from .store import CATALOG, DEFAULT_CACHE, FeatureStore, store_dir
 
@@ -145,7 +146,7 @@ def find_dataset(
     names = "; ".join(h.config.describe() for h in hits)
     raise StoreError(
         f"dataset {dataset!r} is in several stores ({names}); choose one with backbone=NAME, image_size=PIXELS, "
-        f"precision={'|'.join(STORED_PRECISIONS)}, layers=final|stages, crop=center|full or "
+        f"precision={'|'.join(STORED_PRECISIONS)}, layers=final|stages|grid, crop=center|full or "
         "store_dtype=float32|float16.",
         params=("backbone", "image_size", "precision", "layers", "crop", "store_dtype"),
     )
@@ -175,9 +176,13 @@ def default_recipe_store(configs: list[BackboneConfig], given: dict) -> Backbone
 
 
 def recipe_has_layers(config: BackboneConfig, layers: str) -> bool:
-    """Whether ``config``'s recipe is the one ``--layers`` names (``stages``: every stage tap plus final)."""
-    if layers == STAGES:
-        return len(config.layers) > 1 and config.layers[-1] == FINAL
+    """Whether ``config``'s recipe is the one ``--layers`` names (``stages``: every stage tap, average-pooled,
+    plus final; ``grid``: every stage tap pooled over a 2×2 grid, plus final)."""
+    if layers in (STAGES, GRID):
+        stages = config.layers[:-1]
+        cells = 2 if layers == GRID else 1
+        return (bool(stages) and config.layers[-1] == FINAL
+                and all(split_grid(name)[1] == cells for name in stages))
     return set(config.layers) == set(layer_names(layers))
 
 
