@@ -72,6 +72,9 @@ bench: setup
 	$(BIN)/python benchmarks/bench_store_dtype.py
 	$(BIN)/python benchmarks/bench_commands.py --base 178b871 --fashion
 	$(BIN)/python benchmarks/bench_mlp.py fashion-mnist --seeds 0 1
+	$(BIN)/python benchmarks/bench_views.py fashion-mnist --image-size 224 --mlp
+	$(BIN)/python benchmarks/bench_views.py digits --image-size 224 --mlp
+	$(BIN)/python benchmarks/bench_fold.py
 
 clean:
 	rm -rf $(VENV) cache/*/ benchmarks/out
