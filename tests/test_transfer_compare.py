@@ -93,11 +93,24 @@ def test_a_failing_run_is_recorded_and_the_rest_go_on(tmp_path, cache, monkeypat
     (["--shots", "0,5"], "--shots must be positive"),
     (["--shots", "1000"], "--shots 1000 is more than the smallest class has"),
     (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--methods", "logreg-stages,logreg-grid"], "--methods compares -stages and -grid methods in separate runs"),
 ])
 def test_bad_input_names_the_fix(args, message, tmp_path, cache):
     result = run_cli("compare", "digits", "--image-size", TINY, "--out", tmp_path / "r", *args, ok=False)
     assert result.exit_code == 1 and message in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_grid_arms_read_a_grid_store_whose_final_columns_serve_the_plain_arm(tmp_path, cache):
+    out = tmp_path / "report"
+    run_cli("compare", "digits", "--shots", "3", "--seeds", 1, "--methods", "logreg,logreg-grid",
+            "--image-size", TINY, "--out", out)
+    report = json.loads((out / "report.json").read_text())
+    assert report["layers"][-1] == "final" and all(n.endswith("@2x2") for n in report["layers"][:-1])
+    runs = {r["method"]: r for r in report["runs"]}
+    assert runs["logreg"]["status"] == runs["logreg-grid"]["status"] == "ok"
+    assert runs["logreg"]["accuracy"] != runs["logreg-grid"]["accuracy"]  # the columns differ
+    assert "| shots/class | logreg | logreg-grid |" in (out / "report.md").read_text()
 
 
 def test_a_dataset_without_a_test_split_is_refused(tmp_path, cache):

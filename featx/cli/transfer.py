@@ -7,7 +7,7 @@ import click
 from .options import backbone_options, json_option, training_options
 
 # The library's compare.DEFAULT_METHODS, written out so that --help needs no torch (a test keeps them equal).
-DEFAULT_METHODS_TEXT = "logreg,logreg-stages,knn,finetune-last,finetune-all"
+DEFAULT_METHODS_TEXT = "logreg,logreg-grid,knn,finetune-last,finetune-all"
 from .output import Bars, echo_json, printable
 
 
@@ -78,7 +78,8 @@ def finetune(source, unfreeze, backbone, weights, image_size, precision, cache, 
 @click.option("--seeds", type=int, default=3, show_default=True, help="Subsets drawn per shots value (seeds 0..N-1).")
 @click.option("--methods", default=None,
               help="Comma-separated: frozen heads (logreg, ridge, linear-svm, knn) on the final layer, the same "
-                   "with -stages (on every stage's output too), finetune-last, finetune-all "
+                   "with -stages (on every stage's output too) or -grid (every stage over a 2x2 grid; not both in "
+                   "one run), finetune-last, finetune-all "
                    f"[default: {DEFAULT_METHODS_TEXT}].")
 @backbone_options
 @training_options

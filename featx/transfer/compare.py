@@ -6,12 +6,12 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..backbones import Backbone
-from ..config import FINAL
+from ..config import FINAL, GRID, STAGES
 from ..data import Source, hash_source
 from ..embed import embed_source
 from ..errors import ParameterError
@@ -26,9 +26,10 @@ from .report import write_report
 from .subsets import LabeledSet, check_shots, draw_shots, labeled_splits, splits_from_members
 
 DEFAULT_SHOTS = (1, 5, 10, 50, 100)
-DEFAULT_METHODS = ("logreg", "logreg-stages", "knn", "finetune-last", "finetune-all")
+DEFAULT_METHODS = ("logreg", "logreg-grid", "knn", "finetune-last", "finetune-all")
 FINETUNE_METHODS = {"finetune-last": "last-1", "finetune-all": "all"}
 STAGES_SUFFIX = "-stages"  # a frozen head on every stage's pooled output plus the final features
+GRID_SUFFIX = "-grid"  # a frozen head on every stage pooled over a 2×2 grid plus the final features
 REPORT_FORMAT = "featx-compare-1"
 
 
@@ -48,12 +49,23 @@ class CompareSettings:
             raise ParameterError("shots", f"must be positive numbers of images per class, e.g. 1,5,10; not {self.shots}.")
         if self.seeds < 1:
             raise ParameterError("seeds", f"must be at least 1, not {self.seeds}.")
-        parse_methods(",".join(self.methods))
+        store_layers(parse_methods(",".join(self.methods)))
         FinetuneSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr).check()
 
 
 def method_names() -> list[str]:
-    return [*HEADS, *(h + STAGES_SUFFIX for h in HEADS), *FINETUNE_METHODS]
+    return [*HEADS, *(h + STAGES_SUFFIX for h in HEADS), *(h + GRID_SUFFIX for h in HEADS), *FINETUNE_METHODS]
+
+
+def store_layers(methods: Sequence[str]) -> str | None:
+    """The recipe of the one store a comparison embeds into: the multi-layer one its frozen methods ask for
+    (their plain siblings read its final columns), or the final layer alone (None)."""
+    stages = any(m.endswith(STAGES_SUFFIX) for m in methods)
+    grid = any(m.endswith(GRID_SUFFIX) for m in methods)
+    if stages and grid:
+        raise ParameterError("methods", "compares -stages and -grid methods in separate runs (each embeds into its "
+                                        "own store); run one, then the other with the same --out.")
+    return GRID if grid else STAGES if stages else None
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -143,6 +155,7 @@ def _finetuned(unfreeze: str):
 METHODS: dict[str, Callable[[Experiment, LabeledSet, int], dict]] = {
     **{h: _frozen(h) for h in HEADS},
     **{h + STAGES_SUFFIX: _frozen(h, None) for h in HEADS},
+    **{h + GRID_SUFFIX: _frozen(h, None) for h in HEADS},
     **{m: _finetuned(u) for m, u in FINETUNE_METHODS.items()},
 }
 

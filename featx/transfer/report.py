@@ -78,7 +78,8 @@ def render_markdown(report: dict) -> str:
         f"lr {s['lr']:g}; {report['n_test']:,} test images, the same for every method.",
         "",
         f"Images: {report.get('crop', 'center')} crop for every method. Frozen methods read the final layer; "
-        f"`*-stages` ones also every stage's output, average-pooled ({', '.join(report.get('layers', ['final']))}).",
+        f"`*-stages` and `*-grid` ones also every stage's output, average-pooled or over a 2×2 grid "
+        f"({', '.join(report.get('layers', ['final']))}).",
         "",
         f"Embedding ({e['n_images']:,} images; once, then cached, so not in the frozen methods' seconds): "
         f"{e['seconds']:.1f} s, {e['n_embedded']:,} embedded"

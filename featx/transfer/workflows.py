@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Callable
 
 from ..backbones import Backbone, create_backbone
-from ..config import DEFAULT_BACKBONE, STAGES
+from ..config import DEFAULT_BACKBONE
 from ..data import Source, hash_source
 from ..errors import ParameterError
 from ..hardware import Progress, default_device
 from ..store import DEFAULT_CACHE, open_store
 from ..store.atomic import name_stem
 from .checkpoints import default_checkpoint_path
-from .compare import STAGES_SUFFIX, CompareSettings, run_compare
+from .compare import CompareSettings, run_compare, store_layers
 from .finetune import FinetuneResult, FinetuneSettings, device_defaults, finetune
 from .subsets import draw_shots, labeled_splits
 
@@ -104,7 +104,7 @@ def compare_source(
     """Frozen heads against fine-tuning on the same K-shot subsets of ``source``; returns the report and its folder.
 
     The dataset is embedded into the store of the chosen configuration under ``cache`` (reused when
-    there), with every stage's layer when a ``*-stages`` method asks for them (the plain frozen
+    there), with every stage's layer when a ``*-stages`` (or ``*-grid``) method asks for them (the plain frozen
     methods then read the final layer's columns: one forward pass serves both). Every method sees
     the source's crop. ``out`` defaults to ``<cache>/compare/<dataset>-<size>px``.
     """
@@ -112,7 +112,7 @@ def compare_source(
                                        crop=source.crop)
     settings = _hardware_settings(settings, defaults, batch_size)
     settings.check()
-    model = make(STAGES if any(m.endswith(STAGES_SUFFIX) for m in settings.methods) else None)
+    model = make(store_layers(settings.methods))
     dataset = name or source.name
     folder = Path(out) if out else (Path(cache or DEFAULT_CACHE) / "compare"
                                     / f"{name_stem(dataset)}-{model.config.preprocess.input_size}px")
