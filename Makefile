@@ -75,6 +75,9 @@ bench: setup
 	$(BIN)/python benchmarks/bench_views.py fashion-mnist --image-size 224 --mlp
 	$(BIN)/python benchmarks/bench_views.py digits --image-size 224 --mlp
 	$(BIN)/python benchmarks/bench_fold.py
+	$(BIN)/featx embed fashion-mnist --image-size 224 --layers grid --cache benchmarks/out/cache-224
+	$(BIN)/featx embed fashion-mnist --backbone efficientnet_lite2 --image-size 224 --layers grid --cache benchmarks/out/cache-224
+	$(BIN)/python benchmarks/bench_two_backbones.py fashion-mnist --cache benchmarks/out/cache-224
 
 clean:
 	rm -rf $(VENV) cache/*/ benchmarks/out
