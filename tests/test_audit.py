@@ -243,16 +243,16 @@ def test_outliers_of_a_large_collection_come_from_candidates_reranked_exactly(mo
     assert np.mean(np.abs(approx - exact) < 1e-5) > 0.95
 
 
-def test_an_audit_of_a_final_layer_store_says_every_stage_would_audit_better(tmp_path, audited):
+def test_an_audit_of_a_final_layer_store_says_the_default_recipe_would_audit_better(tmp_path, audited):
     _, _, _, _, _, result = audited
-    assert result["recipe_note"] is None  # the default recipe: every stage
+    assert result["recipe_note"] is None  # the default recipe: every stage over a 2×2 grid
     folder = write_class_folder(tmp_path / "few", per_class=8, classes={
         "red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 40)})
     cache = tmp_path / "cache"
     run_cli("embed", folder, "--image-size", 32, "--layers", "final", "--workers", 0, "--cache", cache)
     printed = run_cli("audit", "few", "--cache", cache, "--out", tmp_path / "report")
     assert "note: 'few' is stored with the final layer only" in printed.stderr
-    assert "layers=stages" in (tmp_path / "report" / "report.md").read_text()
+    assert "layers=grid" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_an_audit_of_a_folder_not_yet_embedded_embeds_it_first_and_says_so(tmp_path):

@@ -37,7 +37,7 @@ def audit(dataset, folds, head, ranking, leak_threshold, k, neighbours, out, exp
     """Find likely wrong labels, train/test leaks and outliers in a dataset.
 
     DATASET is a stored dataset's name, or a folder, CSV or built-in not yet
-    embedded: it is then embedded first, with the default recipe (every stage)
+    embedded: it is then embedded first, with the default recipe (every stage, 2x2 grid)
     or the one the options name, and reused from the store afterwards.
 
     Label issues come from out-of-fold probabilities (K folds of a fast head,

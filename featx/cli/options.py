@@ -53,10 +53,11 @@ runtime_option = click.option(
 # The recipe: which layers make a vector and how an image is cropped (embed).
 recipe_options = stack(
     click.option("--layers", default=DEFAULT_LAYERS, show_default=True,
-                 help="stages (every stage's output, average-pooled, plus final: measured best for training, "
-                      "search and audit, in 1.4x the bytes), grid (every stage's output averaged over a 2x2 grid, "
-                      "plus final), final (the pooled pre-logits features) or a comma list of layer names "
-                      "(`featx backbones --layers NAME` lists them; NAME@2x2 pools a stage over a 2x2 grid)."),
+                 help="grid (every stage's output averaged over each cell of a 2x2 grid, plus final: measured best "
+                      "for training, search and audit, in 2.6x the bytes of final), stages (every stage's output "
+                      "average-pooled, plus final: 1.4x), final (the pooled pre-logits features) or a comma list of "
+                      "layer names (`featx backbones --layers NAME` lists them; NAME@2x2 pools a stage over a 2x2 "
+                      "grid)."),
     click.option("--crop", type=click.Choice(CROPS), default=None,
                  help="center: timm's eval crop; full: the whole image resized to the input size "
                       "[default: full for the built-in datasets, center for folders and CSVs]."),
