@@ -102,40 +102,22 @@ def embed(dataset: str, backbone_name: str, image_size: int, crop: str, limit: i
     return out, labels, splits, stage_widths, seconds
 
 
-def columns(stage_widths: list[int], final: int, grid_stages: set[int]) -> dict[str, list[tuple[int, int, str]]]:
-    """For each variant, the (start, stop, layer) column ranges of one view, and whether it uses both views."""
-    s = sum(stage_widths)
-    mean_at, cell_at = [], []
-    pos = 0
-    for w in stage_widths:
-        mean_at.append((pos, pos + w))
-        pos += w
-    for w in stage_widths:
-        cell_at.append((pos, pos + 4 * w))
-        pos += 4 * w
-    final_at = (pos, pos + final)
-    plain = [(a, b, f"stage{i}") for i, (a, b) in enumerate(mean_at)] + [(*final_at, "final")]
-    grid = [((cell_at if i in grid_stages else mean_at)[i][0], (cell_at if i in grid_stages else mean_at)[i][1],
-             f"stage{i}") for i in range(len(stage_widths))] + [(*final_at, "final")]
-    assert final_at[1] == s * 5 + final
-    return {"plain": plain, "grid": grid}
+def columns(stage_widths: list[int], final: int, grid_stages: set[int]) -> dict[str, list[tuple[int, int]]]:
+    """For each recipe, the (start, stop) column ranges of one view's layers: the view holds every stage's mean,
+    then every stage's 2×2 cells, then the final features."""
+    edges = np.cumsum([0, *stage_widths, *(4 * w for w in stage_widths), final])
+    spans = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+    means, cells, last = spans[:len(stage_widths)], spans[len(stage_widths):-1], spans[-1]
+    grid = [cells[i] if i in grid_stages else means[i] for i in range(len(stage_widths))]
+    return {"plain": means + [last], "grid": grid + [last]}
 
 
 def take(X: np.ndarray, ranges, per_view: int, flip: bool) -> tuple[np.ndarray, list[int]]:
-    parts = [X[:, a:b] for a, b, _ in ranges]
+    """The ranges' columns of the first view (averaged with the mirror view's with ``flip``), and their widths."""
+    parts = [X[:, a:b] for a, b in ranges]
     if flip:
-        parts = [(p + X[:, per_view + a:per_view + b]) / 2 for p, (a, b, _) in zip(parts, ranges)]
-    return np.ascontiguousarray(np.concatenate(parts, 1)), [b - a for a, b, _ in ranges]
-
-
-def block_normalise(X: np.ndarray, widths: list[int]) -> np.ndarray:
-    """Each layer's block scaled to unit norm, then the whole row: as featx's heads do for a recipe."""
-    out, start = np.empty_like(X), 0
-    for w in widths:
-        block = X[:, start:start + w]
-        out[:, start:start + w] = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
-        start += w
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        parts = [(p + X[:, per_view + a:per_view + b]) / 2 for p, (a, b) in zip(parts, ranges)]
+    return np.concatenate(parts, 1), [b - a for a, b in ranges]
 
 
 def main() -> None:
@@ -151,6 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     from featx.hardware import set_threads
     from featx.heads import LogisticHead
+    from featx.search.flat import normalize
 
     set_threads()
     if args.vectors and args.vectors.exists():
@@ -171,7 +154,7 @@ def main() -> None:
     for name, flip, cols in [("plain", False, "plain"), ("flip", True, "plain"), ("grid", False, "grid"),
                              ("flip+grid", True, "grid")]:
         Z, w = take(X, ranges[cols], per_view, flip)
-        Z = block_normalise(Z, w)
+        Z = normalize(Z, blocks=w)  # each layer to the same length, as featx's heads and search do
         heads = [("logreg", LogisticHead)]
         if args.mlp:
             from featx.heads.mlp import MLPHead
