@@ -135,6 +135,26 @@ def test_the_preconditioned_solver_reaches_scikit_learns_optimum_in_high_dimensi
     assert np.mean(head.predict(X) == ref.predict(Z)) > 0.99
 
 
+def test_the_row_span_preconditioner_gives_any_subsets_coordinates_without_forming_its_directions():
+    """Fewer rows than features: V = Zᵀ·B is never formed; the coordinates of a subset of Z's rows (the grid
+    search's fit rows) are read off the eigenvectors, and equal the product with V written out."""
+    from featx.heads.rows import StandardRows
+    from featx.heads.solvers import Preconditioner
+
+    X, _ = embedding_like(60, d=300)
+    Z = StandardRows.fit(X, l2=True)
+    precond = Preconditioner.of_every_row(Z, 0.25)
+    assert precond.V is None
+    V = precond.rows_.T @ precond.B_
+    np.testing.assert_allclose(V.T @ V, np.eye(V.shape[1]), atol=1e-3)  # orthonormal directions
+    subset = Z.subset(np.arange(5, 50, 2))
+    np.testing.assert_allclose(precond.span_coordinates(subset), subset.dense @ V, atol=1e-3)
+    other = StandardRows.fit(embedding_like(20, d=300, seed=1)[0], l2=True)  # rows of another source: a product
+    np.testing.assert_allclose(precond.span_coordinates(other), other.dense @ V, atol=1e-3)
+    W = np.random.default_rng(0).standard_normal((300, 4)).astype(np.float32)
+    np.testing.assert_allclose(precond.inverse(W, 0.01), (V.T @ W) / precond.scales(0.01)[0], rtol=1e-3, atol=1e-3)
+
+
 def test_a_fit_runs_one_pool_of_the_threads_set_at_start_up(monkeypatch):
     """set_threads once; inside a fit every BLAS pool is at one thread while featx's own pool (on_cores)
     runs the passes with that many threads; afterwards the BLAS pools are as they were."""

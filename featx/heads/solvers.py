@@ -60,11 +60,12 @@ class Preconditioner:
     def __init__(self, sample: np.ndarray, curvature: float, all_rows: bool = False,
                  rank: int = PRECONDITIONER_RANK, seed: int = 0):
         rows = np.ascontiguousarray(sample, dtype=np.float32)
-        n, d = rows.shape
         self.curvature = curvature
         self.rest: float | None = None  # the eigenvalue of the directions V leaves out; None: dropped
+        self.V: np.ndarray | None = None  # the directions, d × r; None: rows_ᵀ·B_, never formed (see _decompose)
+        self.rows_ = self.B_ = None
         self._span: tuple | None = None  # (rows, their coordinates in V) of the last solve in V's span
-        self._own_span: np.ndarray | None = None  # the sample's own coordinates in V, when they come free
+        self._source = None  # the StandardRows whose rows (and subsets) have their coordinates in V for free
         self._decompose(rows, all_rows, rank, seed)
 
     def _decompose(self, rows: np.ndarray, all_rows: bool, rank: int, seed: int) -> None:
@@ -72,10 +73,15 @@ class Preconditioner:
 
         n, d = rows.shape
         if all_rows and n < d:
-            s, U = eigh(rows @ rows.T / np.float32(n), driver="evd", check_finite=False)
+            # V = rowsᵀ·U/√(n·s) is kept as its two factors: forming it (d × n × n) cost as much as the Gram
+            # matrix, and every use of V is a product with a thin matrix (k columns).
+            pieces = [(a, min(n, a + 64)) for a in range(0, n, 64)]  # enough pieces for every core (on_cores)
+            gram = np.concatenate(on_cores(pieces, lambda ab: rows[ab[0]:ab[1]] @ rows.T)) / np.float32(n)
+            s, U = eigh(gram, driver="evd", check_finite=False)
             keep = s > max(float(s.max()), 1e-30) * 1e-6
-            self.s, self.V = s[keep], (rows.T @ U[:, keep]) / np.sqrt(n * s[keep])
-            self._own_span = U[:, keep] * np.sqrt(n * s[keep])  # rows·V, without the product
+            self.s, root = s[keep], np.sqrt(n * s[keep])
+            self.rows_, self.B_ = rows, np.ascontiguousarray(U[:, keep] / root)
+            self._own_span = np.ascontiguousarray(U[:, keep] * root)  # rows·V = U·√(n·s), without the product
             return
         cov = rows.T @ rows / np.float32(n)
         if d <= 2 * rank:
@@ -88,11 +94,20 @@ class Preconditioner:
     @classmethod
     def of_every_row(cls, Z, curvature: float) -> "Preconditioner":
         """The preconditioner of every row of the StandardRows Z. With fewer rows than features, Z's own
-        coordinates in V come with it (Z·V = U·√(n·s)): the refit on Z skips that product."""
+        coordinates in V, and those of any subset of its rows, come with it (Z·V = U·√(n·s)): the grid's
+        fits on a subset and the refit on Z skip that product."""
         precond = cls(Z.take(np.arange(Z.n)), curvature, all_rows=True)
-        if precond._own_span is not None:
-            precond._span = (Z, precond._own_span)
+        if precond.V is None:
+            precond._source = Z
         return precond
+
+    def _along(self, X: np.ndarray) -> np.ndarray:
+        """V·X."""
+        return self.V @ X if self.V is not None else self.rows_.T @ (self.B_ @ X)
+
+    def _onto(self, Y: np.ndarray) -> np.ndarray:
+        """Vᵀ·Y."""
+        return self.V.T @ Y if self.V is not None else self.B_.T @ (self.rows_ @ Y)
 
     def scales(self, lam: float) -> tuple[np.ndarray, float]:
         """p for V's directions, and for the others."""
@@ -101,35 +116,41 @@ class Preconditioner:
 
     def span_coordinates(self, rows) -> np.ndarray:
         """Z·V for the StandardRows ``rows``, made once for the same rows: a grid's path solves one subset up
-        to seven times."""
+        to seven times. Rows of the preconditioner's own source cost nothing."""
+        src = self._source
+        if src is not None and rows is src:
+            return self._own_span
+        if (src is not None and src.index is None and rows.index is not None and rows.X is src.X
+                and rows.mean is src.mean and rows.scale is src.scale):
+            return self._own_span[rows.index]
         if self._span is None or self._span[0] is not rows:
-            self._span = (rows, np.concatenate([Z @ self.V for _, _, Z in rows.blocks_of_rows()]))
+            self._span = (rows, np.concatenate([self._onto(Z.T).T for _, _, Z in rows.blocks_of_rows()]))
         return self._span[1]
 
     def n_rows(self, d: int) -> int:
         """Rows of W': V's directions only when the others are dropped."""
-        return self.V.shape[1] if self.rest is None else d
+        return len(self.s) if self.rest is None else d
 
     def forward(self, Wp: np.ndarray, lam: float) -> np.ndarray:
         """W = P·W'."""
         p, p0 = self.scales(lam)
         if self.rest is None:
-            return self.V @ (p * Wp)
-        return self.V @ ((p - p0) * (self.V.T @ Wp)) + p0 * Wp
+            return self._along(p * Wp)
+        return self._along((p - p0) * self._onto(Wp)) + p0 * Wp
 
     def adjoint(self, G: np.ndarray, lam: float) -> np.ndarray:
         """Pᵀ·G: a gradient with respect to W carried to W'."""
         p, p0 = self.scales(lam)
         if self.rest is None:
-            return p * (self.V.T @ G)
-        return self.V @ ((p - p0) * (self.V.T @ G)) + p0 * G
+            return p * self._onto(G)
+        return self._along((p - p0) * self._onto(G)) + p0 * G
 
     def inverse(self, W: np.ndarray, lam: float) -> np.ndarray:
         """W' for a given W (its projection on V's span when the other directions are dropped)."""
         p, p0 = self.scales(lam)
         if self.rest is None:
-            return (self.V.T @ W) / p
-        return self.V @ ((1.0 / p - 1.0 / p0) * (self.V.T @ W)) + W / p0
+            return self._onto(W) / p
+        return self._along((1.0 / p - 1.0 / p0) * self._onto(W)) + W / p0
 
 
 def _leading_eigenpairs(A: np.ndarray, rank: int, seed: int, power: int = 3) -> tuple[np.ndarray, np.ndarray]:
