@@ -94,6 +94,45 @@ def test_bundles_hold_no_pickle_and_refuse_other_configurations(tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))  # the temporary file was renamed, not left behind
 
 
+@pytest.mark.parametrize("head", ["logreg", "ridge", "linear-svm"])
+def test_a_saved_linear_head_predicts_without_scikit_learn_and_answers_as_the_estimator(head, tmp_path):
+    """Predicting is numpy only (scikit-learn and scipy cost `featx predict` a second of imports), and the
+    loaded head's probabilities, classes and scores are the fitted estimator's, bit for bit."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 12)).astype(np.float32)
+    y = np.array(["a", "b", "c"])[np.argmax(X[:, :3], axis=1)]
+    cfg = BackboneConfig("fake", "0" * 64, PreprocessConfig(32), dim=12)
+    estimator = HEADS[head](blocks=(4, 8)).fit(X, y)
+    path = save_bundle(HeadBundle(estimator, head, cfg, "ds"), tmp_path / "b.npz")
+    np.save(tmp_path / "X.npy", X)
+    script = (
+        "import sys, json, numpy as np\n"
+        "from featx.heads.bundles import load_bundle\n"
+        "from featx.heads.workflows import top_classes\n"
+        f"b = load_bundle({str(path)!r}); X = np.load({str(tmp_path / 'X.npy')!r})\n"
+        f"np.save({str(tmp_path / 'P.npy')!r}, b.head.predict_proba(X))\n"
+        f"np.save({str(tmp_path / 'D.npy')!r}, b.head.decision_function(X))\n"
+        "top = top_classes(b, X[:2], 2)\n"
+        "print(json.dumps({'top': top, 'loaded': sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('sklearn', 'scipy', 'torch'))}))\n"
+    )
+    out = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                    check=True).stdout)
+    assert out["loaded"] == []
+    np.testing.assert_array_equal(np.load(tmp_path / "P.npy"), estimator.predict_proba(X))
+    np.testing.assert_array_equal(np.load(tmp_path / "D.npy"), estimator.decision_function(X))
+    best = [estimator.classes_[np.argsort(-p)[:2]].tolist() for p in estimator.predict_proba(X[:2])]
+    assert [[c["label"] for c in row] for row in out["top"]] == best
+    loaded = load_bundle(path)
+    np.testing.assert_array_equal(loaded.head.predict(X), estimator.predict(X))
+    assert loaded.head.get_params()["blocks"] == (4, 8)
+    with pytest.raises(ValueError, match="12"):
+        loaded.head.predict(X[:, :5])
+
+
 @pytest.mark.parametrize(
     "content,message",
     [(b"garbage", "is not a featx head bundle"), (None, "does not exist")],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..heads.registry import HEADS
+from ..heads.registry import HEAD_NAMES
 from .options import cache_option, json_option, runtime_option, selection_options, use_layers_option
 from .output import echo_json, echo_metrics, printable
 
@@ -12,7 +12,7 @@ from .output import echo_json, echo_metrics, printable
 @click.command()
 @click.argument("dataset")
 @selection_options
-@click.option("--head", "head", type=click.Choice(sorted(HEADS)), default="logreg", show_default=True,
+@click.option("--head", "head", type=click.Choice(sorted(HEAD_NAMES)), default="logreg", show_default=True,
               help="Classifier: logistic regression, ridge, linear SVM, FAISS k-NN, or mlp: one hidden layer, "
                    "stopped early on held-out data (slower; +0.5-0.9 points on Fashion-MNIST).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,

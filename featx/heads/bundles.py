@@ -15,7 +15,8 @@ from ..config import BackboneConfig
 from ..errors import BundleError
 from ..store.atomic import write_npz
 from ..store.columns import LayerSelection, select_layers
-from .registry import HEADS
+from .registry import HEAD_NAMES, LINEAR_HEADS
+from .scoring import LinearPredictor
 
 FORMAT = "featx-head"
 FORMAT_VERSION = 1
@@ -123,17 +124,9 @@ def _bundle_from(meta: dict, arrays: dict, path: Path) -> HeadBundle:
         raise BundleError(f"{str(path)!r} is not a featx head bundle.")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise BundleError(f"{str(path)!r} was written by a newer featx ({meta.get('featx_version')}); upgrade featx.")
-    cls = HEADS.get(meta["head"])
-    if cls is None:
+    if meta["head"] not in HEAD_NAMES:
         raise BundleError(f"{str(path)!r} holds an unknown head type {meta['head']!r}.")
-    params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
-    if "scaling" in cls().get_params() and "scaling" not in params:
-        params["scaling"] = "standard"  # bundles from before the option was added standardised each feature
-    head = cls(**params)
-    for k, v in meta["fitted"].items():
-        setattr(head, k, v)
-    for k, v in arrays.items():
-        setattr(head, k, v)
+    head = _head_from(meta["head"], meta["params"], {**meta["fitted"], **arrays})
     layers = meta.get("layers")
     if layers is not None and not (isinstance(layers, list) and all(isinstance(n, str) for n in layers)):
         raise BundleError(f"{str(path)!r} is not a featx head bundle (its layers are {layers!r}).")
@@ -151,6 +144,22 @@ def _bundle_from(meta: dict, arrays: dict, path: Path) -> HeadBundle:
     )
     _check_usable(bundle, arrays, path)
     return bundle
+
+
+def _head_from(name: str, params: dict, fitted: dict):
+    """The saved head, ready to predict. A linear head comes back as a LinearPredictor (numpy only: `featx
+    predict` imports no scikit-learn, a second of its start-up); the others as their estimator class."""
+    params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items()}
+    if name in LINEAR_HEADS or name == "mlp":
+        params.setdefault("scaling", "standard")  # bundles from before the option was added standardised each feature
+    if name in LINEAR_HEADS:
+        return LinearPredictor(params, fitted)
+    from .registry import HEADS
+
+    head = HEADS[name](**params)
+    for k, v in fitted.items():
+        setattr(head, k, v)
+    return head
 
 
 def _check_usable(bundle: HeadBundle, arrays: dict, path: Path) -> None:

@@ -8,11 +8,11 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..hardware import single_threaded_blas
-from ..search.flat import normalize
-from .rows import BLOCK_BYTES, StandardRows
+from .rows import StandardRows
+from .scoring import decision_of, linear_scores, probabilities
 from .solvers import (
     Preconditioner, cross_entropy, fit_temperature, holdout_indices, lbfgs, preconditioner_sample, ridge_moments,
-    ridge_solutions, softmax, squared_hinge,
+    ridge_solutions, squared_hinge,
 )
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -133,36 +133,17 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
 
     def _scores(self, X) -> np.ndarray:
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32, np.float16], reset=False)
-        W = self.coef_.T.astype(np.float64)
-        out = np.empty((len(X), W.shape[1]))
-        step = max(1, BLOCK_BYTES // (8 * X.shape[1]))  # float64 blocks: a memory map is never copied whole
-        for a in range(0, len(X), step):
-            Z = np.asarray(X[a:a + step], dtype=np.float64)
-            if self.scaling == "l2":
-                Z = normalize(Z, dtype=np.float64, blocks=self.blocks)
-            out[a:a + step] = ((Z - self.mean_) / self.scale_) @ W + self.intercept_
-        return out
+        return linear_scores(validate_data(self, X, dtype=[np.float64, np.float32, np.float16], reset=False), self)
 
     def decision_function(self, X):
         return decision_of(self._scores(X))
 
     def predict_proba(self, X):
-        scores = self._scores(X)
-        if scores.shape[1] == 1:
-            return np.ones((len(scores), 1))
-        return softmax(scores / self.temperature_)
+        return probabilities(self._scores(X), self.temperature_)
 
     def predict(self, X):
         scores = self._scores(X)
         return self.classes_[np.argmax(scores, axis=1)]
-
-
-def decision_of(scores: np.ndarray) -> np.ndarray:
-    """Per-class scores as scikit-learn's decision_function gives them: one column for two classes."""
-    if scores.shape[1] == 2:
-        return scores[:, 1] - scores[:, 0]
-    return scores[:, 0] if scores.shape[1] == 1 else scores
 
 
 def _closest_per_sample(fits: dict, chosen: float, n_search: int, n_all: int):

@@ -8,9 +8,10 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..search.flat import normalize
-from .linear import SCALINGS, decision_of
+from .linear import SCALINGS
 from .rows import BLOCK_BYTES, StandardRows
-from .solvers import holdout_indices, softmax
+from .scoring import decision_of, softmax
+from .solvers import holdout_indices
 
 
 class MLPHead(ClassifierMixin, BaseEstimator):

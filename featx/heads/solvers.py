@@ -10,6 +10,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.model_selection import train_test_split
 
 from ..hardware import on_cores, single_threaded_blas
+from .scoring import softmax
 
 
 def holdout_indices(y: np.ndarray, val_fraction: float, random_state) -> tuple[np.ndarray, np.ndarray]:
@@ -18,12 +19,6 @@ def holdout_indices(y: np.ndarray, val_fraction: float, random_state) -> tuple[n
     n_val = max(1, int(round(len(y) * val_fraction)))
     stratify = y if counts.min() >= 2 and n_val >= len(counts) and len(y) - n_val >= len(counts) else None
     return train_test_split(np.arange(len(y)), test_size=n_val, random_state=random_state, stratify=stratify)
-
-
-def softmax(scores: np.ndarray) -> np.ndarray:
-    scores = scores - scores.max(axis=1, keepdims=True)
-    p = np.exp(scores)
-    return p / p.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(scores: np.ndarray, t: np.ndarray) -> float:

@@ -16,7 +16,7 @@ from ..store.columns import layers_suffix, select_layers
 from ..store.atomic import name_stem
 from .bundles import HeadBundle, load_bundle, save_bundle
 from .metrics import Metrics, score_predictions
-from .registry import HEADS
+from .registry import HEAD_NAMES
 
 
 @dataclass
@@ -70,8 +70,8 @@ def train_head(
         are normalised block by block (the head's ``blocks``), so each counts alike.
     params : passed to the head's constructor (e.g. ``C=0.1`` to skip the search).
     """
-    if head not in HEADS:
-        raise ParameterError("head", f"must be one of {', '.join(HEADS)}, not {head!r}.")
+    if head not in HEAD_NAMES:
+        raise ParameterError("head", f"must be one of {', '.join(HEAD_NAMES)}, not {head!r}.")
     selection = select_layers(store.config, use_layers)
     info = store.dataset(dataset)
     if "train" not in info.splits:
@@ -96,6 +96,8 @@ def train_head(
                           params=("out",))
     if selection.blocks:  # every head normalises layer blocks on its own
         params.setdefault("blocks", selection.blocks)
+    from .registry import HEADS
+
     estimator = HEADS[head](**params)
     start = time.perf_counter()
     estimator.fit(selection.take(np.asarray(X)), y)
