@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -35,10 +36,14 @@ def free_port() -> int:
 
 
 def start_serve(*args, env: dict | None = None, timeout: float = 60):
-    """A real `featx serve` process on a free loopback port, once /health answers: (process, base URL)."""
-    import os
+    """A real `featx serve` process on a free loopback port, once /health answers: (process, base URL).
+
+    Its output is read as it comes (``proc.output``, a list of lines): an unread pipe that fills up would
+    block the server mid-request or mid-shutdown.
+    """
     import subprocess
     import sys
+    import threading
     import time
 
     import httpx
@@ -47,6 +52,8 @@ def start_serve(*args, env: dict | None = None, timeout: float = 60):
     proc = subprocess.Popen([sys.executable, "-m", "featx.cli", "serve", *map(str, args), "--port", str(port)],
                             env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
+    proc.output = []
+    threading.Thread(target=lambda: proc.output.extend(proc.stdout), daemon=True).start()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while True:
@@ -55,9 +62,22 @@ def start_serve(*args, env: dict | None = None, timeout: float = 60):
                 return proc, base
         except httpx.TransportError:
             pass
-        assert proc.poll() is None, proc.stdout.read()
+        assert proc.poll() is None, "".join(proc.output)
         assert time.monotonic() < deadline, "featx serve did not come up"
         time.sleep(0.2)
+
+
+def stop_serve(proc, timeout: float = 60) -> int:
+    """SIGTERM a server from start_serve and wait for it; a server that does not stop fails with its output."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("featx serve did not stop on SIGTERM:\n" + "".join(proc.output)) from None
 
 
 def noisy_image(rgb, seed: int, size=(40, 32)) -> Image.Image:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli, start_serve
+from conftest import run_cli, start_serve, stop_serve
 
 TOKEN = "page-t0ken"
 
@@ -42,8 +42,7 @@ def server(digits_head_cache, tmp_path_factory):
     proc, base = start_serve("--head", cache / "final.npz", "--dataset", "digits", "--cache",
                              cache, env={"FEATX_TOKEN": TOKEN, "FEATX_LOG_LEVEL": "warning"})
     yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop_serve(proc)
 
 
 def _digit_png(folder: Path) -> Path:
