@@ -38,7 +38,7 @@ COMMANDS = {
     "search-one": (["search", "digits", "{image}", "-k", "5"], "`featx search digits IMAGE -k 5`"),
     "predict-one": (["predict", "{cache}/digits-logreg.npz", "{image}"], "`featx predict HEAD IMAGE`"),
     "train-digits": (["train", "digits", "--out", "{scratch}/h.npz"],
-                     "`featx train digits` (the default recipe: 1,414 × 1,792 since stages, × 1,280 before)"),
+                     "`featx train digits` (the default recipe: 1,414 × 3,328, the grid)"),
     "train-fashion": (["train", "fashion-mnist", "--image-size", "112", "--layers", "final", "--out",
                        "{scratch}/h.npz"], "`featx train fashion-mnist` (60,000 × 1,280, 112 px)"),
     "train-stages": (["train", "fashion-mnist", "--image-size", "112", "--layers", "stages", "--out",
