@@ -18,12 +18,13 @@ class FeatxError(Exception):
 
 
 class ParameterError(FeatxError):
-    """A parameter value out of its range or of the wrong form; the message starts with its name."""
+    """A parameter value out of its range or of the wrong form; the message starts with its name (``also``: other
+    parameters it names, as ``name=value``)."""
 
     status = 422
 
-    def __init__(self, param: str, message: str):
-        super().__init__(f"{param} {message}", params=(param,))
+    def __init__(self, param: str, message: str, *, also: tuple[str, ...] = ()):
+        super().__init__(f"{param} {message}", params=(param, *also))
         self.param = param
 
 

@@ -77,7 +77,7 @@ def test_an_unreachable_target_gives_the_best_recall_the_budget_allows(monkeypat
 
 def test_a_budget_below_every_index_says_what_is_needed():
     X = clustered()
-    with pytest.raises(SearchError, match=r"fits in 10 kB: the smallest, IVF\d+,PQ\d+(np|x4fs), needs about \d+ kB. Raise --max-memory"):
+    with pytest.raises(SearchError, match=r"fits in 10 kB: the smallest, IVF\d+,PQ\d+(np|x4fs), needs about \d+ kB. Raise max_memory="):
         choose_index(lambda rows: X[rows], len(X), D, 10_000)
 
 

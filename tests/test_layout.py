@@ -31,6 +31,39 @@ def test_the_store_and_catalog_commands_never_import_torch(digits_head_cache):
     assert _imports_torch("import featx.runtimes; featx.runtimes.TorchRuntime")
 
 
+def test_the_ranking_comparing_and_auditing_modules_never_import_torch():
+    """Naming a type (a Backbone) must not pull torch in: rank, compare and audit import it only to embed."""
+    assert not _imports_torch("import featx.rank.runner, featx.transfer.compare, featx.audit.runner")
+
+
+def _library_messages():
+    """(file:line, text) of every string literal in a ``raise`` of the library (not the CLI and service skins)."""
+    import ast
+    from pathlib import Path
+
+    import featx
+
+    root = Path(featx.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] in ("cli", "serve"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                for part in ast.walk(node.exc):
+                    if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                        yield f"{path.relative_to(root)}:{node.lineno}", part.value
+
+
+def test_library_errors_name_parameters_never_command_line_flags():
+    """The library speaks Python (``max_memory=``); the CLI writes the parameters an error names as its flags."""
+    import re
+
+    messages = list(_library_messages())
+    assert len(messages) > 100  # the walk finds the library's errors
+    flags = [(where, text) for where, text in messages if re.search(r"(^|[\s(`'\"])--[a-z]", text)]
+    assert flags == []
+
+
 def test_describe_stores_is_what_featx_stores_prints(digits_head_cache):
     from featx.store import describe_stores
 

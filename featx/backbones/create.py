@@ -111,8 +111,8 @@ def create_backbone(
     """
     check_image_size(image_size)
     if precision == "int8":
-        raise ParameterError("precision", "int8 runs on OpenVINO: use featx.runtimes.load_runtime (or `featx embed "
-                                          "--precision int8`), which quantises this backbone.")
+        raise ParameterError("precision", "int8 runs on OpenVINO: use featx.runtimes.load_runtime (the CLI's "
+                                          "`featx embed` with precision=int8), which quantises this backbone.")
     if store_dtype not in STORE_DTYPES:
         raise ParameterError("store_dtype", f"must be one of {', '.join(STORE_DTYPES)}, not {store_dtype!r}.")
     if crop not in CROPS:

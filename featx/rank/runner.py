@@ -51,11 +51,11 @@ class RankSettings:
         if self.folds < 2:
             raise ParameterError("folds", f"must be at least 2, not {self.folds}.")
         if self.sample < 2 * self.folds:
-            raise ParameterError("sample", f"must be at least {2 * self.folds} images (twice --folds), "
-                                 f"not {self.sample}.")
+            raise ParameterError("sample", f"must be at least {2 * self.folds} images (twice folds=), "
+                                 f"not {self.sample}.", also=("folds",))
         if self.screen and self.screen < 2 * self.folds:
             raise ParameterError("screen", f"must be 0 (no screening) or at least {2 * self.folds} images "
-                                 f"(twice --folds), not {self.screen}.")
+                                 f"(twice folds=), not {self.screen}.", also=("folds",))
         if self.contenders < 1:
             raise ParameterError("contenders", f"must be at least 1, not {self.contenders}.")
         if self.finalists < 1:

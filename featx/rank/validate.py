@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from ..backbones import Backbone
 from ..config import FINAL
 from ..data import Source
 from ..heads import LogisticHead
@@ -15,6 +14,9 @@ from ..store.columns import select_layers
 from ..transfer.subsets import splits_from_members
 from .candidates import Candidate
 from .embedding import embed_group
+
+if TYPE_CHECKING:
+    from ..backbones import Backbone
 
 
 def validate_group(source: Source, model: Backbone, candidates: Sequence[Candidate], dataset: str, hashes, *,

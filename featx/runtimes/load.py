@@ -70,11 +70,11 @@ def load_runtime(
     int8 = precision == "int8"
     if int8:
         if runtime == "torch":
-            raise ParameterError("runtime", "torch cannot run int8; use --runtime openvino (or auto) with "
-                                            "--precision int8.")
+            raise ParameterError("runtime", "torch cannot run int8; use runtime=openvino (or auto) with "
+                                            "precision=int8.", also=("precision",))
         if calibrate is None:
             raise ParameterError("precision", "int8 is calibrated on the dataset it embeds: "
-                                              "embed one with --precision int8 first.")
+                                              "embed one with precision=int8 first.")
     if runtime == "openvino" or int8:
         import_openvino()  # says how to install it
     use_openvino = openvino_available() and runtime != "torch"
@@ -134,15 +134,15 @@ def runtime_for(config: BackboneConfig, *, runtime: str = "auto", weights: str |
     """The runtime that embeds exactly like ``config`` (a store's or a head's); refuses one that differs."""
     if config.precision == "int8":
         if runtime == "torch":
-            raise ParameterError("runtime", "torch cannot run int8 vectors' model; use --runtime openvino or auto.")
+            raise ParameterError("runtime", "torch cannot run int8 vectors' model; use runtime=openvino or auto.")
         try:
             path = openvino_model(cache, config)
         except DamagedModelError as e:
-            raise BackboneError(f"{e}. Embed the dataset again with --precision int8 to calibrate it anew.",
+            raise BackboneError(f"{e}. Embed the dataset again with precision=int8 to calibrate it anew.",
                                 params=("precision",)) from None
         if path is None:
             raise BackboneError(f"the int8 model calibrated for {config.describe()} is not under "
-                                f"{runtimes_root(cache)}; embed the dataset again with --precision int8 to calibrate "
+                                f"{runtimes_root(cache)}; embed the dataset again with precision=int8 to calibrate "
                                 "it.", params=("precision",))
         return _chosen(OpenVINORuntime(config, path, threads), RuntimeChoice("openvino", "int8"))
     made = load_runtime(config.name, runtime=runtime, weights=weights, image_size=config.preprocess.input_size,

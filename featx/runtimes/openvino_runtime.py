@@ -77,7 +77,7 @@ def check_conversion(extractor, config: BackboneConfig, path: Path) -> None:
     if not worst >= AGREEMENT["fp32"][0]:
         raise BackboneError(f"converting {config.describe()} to OpenVINO gave vectors unlike torch's (worst cosine "
                             f"{worst:.4f} on a probe batch, below {AGREEMENT['fp32'][0]}); nothing was stored. "
-                            "Use --runtime torch, and report this with your OpenVINO version.", params=("runtime",))
+                            "Use runtime=torch, and report this with your OpenVINO version.", params=("runtime",))
 
 
 def cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:

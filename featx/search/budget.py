@@ -114,7 +114,7 @@ def choose_index(read: Reader, n: int, d: int, max_bytes: int, *, target_recall:
         smallest = min(tried, key=lambda c: c.estimated_bytes)
         raise SearchError(f"no index of {n:,} vectors of {d} dimensions fits in {size_text(max_bytes)}: the "
                           f"smallest, {smallest.factory}, needs about {size_text(smallest.estimated_bytes)}. "
-                          "Raise --max-memory.", params=("max_memory",))
+                          "Raise max_memory=.", params=("max_memory",))
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
     # At most a tenth of the collection is held back: the index it is tuned on is nearly the one searched (with
@@ -157,7 +157,7 @@ def choose_index(read: Reader, n: int, d: int, max_bytes: int, *, target_recall:
         if "PQ" in c.factory:  # fewer bytes per vector only lose more: stop at the first codes that miss
             break
     if best is None:
-        raise SearchError(f"no candidate index fits in {size_text(max_bytes)} once built; raise --max-memory.",
+        raise SearchError(f"no candidate index fits in {size_text(max_bytes)} once built; raise max_memory=.",
                           params=("max_memory",))
     c, index = best
     c.outcome = "chosen (best the budget allows)"  # _tune left its best setting on it

@@ -108,7 +108,8 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
         max_memory, target_recall = saved.params["max_memory"], saved.params["target_recall"]
     if max_memory is not None:
         if kind != "auto":
-            raise ParameterError("max_memory", f"chooses the kind of index itself; leave --kind at auto, not {kind!r}.")
+            raise ParameterError("max_memory", f"chooses the kind of index itself; leave kind=auto, not {kind!r}.",
+                                 also=("kind",))
         return _index_within_budget(view, keys, parse_bytes(max_memory), target_recall, progress)
     action = "built"
     old = None
@@ -165,7 +166,7 @@ def _index_within_budget(view: SearchView, keys: np.ndarray, max_bytes: int, tar
     save_index(vi, view.path)
     note = "" if chosen.recall_at_10 >= target_recall else (
         f"no index within {size_text(max_bytes)} reaches recall@10 {target_recall}: this is the best it allows; "
-        "raise --max-memory for more.")
+        "raise max_memory= for more.")
     return IndexReport(dataset=view.dataset, kind=f"{BUDGET}: {chosen.factory}", n=vi.n, dim=vi.dim,
                        build_seconds=round(vi.build_seconds, 3), bytes=vi.nbytes(), recall_at_10=vi.recall_at_10,
                        params=params, path=str(view.path), action="built", choices=[c.to_dict() for c in tried],

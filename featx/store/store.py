@@ -246,7 +246,7 @@ class FeatureStore:
         )
         if self.read_only:
             raise StoreError(f"store {str(self.path)!r} is read-only here (a read-only disk, or another user's "
-                             "files): featx can read it but not add to it. Pass --cache DIR on a writable disk.",
+                             "files): featx can read it but not add to it. Pass cache=DIR on a writable disk.",
                              params=("cache",))
         ident = os.path.realpath(self.path)
         if ident in _WRITING:
@@ -599,7 +599,7 @@ def to_store_dtype(X: np.ndarray, dtype: np.dtype) -> np.ndarray:
     limit = np.finfo(dtype).max
     if np.any(np.abs(X) > limit):
         raise StoreError(f"these vectors hold values beyond {dtype}'s range (±{limit:g}); store this backbone's "
-                         "vectors as float32 (--store-dtype float32).", params=("store_dtype",))
+                         "vectors as float32 (store_dtype=float32).", params=("store_dtype",))
     return X.astype(dtype)
 
 

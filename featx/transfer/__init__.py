@@ -4,8 +4,9 @@ from ..lazy import lazy_exports
 
 _EXPORTS = {
     "load_checkpoint": "checkpoints", "save_checkpoint": "checkpoints",
-    "CompareSettings": "compare", "parse_methods": "compare", "parse_shots": "compare", "run_compare": "compare",
-    "FinetuneResult": "finetune", "FinetuneSettings": "finetune", "finetune": "finetune",
+    "run_compare": "compare",
+    "FinetuneResult": "finetune", "finetune": "finetune",
+    "CompareSettings": "settings", "FinetuneSettings": "settings", "parse_methods": "settings", "parse_shots": "settings",
     "LabeledSet": "subsets", "carve_validation": "subsets", "check_shots": "subsets", "draw_shots": "subsets", "labeled_splits": "subsets",
     "compare_source": "workflows", "finetune_source": "workflows", "training_backbone": "workflows",
 }

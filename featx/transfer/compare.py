@@ -6,87 +6,32 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from ..backbones import Backbone
 from ..config import FINAL, GRID, STAGES
 from ..data import Source, hash_source
 from ..embed import embed_source
 from ..errors import ParameterError
-from ..heads import HEADS, score_predictions
+from ..heads import score_predictions
+from ..heads.registry import HEAD_NAMES
 from ..hardware import Progress
 from ..store import FeatureStore
 from ..store.columns import select_layers
-from .finetune import FinetuneSettings, finetune
 from .measure import Measure
+from .settings import (  # noqa: F401 (re-exported)
+    DEFAULT_METHODS, DEFAULT_SHOTS, FINETUNE_METHODS, GRID_SUFFIX, STAGES_SUFFIX, CompareSettings, FinetuneSettings,
+    method_names, parse_methods, parse_shots, store_layers,
+)
 from ..reporting import write_json
 from .report import write_report
 from .subsets import LabeledSet, check_shots, draw_shots, labeled_splits, splits_from_members
 
-DEFAULT_SHOTS = (1, 5, 10, 50, 100)
-DEFAULT_METHODS = ("logreg", "logreg-grid", "knn", "finetune-last", "finetune-all")
-FINETUNE_METHODS = {"finetune-last": "last-1", "finetune-all": "all"}
-STAGES_SUFFIX = "-stages"  # a frozen head on every stage's pooled output plus the final features
-GRID_SUFFIX = "-grid"  # a frozen head on every stage pooled over a 2×2 grid plus the final features
+if TYPE_CHECKING:
+    from ..backbones import Backbone
+
 REPORT_FORMAT = "featx-compare-1"
-
-
-@dataclass(frozen=True)
-class CompareSettings:
-    """One experiment: which subsets, which methods, and the fine-tuning budget they share."""
-
-    shots: tuple[int, ...] = DEFAULT_SHOTS
-    seeds: int = 3
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    epochs: int = FinetuneSettings.epochs
-    batch_size: int = FinetuneSettings.batch_size
-    lr: float = FinetuneSettings.lr
-
-    def check(self) -> None:
-        if not self.shots or any(k < 1 for k in self.shots):
-            raise ParameterError("shots", f"must be positive numbers of images per class, e.g. 1,5,10; not {self.shots}.")
-        if self.seeds < 1:
-            raise ParameterError("seeds", f"must be at least 1, not {self.seeds}.")
-        store_layers(parse_methods(",".join(self.methods)))
-        FinetuneSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr).check()
-
-
-def method_names() -> list[str]:
-    return [*HEADS, *(h + STAGES_SUFFIX for h in HEADS), *(h + GRID_SUFFIX for h in HEADS), *FINETUNE_METHODS]
-
-
-def store_layers(methods: Sequence[str]) -> str | None:
-    """The recipe of the one store a comparison embeds into: the multi-layer one its frozen methods ask for
-    (their plain siblings read its final columns), or the final layer alone (None)."""
-    stages = any(m.endswith(STAGES_SUFFIX) for m in methods)
-    grid = any(m.endswith(GRID_SUFFIX) for m in methods)
-    if stages and grid:
-        raise ParameterError("methods", "compares -stages and -grid methods in separate runs (each embeds into its "
-                                        "own store); run one, then the other with the same --out.")
-    return GRID if grid else STAGES if stages else None
-
-
-def parse_methods(text: str) -> tuple[str, ...]:
-    """``"logreg,knn"`` → ("logreg", "knn"); an unknown name raises FeatxError listing the known ones."""
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in method_names()]
-    if unknown or not names:
-        raise ParameterError("methods", f"names an unknown method {', '.join(map(repr, unknown)) or '(none given)'}; "
-                                        f"choose from {', '.join(method_names())}.")
-    return names
-
-
-def parse_shots(text: str) -> tuple[int, ...]:
-    """``"1,5,10"`` → (1, 5, 10), sorted; anything else raises FeatxError."""
-    try:
-        shots = tuple(sorted({int(s) for s in text.split(",") if s.strip()}))
-    except ValueError:
-        raise ParameterError("shots", f"must be comma-separated whole numbers such as 1,5,10; not {text!r}.") from None
-    if not shots or shots[0] < 1:
-        raise ParameterError("shots", f"must be positive numbers of images per class, e.g. 1,5,10; not {text!r}.")
-    return shots
 
 
 @dataclass
@@ -115,6 +60,8 @@ def run_frozen_head(exp: Experiment, head: str, train: LabeledSet, seed: int, la
     X = selection.take(exp.store.vectors(train.keys))
     Xt = selection.take(exp.test_vectors())
     with Measure() as measured:
+        from ..heads.registry import HEADS
+
         estimator = HEADS[head](random_state=seed, blocks=selection.blocks)
         started = time.perf_counter()
         estimator.fit(X, train.labels.astype(str))
@@ -135,6 +82,8 @@ def run_frozen_head(exp: Experiment, head: str, train: LabeledSet, seed: int, la
 def run_finetuned(exp: Experiment, unfreeze: str, train: LabeledSet, seed: int) -> dict:
     """Fine-tune a fresh backbone on ``train`` (validation carved from it) and score it on the test split."""
     s = exp.settings
+    from .finetune import finetune  # torch: only a fine-tuning arm needs it
+
     result = finetune(exp.make_backbone(), exp.source, train, exp.test,
                       FinetuneSettings(unfreeze=unfreeze, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=seed),
                       dataset=exp.dataset)
@@ -153,9 +102,9 @@ def _finetuned(unfreeze: str):
 
 # method name → run(experiment, train subset, seed) → measurements
 METHODS: dict[str, Callable[[Experiment, LabeledSet, int], dict]] = {
-    **{h: _frozen(h) for h in HEADS},
-    **{h + STAGES_SUFFIX: _frozen(h, None) for h in HEADS},
-    **{h + GRID_SUFFIX: _frozen(h, None) for h in HEADS},
+    **{h: _frozen(h) for h in HEAD_NAMES},
+    **{h + STAGES_SUFFIX: _frozen(h, None) for h in HEAD_NAMES},
+    **{h + GRID_SUFFIX: _frozen(h, None) for h in HEAD_NAMES},
     **{m: _finetuned(u) for m, u in FINETUNE_METHODS.items()},
 }
 

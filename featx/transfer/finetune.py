@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,51 +20,14 @@ from ..errors import DataError, ImageError, ParameterError, TrainingError
 from ..heads import score_predictions
 from ..hardware import Progress, check_batch_size, default_workers, keep_freed_memory, prepare_batch
 from .measure import Measure
+from .settings import UNFREEZE_HELP, FinetuneSettings, parse_unfreeze  # noqa: F401 (re-exported)
 from .subsets import LabeledSet, carve_validation
-
-UNFREEZE_HELP = "last-1 (the last layer group), last-N, or all"
-
-
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """How one fine-tuning run trains. ``lr`` is the unfrozen backbone layers' peak learning rate."""
-
-    unfreeze: str = "last-1"
-    epochs: int = 10
-    lr: float = 1e-4
-    head_lr_scale: float = 10.0  # the new head starts from nothing, so it learns faster
-    weight_decay: float = 0.05
-    batch_size: int = 32
-    warmup_fraction: float = 0.1
-    patience: int = 3  # epochs without a better validation score before stopping
-    val_fraction: float = 0.2
-    label_smoothing: float = 0.1
-    min_steps_per_epoch: int = 8  # ten 1-shot images would otherwise be one optimiser step per epoch
-    seed: int = 0
-    workers: int | None = None
-
-    def check(self) -> None:
-        if self.epochs < 1:
-            raise ParameterError("epochs", f"must be at least 1, not {self.epochs}.")
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise ParameterError("lr", f"must be a positive number, not {self.lr}.")
-        check_batch_size(self.batch_size)
-        parse_unfreeze(self.unfreeze)
-
 
 def device_defaults(device: torch.device) -> dict:
     """Defaults that fit the hardware: the native resolution on a GPU, 96 px and small batches on a CPU."""
     if device.type == "cuda":
         return {"image_size": None, "batch_size": 64}
     return {"image_size": 96, "batch_size": FinetuneSettings.batch_size}
-
-
-def parse_unfreeze(spec: str) -> int | None:
-    """``last-N`` → N; ``all`` → None (every group)."""
-    m = re.fullmatch(r"last-(\d+)|all", spec.strip().lower())
-    if not m or (m.group(1) is not None and int(m.group(1)) < 1):
-        raise TrainingError(f"unfreeze must be {UNFREEZE_HELP}, not {spec!r}.", params=("unfreeze",))
-    return int(m.group(1)) if m.group(1) else None
 
 
 def classifier_prefix(model: nn.Module) -> str:

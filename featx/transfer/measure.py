@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _status_mb(field: str) -> float | None:
@@ -55,7 +58,11 @@ class Measure:
     """
 
     def __init__(self, device: torch.device | str | None = None):
-        self.device = torch.device(device) if device is not None else None
+        if device is not None:
+            import torch
+
+            device = torch.device(device)
+        self.device = device
         self.seconds = 0.0
         self.peak_rss_mb: float | None = None
         self.peak_gpu_mb: float | None = None
@@ -66,7 +73,7 @@ class Measure:
         self._own_peak = _reset_peak_rss()
         self._start_rss = _status_mb("VmRSS")
         if self.device is not None and self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+            sys.modules["torch"].cuda.reset_peak_memory_stats(self.device)
         self._start = time.perf_counter()
         return self
 
@@ -80,4 +87,4 @@ class Measure:
         if self._own_peak and self._start_rss is not None:
             self.added_rss_mb = round(max(0.0, peak - self._start_rss), 1)
         if self.device is not None and self.device.type == "cuda":
-            self.peak_gpu_mb = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+            self.peak_gpu_mb = round(sys.modules["torch"].cuda.max_memory_allocated(self.device) / 2**20, 1)
