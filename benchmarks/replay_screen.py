@@ -24,8 +24,8 @@ import numpy as np
 from featx.data import hash_source, open_source
 from featx.hardware import set_threads
 from featx.rank.candidates import Candidate
-from featx.rank.runner import (RankSettings, _create, _score, choose_contenders, compare_to_best, recommend,
-                               screen_rounds)
+from featx.rank.runner import (RankSettings, _create, _score, choose_contenders, compare_to_best, forward_passes,
+                               recommend, screen_rounds)
 from featx.rank.sample import stratified_sample
 from featx.store import open_store
 from featx.transfer.subsets import labeled_splits
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--screen", type=int, default=256)
     parser.add_argument("--settings", nargs="+", default=["8:8", "8:4"],
-                        help="CONTENDERS:FINALISTS pairs to replay (8:8 is one round: the screen alone)")
+                        help="CONTENDERS:FINALISTS pairs (forward passes) to replay (8:8 is one round: the screen alone)")
     args = parser.parse_args()
     set_threads()
     report = json.loads((args.report or args.cache / "rank" / args.dataset / "report.json").read_text())
@@ -52,7 +52,10 @@ def main() -> None:
     train = labeled_splits(source, keys, args.dataset)["train"]
     candidates = {cid: Candidate(r["backbone"], r["size"], r["crop"], r["layers"], r["precision"])
                   for cid, r in rows.items()}
+    passes = forward_passes(list(candidates.values()))
+    passes = {cid: passes[c.id] for cid, c in candidates.items()}
     groups = {c.group for c in candidates.values()}
+    recipe = {p[:4]: p[4] for p in passes.values()}  # the group's forward pass reads this recipe
     # seconds per image of each group's forward pass, as rank measured it on the sample
     per_image = {g: 1.0 / next(rows[cid]["images_per_second"] for cid, c in candidates.items() if c.group == g)
                  for g in groups}
@@ -64,7 +67,7 @@ def main() -> None:
                                               min_per_class=settings.folds, seed=seed))
         y = sample.labels.astype(str)
         for g in groups:
-            config = _create(g, "stages", {}).config  # the group's store holds the stages' columns
+            config = _create(g, recipe[g], {}).config  # the group's store holds its recipe's columns
             with open_store(config, args.cache) as store:
                 vectors[g] = (config, store.vectors(list(sample.keys)))
         for pair in args.settings:
@@ -81,7 +84,7 @@ def main() -> None:
                 for g in {candidates[c].group for c in alive}:
                     cost += (len(where) - seen[g]) * per_image[g]
                     seen[g] = len(where)
-                alive = choose_contenders(scores, keep)
+                alive = choose_contenders(scores, keep, passes)
             for g in {candidates[c].group for c in alive}:
                 cost += (len(sample) - seen[g]) * per_image[g]
             best_kept = max(rows[c]["test_accuracy"] for c in alive)

@@ -244,13 +244,19 @@ def test_the_rounds_prune_the_grid_but_never_the_candidate_the_full_grid_ranks_f
     winners = {r["id"] for r in full["rows"] if r["accuracy"] == best}  # a tie at the top: any of them is the best
 
     result = run_cli("rank", "digits", "--candidates", spec, "--sample", 200, "--folds", 3, "--screen", 40,
-                     "--contenders", 4, "--finalists", 2, "--cache", tmp_path / "pruned")
+                     "--contenders", 3, "--finalists", 2, "--cache", tmp_path / "pruned")
     report = json.loads((tmp_path / "pruned" / "rank" / "digits" / "report.json").read_text())
     statuses = {r["id"]: r["status"] for r in report["rows"]}
-    assert sorted(statuses.values()) == ["ok"] * 2 + ["pruned"] * 6
+    # contenders count forward passes (a size and crop: its final and stages candidates share one)
+    ok_passes = {(r["size"], r["crop"]) for r in report["rows"] if r["status"] == "ok"}
+    assert len(ok_passes) == 2 and set(statuses.values()) == {"ok", "pruned"}
     assert any(statuses[w] == "ok" for w in winners) and report["recommendation"]["id"] in statuses
-    assert [(r["images"], r["keep"], len(r["scores"])) for r in report["rounds"]] == [(40, 4, 8), (80, 2, 4)]
-    assert "pruned: 4 after 40 images, 2 after 80 images" in result.output
+    assert [(r["images"], r["keep"]) for r in report["rounds"]] == [(40, 3), (80, 2)]
+    assert len(report["rounds"][0]["scores"]) == 8
+    second = {next(r for r in report["rows"] if r["id"] == c)["size"] + next(
+        r for r in report["rows"] if r["id"] == c)["crop"] for c in report["rounds"][1]["scores"]}
+    assert len(second) == 3  # the second round scored only candidates on the 3 passes the screen kept
+    assert "pruned:" in result.output and "after 40 images" in result.output
     assert "came from the store" not in result.output  # a fresh cache: the later rounds reuse what rank embedded
     # each group holds the images of the furthest round one of its candidates reached
     reached: dict[tuple, int] = {}
@@ -265,14 +271,35 @@ def test_the_rounds_prune_the_grid_but_never_the_candidate_the_full_grid_ranks_f
     assert all(r["accuracy"] == scored[r["id"]] for r in report["rows"] if r["status"] == "ok")
 
 
+def test_the_screen_keeps_forward_passes_with_every_candidate_riding_on_them():
+    """Contenders count forward passes: the probe's and LogME's favourites are nominated in turn until they span
+    that many passes; a candidate nominated on a kept pass rides on it, one nominated later is pruned."""
+    from featx.rank.candidates import Candidate
+    from featx.rank.runner import choose_contenders, forward_passes
+
+    cands = [Candidate(b, "native", "center", layers) for b in ("a", "b", "c") for layers in ("final", "grid")]
+    passes = forward_passes(cands)
+    assert len(set(passes.values())) == 3
+    score = {"a": (0.9, 1.0), "b": (0.8, 3.0), "c": (0.7, 2.0)}  # (probe accuracy, LogME): a by probe, b by LogME
+    screen = {c.id: {"accuracy": score[c.backbone][0] - (c.layers == "final") * 0.01,
+                     "logme": score[c.backbone][1] - (c.layers == "final") * 0.01} for c in cands}
+    ids = {(c.backbone, c.layers): c.id for c in cands}
+    # nominated in turn: a/grid (probe), b/grid (LogME), a/final (probe), b/final (LogME), then c/grid: a 3rd pass
+    assert choose_contenders(screen, 2, passes) == [ids["a", "grid"], ids["b", "grid"], ids["a", "final"],
+                                                    ids["b", "final"]]
+    assert choose_contenders(screen, 1, passes) == [ids["a", "grid"]]  # b/grid would need a second pass
+    assert choose_contenders(screen, 3, passes)[4:] == [ids["c", "grid"], ids["c", "final"]]
+    assert len(choose_contenders(screen, 2)) == 2  # without passes, each candidate is a pass of its own
+
+
 def test_rounds_double_the_images_and_halve_the_candidates_down_to_the_finalists():
     from featx.rank.runner import RankSettings, screen_rounds
 
-    assert screen_rounds(1414, RankSettings()) == [(256, 8)]  # by default every contender goes to the whole sample
-    assert screen_rounds(1414, RankSettings(finalists=4)) == [(256, 8), (512, 4)]
+    assert screen_rounds(1414, RankSettings()) == [(256, 4)]  # by default every contender goes to the whole sample
+    assert screen_rounds(1414, RankSettings(contenders=8, finalists=4)) == [(256, 8), (512, 4)]
     assert screen_rounds(5000, RankSettings(contenders=16, finalists=2)) == [(256, 16), (512, 8), (1024, 4),
                                                                               (2048, 2)]
-    assert screen_rounds(300, RankSettings(finalists=4)) == [(256, 8)]  # no round as large as the sample
+    assert screen_rounds(300, RankSettings(contenders=8, finalists=4)) == [(256, 8)]  # no round as large as the sample
     assert screen_rounds(200, RankSettings()) == []
 
 

@@ -22,10 +22,11 @@ from .output import Bars, echo_json, printable
 @click.option("--screen", type=click.IntRange(min=0), default=256, show_default=True,
               help="Images of the sample every candidate is screened on first (k-fold accuracy and LogME); only "
                    "the --contenders best go on. 0 scores every candidate on all of it.")
-@click.option("--contenders", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Candidates the screen keeps (the best by each score in turn).")
-@click.option("--finalists", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Candidates scored on the whole sample. Fewer than --contenders adds rounds (successive "
+@click.option("--contenders", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Forward passes the screen keeps, the best candidates' by each score in turn (a backbone at a "
+                   "size and crop is one pass: its final-layer and grid candidates share it).")
+@click.option("--finalists", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Forward passes scored on the whole sample. Fewer than --contenders adds rounds (successive "
                    "halving): each scores the survivors on twice the images and keeps half, down to this many; "
                    "cheaper, but riskier for the winner.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample, the folds and the heads.")

@@ -57,11 +57,15 @@ def summarize_validation(report: dict) -> dict:
 
 def _screen_check(report: dict, rows: list[dict], regret) -> dict:
     """What the rounds (which --validate does not prune by) would have kept, and what that would have cost."""
-    from .runner import choose_contenders, recommend
+    from .candidates import Candidate
+    from .runner import choose_contenders, forward_passes, recommend
 
     kept = {r["id"] for r in rows}
+    passes = forward_passes([Candidate(r["backbone"], r["size"], r["crop"], r["layers"], r["precision"])
+                             for r in rows])
     for round_ in report["rounds"]:
-        kept = set(choose_contenders({c: s for c, s in round_["scores"].items() if c in kept}, round_["keep"]))
+        kept = set(choose_contenders({c: s for c, s in round_["scores"].items() if c in kept}, round_["keep"],
+                                     passes))
     best = max(rows, key=lambda r: r["test_accuracy"])
     probe_best = max(rows, key=lambda r: r["accuracy"])
     rec = recommend([r for r in rows if r["id"] in kept])

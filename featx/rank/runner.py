@@ -41,11 +41,15 @@ class RankSettings:
     seed: int = 0
     validate: bool = False
     screen: int = 256  # images of the sample every candidate is screened on first; 0: no screening
-    contenders: int = 8  # candidates the screen keeps (the rest are pruned)
-    # candidates scored on the whole sample: below ``contenders``, rounds of twice the images halve them. Not by
+    # forward passes the screen keeps, with every candidate on them (the rest are pruned). 4: replayed on a validated
+    # digits rank of the grid recipe (benchmarks/replay_screen.py, 3 seeds), 4 passes recommended candidates 0.52 /
+    # 0.26 / 0.26 points below the test's best where 8 did 0.52 / 0.52 / 0.52, for 27-47 s of forward passes
+    # instead of 52-62 s.
+    contenders: int = 4
+    # passes scored on the whole sample: below ``contenders``, rounds of twice the images halve them. Not by
     # default: on digits, halving 8 → 4 after 512 images pruned the full grid's winner for 3 of 3 screen seeds
-    # (benchmarks/replay_screen.py), for 12-25% fewer forward passes.
-    finalists: int = 8
+    # (the stages recipe, where every candidate was its own pass).
+    finalists: int = 4
 
     def check(self) -> None:
         if self.folds < 2:
@@ -264,7 +268,7 @@ def _prune_in_rounds(run: "_Run", alive: list[Candidate], positions: list[np.nda
         if run.settings.validate:
             continue
         kept = set(choose_contenders({c.id: scores[c.id] for c in alive if c.id in scores},
-                                     report["rounds"][r]["keep"]))
+                                     report["rounds"][r]["keep"], run.passes))
         for c in alive:
             if c.id not in kept and c.id in scores and rows.get(c.id, {}).get("status") != "failed":
                 rows[c.id] = _pruned(c, scores[c.id], len(where), report["groups"].get(_group_id(run.passes[c.id]), {}))
@@ -318,19 +322,29 @@ def _by_group(candidates: Sequence[Candidate], passes: dict[str, tuple]) -> dict
     return out
 
 
-def choose_contenders(screen: dict[str, dict], n: int) -> list[str]:
-    """The ``n`` candidates the screen keeps: the best by the probe's accuracy and the best by LogME, in turn.
+def choose_contenders(screen: dict[str, dict], n: int, passes: dict[str, tuple] | None = None) -> list[str]:
+    """The candidates the screen keeps: the best by the probe's accuracy and the best by LogME, nominated in turn
+    until they span ``n`` forward passes (``passes``: candidate id → its forward pass; None: one each).
 
-    Neither cheap score alone is trusted to put the eventual winner first (README, rank validated: LogME
-    ordered candidates better, the probe gives the accuracy), so each nominates its top in turn.
+    Neither cheap score alone is trusted to put the eventual winner first (docs/results/rank.md: LogME
+    ordered candidates better, the probe gives the accuracy), so each nominates its top in turn. What a round
+    costs is its forward passes over more images, so ``n`` counts passes: a candidate nominated on a pass
+    already kept (a final-layer candidate on its group's grid pass) is kept at no cost in embedding; one
+    nominated after the ``n`` passes are filled is not (its probe would still cost seconds).
     """
+    pass_of = passes or {c: c for c in screen}
     by_probe = sorted(screen, key=lambda c: (-screen[c]["accuracy"], -screen[c]["logme"], c))
     by_logme = sorted(screen, key=lambda c: (-screen[c]["logme"], -screen[c]["accuracy"], c))
     chosen: list[str] = []
-    for pair in zip(by_probe, by_logme):
-        for c in pair:
-            if c not in chosen and len(chosen) < n:
-                chosen.append(c)
+    spanned: set = set()
+    for c in (c for pair in zip(by_probe, by_logme) for c in pair):
+        if c in chosen:
+            continue
+        if pass_of[c] not in spanned:
+            if len(spanned) == n:
+                break
+            spanned.add(pass_of[c])
+        chosen.append(c)
     return chosen
 
 
