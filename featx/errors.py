@@ -1,16 +1,17 @@
-"""Every exception featx raises, in one hierarchy; messages name parameters, and the skins map them to flags."""
+"""Every exception featx raises, in one hierarchy; messages name parameters, and the skins map them to flags
+and HTTP statuses."""
 
 from __future__ import annotations
 
 
 class FeatxError(Exception):
-    """Base class; the CLI prints these as ``Error: …`` and exits 1, the service answers with a 4xx.
+    """Base class; the CLI prints these as ``Error: …`` and exits 1, the service answers with a 4xx
+    (serve/errors.py says which).
 
     ``params`` names the library parameters the message mentions (``batch_size``, ``weights``…),
     so a skin can say them its own way (the CLI as ``--batch-size``, ``--weights``).
     """
 
-    status = 400  # the HTTP status a service answers with
 
     def __init__(self, message: str, *, params: tuple[str, ...] = ()):
         super().__init__(message)
@@ -21,7 +22,6 @@ class ParameterError(FeatxError):
     """A parameter value out of its range or of the wrong form; the message starts with its name (``also``: other
     parameters it names, as ``name=value``)."""
 
-    status = 422
 
     def __init__(self, param: str, message: str, *, also: tuple[str, ...] = ()):
         super().__init__(f"{param} {message}", params=(param, *also))
@@ -48,13 +48,11 @@ class SourceError(FeatxError):
 class ImageError(FeatxError):
     """One image that cannot be decoded; embedding records it as a failure and carries on."""
 
-    status = 422
 
 
 class StoreError(FeatxError):
     """A feature store or dataset that does not exist or is inconsistent."""
 
-    status = 404
 
 
 class DatasetNotStoredError(StoreError):
@@ -64,7 +62,6 @@ class DatasetNotStoredError(StoreError):
 class DamagedStoreError(StoreError):
     """A store whose catalog SQLite cannot read: skipped when listing, reported by verify."""
 
-    status = 409
 
     def __init__(self, store, problem: str):
         super().__init__(f"store {str(store)!r} is damaged: its catalog cannot be read ({problem}). Run `featx "
@@ -76,13 +73,11 @@ class DamagedStoreError(StoreError):
 class StoreBusyError(StoreError):
     """Another process holds the store's write lock; reading still works, writing must wait."""
 
-    status = 409
 
 
 class DataError(FeatxError):
     """A dataset that cannot serve this purpose: no labels, one class, a missing split."""
 
-    status = 409
 
 
 class BundleError(FeatxError):
@@ -96,10 +91,3 @@ class SearchError(FeatxError):
 class TrainingError(FeatxError):
     """A fine-tuning run that cannot go on: bad settings, or a loss that diverged."""
 
-
-class ServiceError(FeatxError):
-    """A request the service cannot answer; ``status`` is its HTTP status."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status

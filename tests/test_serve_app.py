@@ -242,7 +242,7 @@ def test_the_decoding_budget_is_shared_by_concurrent_requests_not_multiplied():
     import asyncio
 
     from featx.data.images import image_decode_bytes
-    from featx.errors import ServiceError
+    from featx.serve.errors import ServiceError
     from featx.serve.budget import DecodeBudget
 
     buf = io.BytesIO()

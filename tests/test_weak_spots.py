@@ -263,7 +263,7 @@ def _audit_resources(tmp_path, report):
     ({"dataset": "p q", "store": "STORE", "label_issues": 3, "summary": [], "leaks": [None]}, 200),
 ])
 def test_audit_reports_of_the_wrong_shape_or_dataset_are_refused_not_500(tmp_path, report, status):
-    from featx.errors import ServiceError
+    from featx.serve.errors import ServiceError
     from featx.serve.thumbnails import audit_findings
 
     if isinstance(report, dict):

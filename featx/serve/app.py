@@ -20,7 +20,8 @@ from .. import __version__
 from ..data import content_hash, decode_input
 from ..data.images import image_decode_bytes
 from ..embed import Embedder
-from ..errors import FeatxError, ImageError, ParameterError, ServiceError
+from ..errors import FeatxError, ImageError, ParameterError
+from .errors import ServiceError, http_status
 from ..heads.workflows import top_classes
 from ..search import neighbour_rows, resolve_ids
 from .batching import MicroBatcher
@@ -87,7 +88,7 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
 
     @app.exception_handler(FeatxError)
     async def featx_error(_request: Request, e: FeatxError):
-        return error_response(e.status, str(e))
+        return error_response(http_status(e), str(e))
 
     @app.exception_handler(Exception)
     async def server_error(_request: Request, e: Exception):  # a bug still answers in the one error shape

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from contextlib import asynccontextmanager
 
-from ..errors import ServiceError
+from .errors import ServiceError
 
 
 class DecodeBudget:

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from ..data.thumbnails import Thumbnails
-from ..errors import ServiceError
+from .errors import ServiceError
 from ..data.sources import read_regular_file
 from ..store.atomic import atomic_write
 
