@@ -94,7 +94,7 @@ def stage_write(n: int, dim: int, work: Path, cache: str) -> dict:
 
     from featx.data import ArraySource, Item
     from featx.embed import embed_source
-    from featx.embed.runner import Engine
+    from featx.embed.engines import Engine
     from featx.embed.writer import store_batch
     from featx.runtimes.base import Runtime
     from featx.store import open_store

@@ -23,7 +23,7 @@ import numpy as np
 from featx.config import BackboneConfig, PreprocessConfig
 from featx.data import ArraySource, Item
 from featx.embed import embed_source
-from featx.embed.runner import Engine
+from featx.embed.engines import Engine
 from featx.embed.writer import store_batch
 from featx.store import open_store
 

@@ -24,8 +24,8 @@ import numpy as np
 from featx.data import hash_source, open_source
 from featx.hardware import set_threads
 from featx.rank.candidates import Candidate
-from featx.rank.runner import (RankSettings, _create, _score, choose_contenders, compare_to_best, forward_passes,
-                               recommend, screen_rounds)
+from featx.rank.choice import choose_contenders, compare_to_best, forward_passes, recommend
+from featx.rank.runner import RankSettings, _create, _score, screen_rounds
 from featx.rank.sample import stratified_sample
 from featx.store import open_store
 from featx.transfer.subsets import labeled_splits

@@ -10,7 +10,8 @@ import pytest
 from featx.errors import SourceError
 from featx.data.builtins import FASHION_MNIST_DIR, load_digits_source, load_fashion_mnist_source
 from featx.data.hashing import content_hash
-from featx.data.sources import open_source, split_from_key
+from featx.data.open import open_source
+from featx.data.sources import split_from_key
 
 from conftest import noisy_image, run_cli, write_class_folder
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featx.data.sources import FileListSource, open_source
+from featx.data.open import open_source
+from featx.data.sources import FileListSource
 from featx.embed import Embedder, embed_source
 from featx.errors import FeatxError
 from featx.runtimes import runtime_for

@@ -36,6 +36,53 @@ def test_the_ranking_comparing_and_auditing_modules_never_import_torch():
     assert not _imports_torch("import featx.rank.runner, featx.transfer.compare, featx.audit.runner")
 
 
+def _imports_within_packages() -> dict[str, set[str]]:
+    """module → the modules of its own package it imports (at run time: ``if TYPE_CHECKING`` blocks left out)."""
+    import ast
+    from pathlib import Path
+
+    import featx
+
+    root = Path(featx.__file__).parent
+    modules = {".".join(p.relative_to(root).with_suffix("").parts): p for p in root.rglob("*.py")}
+    modules = {k.removesuffix(".__init__"): v for k, v in modules.items()}
+    edges: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text())
+        skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in
+                   ast.unparse(node.test) for n in ast.walk(node)}
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and id(node) not in skipped:
+                base = ".".join(filter(None, [package, node.module]))
+                for alias in node.names:
+                    target = f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                    if target in modules and target != name and target.rpartition(".")[0] == package:
+                        found.add(target)
+        edges[name] = found
+    return edges
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    """Within each sub-package, imports run one way (a module and its importer never need each other)."""
+    edges = _imports_within_packages()
+    assert sum(len(v) for v in edges.values()) > 30  # the walk sees the package's imports
+
+    def cycle_from(start, node, path):
+        for nxt in edges.get(node, ()):
+            if nxt == start:
+                return path + [nxt]
+            if nxt not in path:
+                found = cycle_from(start, nxt, path + [nxt])
+                if found:
+                    return found
+        return None
+
+    cycles = [c for m in sorted(edges) if (c := cycle_from(m, m, [m]))]
+    assert cycles == []
+
+
 def _library_messages():
     """(file:line, text) of every string literal in a ``raise`` of the library (not the CLI and service skins)."""
     import ast

@@ -275,7 +275,7 @@ def test_the_screen_keeps_forward_passes_with_every_candidate_riding_on_them():
     """Contenders count forward passes: the probe's and LogME's favourites are nominated in turn until they span
     that many passes; a candidate nominated on a kept pass rides on it, one nominated later is pruned."""
     from featx.rank.candidates import Candidate
-    from featx.rank.runner import choose_contenders, forward_passes
+    from featx.rank.choice import choose_contenders, forward_passes
 
     cands = [Candidate(b, "native", "center", layers) for b in ("a", "b", "c") for layers in ("final", "grid")]
     passes = forward_passes(cands)

@@ -119,3 +119,11 @@ def create_torchvision(arch: str, weights, image_size):
         return caught[-1]
 
     return model, fingerprint, pre, features
+
+
+def classifier_prefix(model: nn.Module) -> str:
+    """The name of the network's own classifier module, which fine-tuning replaces."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("classifier"):
+        return str(cfg["classifier"])
+    return last_linear(model)[0]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import BackboneError
-from .registry import BackboneSpec, register_backbone
+from .spec import BackboneSpec, register_backbone
 
 
 def _lite_weights(i: int) -> Callable[[], Path | None]:

@@ -2,40 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
-
 from ..errors import BackboneError
+from . import lite  # noqa: F401  (registers the offline backbones)
+from .spec import _REGISTRY, BackboneSpec, register_backbone  # noqa: F401 (BackboneSpec, register_backbone: the API)
 
 HUB_PREFIXES = ("timm:", "torchvision:")
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """A registry entry: how to build an architecture and where its offline weights are."""
-
-    name: str
-    architecture: str
-    dim: int
-    input_size: int
-    description: str
-    build: Callable[[], object]  # () -> torch.nn.Module
-    find_weights: Callable[[], Path | None]
-    crop_pct: float = 0.875
-    interpolation: str = "bicubic"
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    map_state_dict: Callable[[dict, object], dict] | None = None
-
-
-_REGISTRY: dict[str, Callable[[], BackboneSpec]] = {}
-
-
-def register_backbone(fn: Callable[[], BackboneSpec]) -> Callable[[], BackboneSpec]:
-    """Decorator: register a function returning a BackboneSpec under the function's name."""
-    _REGISTRY[fn.__name__] = fn
-    return fn
 
 
 def list_backbones() -> list[str]:
@@ -66,5 +37,3 @@ def describe_backbones() -> list[dict]:
                                     "(needs a network, or a local weights file)"})
     return rows
 
-
-from . import lite  # noqa: E402,F401  (registers the offline backbones; it imports this module's decorator)

@@ -15,7 +15,6 @@ import numpy as np
 
 from ..errors import SourceError
 from .hashing import content_hash
-from . import BUILTINS
 from .images import IMAGE_EXTENSIONS
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -249,22 +248,3 @@ class SubsetSource(Source):
 
     def read(self, i: int) -> bytes | np.ndarray:
         return self.source.read(self.indices[i])
-
-
-def open_source(spec: str, *, name: str | None = None, data_dir: str | None = None) -> Source:
-    """The source named by ``spec``: a folder, a ``.csv`` manifest, ``digits`` or ``fashion-mnist``."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return FolderSource(path, name)
-    if path.suffix.lower() == ".csv":
-        return CsvSource(path, name)
-    if spec in BUILTINS:
-        from .builtins import load_builtin
-
-        return load_builtin(spec, name=name, data_dir=data_dir)
-    if path.exists():
-        raise SourceError(f"{spec!r} is a file but not a .csv manifest; pass a folder of images or a CSV.")
-    raise SourceError(
-        f"source {spec!r} not found: pass a folder of images, a CSV manifest (path,label[,split]), "
-        f"or a built-in dataset ({', '.join(BUILTINS)})."
-    )

@@ -24,7 +24,7 @@ class Thumbnails:
     def _builtin(self, path: str):
         name = path.split(":", 1)[0]
         if name not in self._builtins:
-            from .sources import open_source
+            from .open import open_source
 
             source = open_source(name, data_dir=self.data_dir)
             self._builtins[name] = (source, {item.path: i for i, item in enumerate(source.items)})

@@ -8,7 +8,7 @@ _EXPORTS = {
     "DecoderPool": "decoders", "decode_batch": "decoders",
     "embed_files": "files",
     "Embedder": "mapper",
-    "EmbedResult": "runner", "Engine": "runner", "LocalEngine": "runner", "embed_into_store": "runner", "embed_source": "runner",
+    "EmbedResult": "runner", "Engine": "engines", "LocalEngine": "engines", "embed_into_store": "runner", "embed_source": "runner",
 }
 __all__ = sorted(_EXPORTS) + ["ENGINES"]
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -11,7 +11,8 @@ from ..errors import ImageError, StoreBusyError
 from ..store import FeatureStore
 from .decoders import DecoderPool
 from .mapper import Embedder
-from .runner import missing_keys, run_batches
+from .engines import run_batches
+from .runner import missing_keys
 
 
 def embed_files(

@@ -8,7 +8,8 @@ import numpy as np
 
 from ..config import BackboneConfig, PreprocessConfig
 from ..data import decode_input
-from ..runtimes.base import Runtime, as_runtime
+from ..runtimes import as_runtime
+from ..runtimes.base import Runtime
 
 
 class Embedder:

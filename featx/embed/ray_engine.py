@@ -11,7 +11,7 @@ from ..data import Source, read_input
 from ..errors import FeatxError, ParameterError
 from ..hardware import Progress
 from ..store import FeatureStore
-from .runner import Engine
+from .engines import Engine
 from .writer import store_batch
 
 INSTALL_HINT = "install it with `pip install 'featx[ray]'` (or `pip install 'ray[data]'`)"

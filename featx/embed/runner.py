@@ -14,13 +14,12 @@ import numpy as np
 from ..config import DEFAULT_BACKBONE, DEFAULT_LAYERS, PreprocessConfig
 from ..data import Source, hash_source, split_from_key
 from ..errors import ParameterError, StoreError
-from ..hardware import Progress, check_batch_size, check_workers, default_workers, seconds_since_process_start
-from ..runtimes.base import as_runtime
+from ..hardware import Progress, check_batch_size, check_workers, default_workers
+from ..runtimes import as_runtime
 from ..store import SPLIT_ORDER, FeatureStore, Member
 from .decoders import DecoderPool, decode_batch
-from .mapper import Embedder
 from . import ENGINES
-from .writer import store_batch
+from .engines import Engine, LocalEngine
 
 
 @dataclass
@@ -143,56 +142,6 @@ def embed_source(
         runtime=model.choice.to_dict(),
         first_batch_seconds=engine.first_batch_seconds,
     )
-
-
-class Engine:
-    """Turns source items into stored vectors; ``run`` returns the keys embedded and {key: reason} failed."""
-
-    first_batch_seconds: float | None = None  # seconds from the process's start to the first stored batch
-
-    def run(self, source: Source, store: FeatureStore, indices: list[int], keys: Sequence[str | None],
-            batch_size: int, progress: Progress | None) -> tuple[set[str], dict[str, str]]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-class LocalEngine(Engine):
-    """This machine: decoding in a DecoderPool's processes, forward passes in this one."""
-
-    def __init__(self, model, decoders: DecoderPool):
-        self.embedder = Embedder(model)
-        self.decoders = decoders
-
-    def run(self, source, store, indices, keys, batch_size, progress):
-        embedded, failed, self.first_batch_seconds = run_batches(
-            self.decoders, self.embedder, store, indices, keys, batch_size, progress)
-        return embedded, failed
-
-    def close(self) -> None:
-        self.decoders.close()
-
-
-def run_batches(decoders: DecoderPool, embedder: Embedder, store, indices, keys, batch_size, progress):
-    """Decode ``indices`` in the pool's workers and store their vectors batch by batch.
-
-    Returns the keys embedded, {key: failure reason} for those that could not be, and the seconds
-    from the process's start to the first stored batch.
-    """
-    failed: dict[str, str] = {}
-    embedded: set[str] = set()
-    first = None
-    for idx, read_keys, batch, bad in decoders.batches(indices, embedder.preprocess, batch_size):
-        for i, reason in bad:
-            failed[keys[i]] = reason
-        if batch is not None:
-            embedded.update(store_batch(store, keys, idx, read_keys, embedder(batch), failed))
-            if first is None:
-                first = seconds_since_process_start()
-        if progress:
-            progress("embed", len(idx) + len(bad), len(indices))
-    return embedded, failed, first
 
 
 def calibration_for(source: Source, keys: Sequence[str | None]):

@@ -11,7 +11,8 @@ import numpy as np
 from ..config import FINAL
 from ..data import Source, read_input
 from ..embed import embed_source
-from ..embed.runner import EmbedResult, LocalEngine
+from ..embed.engines import LocalEngine
+from ..embed.runner import EmbedResult
 from ..hardware import Progress
 from ..store import FeatureStore, open_store
 

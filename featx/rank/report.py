@@ -24,7 +24,7 @@ def summarize_validation(report: dict) -> dict:
     studies find hard to beat. Regret is in points of test accuracy against the best candidate, for
     each predictor's top pick, the recommendation, and the unpaired-overlap rule it replaced.
     """
-    from .runner import recommend
+    from .choice import recommend
 
     rows = [r for r in report["rows"] if r["status"] == "ok" and r.get("test_accuracy") is not None]
     if not rows:
@@ -58,7 +58,7 @@ def summarize_validation(report: dict) -> dict:
 def _screen_check(report: dict, rows: list[dict], regret) -> dict:
     """What the rounds (which --validate does not prune by) would have kept, and what that would have cost."""
     from .candidates import Candidate
-    from .runner import choose_contenders, forward_passes, recommend
+    from .choice import choose_contenders, forward_passes, recommend
 
     kept = {r["id"] for r in rows}
     passes = forward_passes([Candidate(r["backbone"], r["size"], r["crop"], r["layers"], r["precision"])

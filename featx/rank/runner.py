@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..config import FINAL, GRID, STAGES
+from ..config import FINAL, GRID
 from ..data import Source, SubsetSource, hash_source
 from ..embed.decoders import DecoderPool, SubsetDecoders
 from ..errors import DataError, FeatxError, ParameterError
@@ -23,7 +23,8 @@ from ..transfer.subsets import labeled_splits
 from .candidates import SIZE_WORDS, Candidate, default_candidates, image_size, native_size
 from .embedding import embed_group, feature_params, measure_speed
 from .logme import logme
-from .probe import kfold_accuracy, paired_difference, unpack_correct
+from .choice import choose_contenders, compare_to_best, forward_passes, recommend
+from .probe import kfold_accuracy
 from .report import summarize_validation, write_report
 from .sample import stratified_sample
 from .validate import validate_group
@@ -109,24 +110,6 @@ def small_data_note(n_sample: int, n_train: int) -> str | None:
 def _group_id(group: tuple) -> str:
     backbone, size, crop, precision, recipe = group
     return f"{backbone}@{size}/{crop}/{precision}" + (f"/{recipe}" if recipe == GRID else "")
-
-
-def forward_passes(candidates: Sequence[Candidate]) -> dict[str, tuple]:
-    """Each candidate's forward pass, ``(backbone, size, crop, precision, recipe)``: one per multi-layer
-    recipe (stages, grid) of a backbone, size, crop and precision; a final-layer candidate rides on the
-    grid's pass or else the stages' (their vectors end with the final columns), or has a pass of its own."""
-    multi: dict[tuple, set[str]] = {}
-    for c in candidates:
-        if c.layers != FINAL:
-            multi.setdefault(c.group, set()).add(c.layers)
-
-    def recipe(c: Candidate) -> str | None:
-        if c.layers != FINAL:
-            return c.layers
-        shared = multi.get(c.group, set())
-        return GRID if GRID in shared else STAGES if STAGES in shared else None
-
-    return {c.id: (*c.group, recipe(c)) for c in candidates}
 
 
 def rank_candidates(
@@ -322,32 +305,6 @@ def _by_group(candidates: Sequence[Candidate], passes: dict[str, tuple]) -> dict
     return out
 
 
-def choose_contenders(screen: dict[str, dict], n: int, passes: dict[str, tuple] | None = None) -> list[str]:
-    """The candidates the screen keeps: the best by the probe's accuracy and the best by LogME, nominated in turn
-    until they span ``n`` forward passes (``passes``: candidate id → its forward pass; None: one each).
-
-    Neither cheap score alone is trusted to put the eventual winner first (docs/results/rank.md: LogME
-    ordered candidates better, the probe gives the accuracy), so each nominates its top in turn. What a round
-    costs is its forward passes over more images, so ``n`` counts passes: a candidate nominated on a pass
-    already kept (a final-layer candidate on its group's grid pass) is kept at no cost in embedding; one
-    nominated after the ``n`` passes are filled is not (its probe would still cost seconds).
-    """
-    pass_of = passes or {c: c for c in screen}
-    by_probe = sorted(screen, key=lambda c: (-screen[c]["accuracy"], -screen[c]["logme"], c))
-    by_logme = sorted(screen, key=lambda c: (-screen[c]["logme"], -screen[c]["accuracy"], c))
-    chosen: list[str] = []
-    spanned: set = set()
-    for c in (c for pair in zip(by_probe, by_logme) for c in pair):
-        if c in chosen:
-            continue
-        if pass_of[c] not in spanned:
-            if len(spanned) == n:
-                break
-            spanned.add(pass_of[c])
-        chosen.append(c)
-    return chosen
-
-
 def _create(group: tuple, layers: str | None, weights: dict[str, str]):
     from ..backbones import create_backbone
 
@@ -480,17 +437,6 @@ def _ordered(rows) -> list[dict]:
     return ok + pruned + sorted((r for r in rows if r["status"] == "failed"), key=lambda r: r["id"])
 
 
-def compare_to_best(rows: Sequence[dict], n: int) -> None:
-    """Give every scored row ``vs_best``: its accuracy minus the best one's on the shared sample, with a
-    95% paired bootstrap interval (points of accuracy, as fractions)."""
-    ok = [r for r in rows if r["status"] == "ok"]
-    if not ok:
-        return
-    best = unpack_correct(max(ok, key=lambda r: r["accuracy"])["correct"], n)
-    for r in ok:
-        r["vs_best"] = [round(v, 5) for v in paired_difference(unpack_correct(r["correct"], n), best)]
-
-
 def embed_command(source: Source, row: dict, weights: dict[str, str]) -> str:
     """The `featx embed` command that embeds all of ``source`` with a scored candidate's recipe."""
     import shlex
@@ -500,34 +446,6 @@ def embed_command(source: Source, row: dict, weights: dict[str, str]) -> str:
     return (f"featx embed {where} --backbone {shlex.quote(row['backbone'])} --image-size {row['image_size']} "
             f"--crop {row['crop']} --layers {row['layers']} --precision {row['precision']}"
             + (f" --weights {shlex.quote(str(file))}" if file else ""))
-
-
-def _cheapest(rows: list[dict]) -> dict:
-    return min(rows, key=lambda r: (-r["images_per_second"], r["bytes_per_image"], -r["accuracy"]))
-
-
-def recommend(rows: Sequence[dict], *, paired: bool = True) -> dict | None:
-    """The cheapest candidate (fastest to embed, then smallest vectors) that the sample cannot tell from the best.
-
-    ``paired`` (the default) asks whether the paired interval of its difference from the best
-    (``vs_best``) reaches zero; every candidate saw the same images, so this is the test that
-    fits. ``paired=False`` asks only whether its own interval overlaps the best one's, which
-    admits candidates a few points worse (kept to measure the difference in ``--validate``).
-    """
-    ok = [r for r in rows if r["status"] == "ok"]
-    if not ok:
-        return None
-    best = max(ok, key=lambda r: r["accuracy"])
-    if paired:
-        near = [r for r in ok if r["vs_best"][2] >= 0]
-        rule = "are not significantly worse (paired 95% interval of the difference reaches 0)"
-    else:
-        near = [r for r in ok if r["high"] >= best["low"]]
-        rule = f"have intervals that reach {best['low']:.1%}"
-    pick = _cheapest(near)
-    return {"id": pick["id"], "best": best["id"], "n_within_interval": len(near),
-            "why": (f"the best predicted accuracy is {best['accuracy']:.1%} ({best['id']}); {len(near)} candidate(s) "
-                    f"{rule}, and this is the cheapest of them")}
 
 
 def _costs(report: dict) -> dict:

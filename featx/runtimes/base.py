@@ -82,15 +82,6 @@ class Runtime:
         return f"{self.name}, {self.config.precision}"
 
 
-def as_runtime(model) -> Runtime:
-    """``model`` itself when it is a Runtime; a torch Backbone runs on torch."""
-    if isinstance(model, Runtime):
-        return model
-    from .torch_runtime import TorchRuntime
-
-    return TorchRuntime(model)
-
-
 def installed_versions(*packages: str) -> dict[str, str | None]:
     """Each package's installed version (None when it is not installed), read without importing it."""
     versions = {}

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import torch
 
-from ..backbones import Backbone
+from ..backbones import Backbone, classifier_prefix
 from ..errors import BackboneError
 from ..store.atomic import atomic_write, name_stem
-from .finetune import FinetuneNet, FinetuneResult, FinetuneSettings, classifier_prefix
+from .settings import FinetuneSettings
+
+if TYPE_CHECKING:
+    from .finetune import FinetuneNet, FinetuneResult
 
 CHECKPOINT_FORMAT = "featx-finetuned-1"
 

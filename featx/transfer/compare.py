@@ -6,24 +6,21 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from ..config import FINAL, GRID, STAGES
+from ..config import FINAL
 from ..data import Source, hash_source
 from ..embed import embed_source
-from ..errors import ParameterError
 from ..heads import score_predictions
 from ..heads.registry import HEAD_NAMES
 from ..hardware import Progress
 from ..store import FeatureStore
 from ..store.columns import select_layers
 from .measure import Measure
-from .settings import (  # noqa: F401 (re-exported)
-    DEFAULT_METHODS, DEFAULT_SHOTS, FINETUNE_METHODS, GRID_SUFFIX, STAGES_SUFFIX, CompareSettings, FinetuneSettings,
-    method_names, parse_methods, parse_shots, store_layers,
-)
+from .settings import DEFAULT_METHODS  # noqa: F401 (the library's default, named here too)
+from .settings import FINETUNE_METHODS, GRID_SUFFIX, STAGES_SUFFIX, CompareSettings, FinetuneSettings
 from ..reporting import write_json
 from .report import write_report
 from .subsets import LabeledSet, check_shots, draw_shots, labeled_splits, splits_from_members

@@ -13,14 +13,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from ..backbones import Backbone, last_linear
+from ..backbones import Backbone, classifier_prefix
 from ..data import ArraySource, Source, read_image
 from ..data.images import random_resized_crop, resize_and_crop
-from ..errors import DataError, ImageError, ParameterError, TrainingError
+from ..errors import DataError, ImageError, TrainingError
 from ..heads import score_predictions
-from ..hardware import Progress, check_batch_size, default_workers, keep_freed_memory, prepare_batch
+from ..hardware import Progress, default_workers, keep_freed_memory, prepare_batch
 from .measure import Measure
-from .settings import UNFREEZE_HELP, FinetuneSettings, parse_unfreeze  # noqa: F401 (re-exported)
+from .settings import FinetuneSettings, parse_unfreeze
 from .subsets import LabeledSet, carve_validation
 
 def device_defaults(device: torch.device) -> dict:
@@ -28,14 +28,6 @@ def device_defaults(device: torch.device) -> dict:
     if device.type == "cuda":
         return {"image_size": None, "batch_size": 64}
     return {"image_size": 96, "batch_size": FinetuneSettings.batch_size}
-
-
-def classifier_prefix(model: nn.Module) -> str:
-    """The name of the network's own classifier module, which fine-tuning replaces."""
-    cfg = getattr(model, "pretrained_cfg", None)
-    if isinstance(cfg, dict) and cfg.get("classifier"):
-        return str(cfg["classifier"])
-    return last_linear(model)[0]
 
 
 def layer_groups(model: nn.Module) -> list[list[str]]:

@@ -15,8 +15,9 @@ from ..hardware import Progress, default_device
 from ..store import DEFAULT_CACHE, open_store
 from ..store.atomic import name_stem
 from .checkpoints import default_checkpoint_path
-from .compare import CompareSettings, run_compare, store_layers
-from .finetune import FinetuneResult, FinetuneSettings, device_defaults, finetune
+from .compare import run_compare
+from .finetune import FinetuneResult, device_defaults, finetune
+from .settings import CompareSettings, FinetuneSettings, store_layers
 from .subsets import draw_shots, labeled_splits
 
 
