@@ -130,3 +130,27 @@ def test_gathered_load_when_rows_are_not_contiguous(tmp_path):
     X2, *_ = store.load("ds")
     assert not isinstance(X2, np.memmap)
     np.testing.assert_array_equal(X2, X[[3, 0, 3]])
+
+
+def test_a_vector_view_reads_a_datasets_layers_normalised_whole_or_in_blocks(digits_head_cache):
+    """The one reader of stored vectors: the chosen layers' columns, each layer normalised on its own, in the
+    shards' order; block by block it gives exactly what it gives whole."""
+    from featx.store import VectorView, normalize
+
+    with find_dataset("digits", digits_head_cache) as store:
+        view = VectorView(store, "digits")
+        keys = view.keys()
+        assert len(keys) == len(set(keys)) == 1797 and view.layers is None
+        assert view.blocks and len(view.blocks) == len(store.config.layers) and sum(view.blocks) == view.dim
+        X = view.normalised(keys)
+        np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-5)
+        start = 0
+        for width in view.blocks:  # every layer weighs the same: length 1/sqrt(layers)
+            np.testing.assert_allclose(np.linalg.norm(X[:, start:start + width], axis=1),
+                                       1 / np.sqrt(len(view.blocks)), rtol=1e-4)
+            start += width
+        np.testing.assert_array_equal(np.concatenate(list(view.normalised_blocks(keys, size=500))), X)
+        last = store.config.layers[-1]
+        one = VectorView(store, "digits", [last])
+        assert one.layers == (last,) and one.blocks is None and one.dim == store.config.dim - sum(view.blocks[:-1])
+        np.testing.assert_array_equal(one.normalised(keys[:7]), normalize(store.vectors(list(keys[:7]))[:, -one.dim:]))

@@ -11,10 +11,9 @@ import numpy as np
 from ..config import FINAL
 from ..errors import DataError, DatasetNotStoredError, ParameterError, SourceError
 from ..hardware import Progress
-from ..search.flat import normalize
 from ..store import DEFAULT_CACHE, find_dataset
 from ..store.atomic import atomic_write, name_stem
-from ..store.columns import select_layers
+from ..store.view import VectorView
 from .confident import RANKINGS, confused_pairs, find_label_issues, neighbour_agreement
 from .leaks import LEAK_THRESHOLD, find_leaks
 from .oof import out_of_fold_probabilities
@@ -80,9 +79,9 @@ def audit_dataset(
         found = find_dataset(dataset, cache, **(where or {}))
     with found as store:
         members = store.members(dataset)
-        selection = select_layers(store.config, use_layers)
+        view = VectorView(store, dataset, use_layers)
         unique = list(dict.fromkeys(m.key for m in members))
-        X = normalize(selection.take(store.vectors(unique)), blocks=selection.blocks)
+        X = view.normalised(unique)
         config = store.config
     if not members:
         raise DataError(f"dataset {dataset!r} has no images.")
@@ -144,7 +143,7 @@ def audit_dataset(
     kinds = [f["kind"] for f in leaks]
     report = {
         "format": REPORT_FORMAT, "dataset": dataset, "store": str(store.path), "backbone": config.describe(),
-        "layers": list(selection.layers),
+        "layers": list(view.selection.layers),
         "settings": {"folds": oof.folds, "folds_asked": folds, "head": head, "ranking": ranking,
                      "leak_threshold": leak_threshold, "k": k, "neighbours": neighbours, "seed": seed},
         "note": oof.note,

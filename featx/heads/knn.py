@@ -7,7 +7,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..search.flat import flat_search, normalize
+from ..search.flat import flat_search
+from ..store.view import normalize
 from .solvers import holdout_indices
 
 K_GRID = (1, 3, 5, 10, 20, 50)

@@ -7,7 +7,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..search.flat import normalize
+from ..store.view import normalize
 from .linear import SCALINGS
 from .rows import BLOCK_BYTES, StandardRows
 from .scoring import decision_of, softmax

@@ -7,7 +7,7 @@ from typing import Iterator
 import numpy as np
 
 from ..hardware import on_cores, single_threaded_blas
-from ..search.flat import normalize
+from ..store.view import normalize
 
 IN_MEMORY_BYTES = 1 << 30  # standardised rows up to this size are made once and kept; larger ones are streamed
 BLOCK_BYTES = 64 << 20  # float32 bytes per streamed block: big enough for fast BLAS, small beside the data

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..search.flat import normalize
+from ..store.view import normalize
 
 BLOCK_BYTES = 64 << 20  # float64 bytes per block of rows scored: a memory map is never copied whole
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..hardware import Progress
-from ..search.flat import normalize
+from ..store.view import VectorView, normalize
 from ..store import FeatureStore
 from ..errors import StoreError
 from ..store.atomic import atomic_write, is_regular_file, name_stem
@@ -78,10 +78,11 @@ def dataset_map(store: FeatureStore, dataset: str, *, progress: Progress | None 
         saved = _read_saved(path, dataset, fingerprint)
         if saved is not None:
             return saved, False
-        X = store.vectors(keys)
+        view = VectorView(store, dataset)
+        X = view.vectors(keys)
     if progress:
         progress("map", 0, len(keys))
-    layout = compute_layout(X, blocks=store.config.layer_dims or None)
+    layout = compute_layout(X, blocks=view.blocks)
     layout = Layout(np.array(keys), layout.points, layout.method)
     if progress:
         progress("map", len(keys), len(keys))

@@ -398,7 +398,7 @@ def _run_group(run: _Run, group, members, report, rows, *, screen=None, need_sco
 
 def _score(c: Candidate, config, X_all: np.ndarray, y: np.ndarray, settings: RankSettings) -> dict:
     """The k-fold probe and LogME of one candidate on the given vectors; ``{"reason": ...}`` when it fails."""
-    from ..search.flat import normalize
+    from ..store.view import normalize
 
     try:
         selection = select_layers(config, [FINAL] if c.layers == FINAL else None)

@@ -12,9 +12,10 @@ import numpy as np
 from ..errors import ParameterError, SearchError
 from ..store import FeatureStore
 from ..store.atomic import name_stem
-from ..store.columns import layers_suffix, select_layers
+from ..store.columns import layers_suffix
+from ..store.view import VectorView
 from .budget import choose_index, parse_bytes, size_text
-from .flat import flat_index, normalize
+from .flat import flat_index
 from .index import (
     AUTO_EXACT_BELOW, BLOCK_ROWS, TARGET_RECALL, VectorIndex, build_index, check_kind, exact_neighbours, load_index,
     save_index, tune_index,
@@ -27,34 +28,16 @@ def index_path(store: FeatureStore, dataset: str, layers: Sequence[str] | None =
 
 
 def dataset_keys(store: FeatureStore, dataset: str) -> np.ndarray:
-    """Unique keys of a dataset in the order their vectors lie in the shards, from the catalog alone.
-
-    Reading them in that order gives memory-map slices instead of copies (a dataset's splits lie one
-    after the other, so its member order would gather a copy of every vector).
-    """
-    store.dataset(dataset)  # a clear error for an unknown dataset
-    return np.array(store.keys_in_storage_order(dataset), dtype=str)
+    """Unique keys of a dataset in the order their vectors lie in the shards (VectorView.keys)."""
+    return VectorView(store, dataset).keys()
 
 
-class SearchView:
-    """What search reads of a store: the chosen layers' columns (all by default), normalised layer by layer."""
+class SearchView(VectorView):
+    """What search reads of a store (VectorView), and where the index of those vectors lives."""
 
     def __init__(self, store: FeatureStore, dataset: str, use_layers: str | Sequence[str] | None = None):
-        self.store, self.dataset = store, dataset
-        self.selection = select_layers(store.config, use_layers)
-        self.layers = None if use_layers is None else self.selection.layers  # None: the store's whole recipe
+        super().__init__(store, dataset, use_layers)
         self.path = index_path(store, dataset, self.layers)
-
-    @property
-    def blocks(self) -> tuple[int, ...] | None:
-        return self.selection.blocks
-
-    def vectors(self, keys) -> np.ndarray:
-        return self.selection.take(self.store.vectors(list(keys)))
-
-    def reader(self, keys: np.ndarray):
-        """Positions in ``keys`` → their vectors, normalised as an index holds them: what re-ranking reads."""
-        return lambda positions: normalize(self.vectors(keys[positions]), blocks=self.blocks)
 
     def fits(self, vi: VectorIndex) -> bool:
         """Whether a saved index was built from this view's vectors."""
@@ -122,10 +105,10 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
                                                   and len(keys) >= AUTO_EXACT_BELOW):
             if new:
                 # Only the new vectors are read, unless retuning needs the indexed ones too.
-                fresh = normalize(view.vectors(keys[new]), blocks=view.blocks)
+                fresh = view.normalised(keys[new])
                 if old.kind != "flat" and len(new) >= 100:
                     # The new vectors are outside queries for the index as it stands: retune on them.
-                    indexed = (normalize(view.vectors(old.keys[a:a + BLOCK_ROWS]), blocks=view.blocks)
+                    indexed = (view.normalised(old.keys[a:a + BLOCK_ROWS])
                                for a in range(0, old.n, BLOCK_ROWS))
                     tune_index(old, fresh, exact_neighbours(fresh, indexed))
                 old.index.add(fresh)
@@ -154,7 +137,7 @@ def _index_within_budget(view: SearchView, keys: np.ndarray, max_bytes: int, tar
                          progress) -> IndexReport:
     start = time.perf_counter()
     read = view.reader(keys)
-    d = view.selection.dim
+    d = view.dim
     index, order, chosen, tried = choose_index(read, len(keys), d, max_bytes, target_recall=target_recall,
                                                progress=progress)
     params = {"factory": chosen.factory, "search": chosen.search, "max_memory": max_bytes,
@@ -199,6 +182,6 @@ def open_index(store: FeatureStore, dataset: str,
             return vi, len(current - indexed)
         # Samples were removed since it was built: its answers could name them. Search exactly instead.
     keys = dataset_keys(store, dataset)
-    return VectorIndex(index=flat_index(normalize(view.vectors(keys), blocks=view.blocks)), keys=keys, kind="flat",
+    return VectorIndex(index=flat_index(view.normalised(keys)), keys=keys, kind="flat",
                        recall_at_10=1.0, store_key=store.key, dataset=dataset, blocks=view.blocks,
                        layers=view.layers), None

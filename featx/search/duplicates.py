@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import ParameterError
 from ..store import FeatureStore
-from ..store.columns import select_layers
+from ..store.view import VectorView
 from .dataset_index import open_index
 from .index import BLOCK_ROWS
 
@@ -21,7 +21,7 @@ def find_duplicates(store: FeatureStore, dataset: str, threshold: float = 0.95, 
         raise ParameterError("threshold", f"must be in (0, 1], not {threshold}.")
     vi, _ = open_index(store, dataset, use_layers)
     keys = vi.keys.tolist()
-    selection = select_layers(store.config, use_layers)
+    view = VectorView(store, dataset, use_layers)
     parent = list(range(len(keys)))
 
     def find(a: int) -> int:
@@ -32,7 +32,7 @@ def find_duplicates(store: FeatureStore, dataset: str, threshold: float = 0.95, 
 
     best: dict[tuple[int, int], float] = {}
     for start in range(0, len(keys), BLOCK_ROWS):  # a block of queries at a time: never every vector at once
-        vectors = selection.take(store.vectors(keys[start:start + BLOCK_ROWS]))
+        vectors = view.vectors(keys[start:start + BLOCK_ROWS])
         D, I = vi.search(vectors, min(k + 1, vi.n))  # it normalises as it was built
         for a, (scores, ids) in enumerate(zip(D.tolist(), I.tolist()), start):
             for s, b in zip(scores, ids):

@@ -10,7 +10,7 @@ import numpy as np
 from ..embed import embed_files
 from ..errors import ParameterError, SearchError
 from ..store import FeatureStore
-from ..store.columns import select_layers
+from ..store.view import VectorView
 from .dataset_index import open_index
 
 
@@ -59,7 +59,7 @@ def search_dataset(
     on some of the recipe's layers (as ``featx index --use-layers`` indexed them); default all.
     """
     vi, unindexed = open_index(store, dataset, use_layers)
-    selection = select_layers(store.config, use_layers)
+    view = VectorView(store, dataset, use_layers)
     if not 1 <= k <= vi.n:
         raise ParameterError("k", f"must be between 1 and the dataset's size ({vi.n}), not {k}.")
     labels: list[str] = []
@@ -70,13 +70,13 @@ def search_dataset(
     info = member_info(store, dataset)
     if id_queries:
         keys = resolve_ids(list(info), id_queries)
-        vectors.append(selection.take(store.vectors(keys)))
+        vectors.append(view.vectors(keys))
         labels += [f"id:{k}" for k in keys]
     if files:
         if backbone is None:
             raise ParameterError("backbone", "is needed to search with image files: pass the store's backbone.")
         X, found, failures = embed_files(files, backbone, store, strict=True)
-        vectors.append(selection.take(X))
+        vectors.append(view.selection.take(X))
         labels += found
     D, I = vi.search(np.concatenate(vectors), k)
     results = [{"query": query, "results": neighbour_rows(scores, ids, vi.keys, info)}

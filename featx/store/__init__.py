@@ -4,6 +4,7 @@ from ..lazy import lazy_exports
 
 _EXPORTS = {
     "verify_cache": "verify", "verify_store": "verify",
+    "VectorView": "view", "normalize": "view", "row_norms": "view",
     "LayerSelection": "columns", "select_layers": "columns",
     "ChosenStoreNotice": "finder", "describe_stores": "finder", "find_dataset": "finder", "list_stores": "finder", "store_for_config": "finder",
     "DEFAULT_CACHE": "store", "SPLIT_ORDER": "store", "Dataset": "store", "FeatureStore": "store", "Member": "store", "open_store": "store", "store_dir": "store",

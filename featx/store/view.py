@@ -1,0 +1,84 @@
+"""One way to read stored vectors: a dataset's rows of some of the recipe's layers, each layer normalised on its
+own, whole or a block of rows at a time."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+
+from .columns import select_layers
+
+if TYPE_CHECKING:
+    from .store import FeatureStore
+
+BLOCK_ROWS = 65536  # rows read at a time where a whole dataset is never held at once
+
+
+def normalize(X: np.ndarray, dtype=np.float32, blocks: tuple[int, ...] | None = None) -> np.ndarray:
+    """A C-contiguous copy of X with rows scaled to unit length, so inner product is cosine similarity.
+
+    With ``blocks`` (the widths of consecutive column blocks: the layers of a multi-layer recipe),
+    each block is scaled to length 1/sqrt(number of blocks) instead, so every layer weighs the same
+    whatever its width and activation scale, and rows still have unit length.
+    """
+    X = np.array(X, dtype=dtype, order="C", copy=True)
+    if not blocks or len(blocks) == 1:
+        X /= np.maximum(row_norms(X), 1e-12)
+        return X
+    if sum(blocks) != X.shape[1]:
+        raise ValueError(f"blocks {tuple(blocks)} do not add up to the {X.shape[1]} columns")
+    start = 0
+    for width in blocks:
+        part = X[:, start : start + width]
+        part /= np.maximum(row_norms(part), 1e-12) * np.sqrt(len(blocks))
+        start += width
+    return X
+
+
+def row_norms(X: np.ndarray) -> np.ndarray:
+    """Each row's length, as a column; einsum makes no squared copy of X (np.linalg.norm does: on 60,000 ×
+    1,280 rows that copy's fresh pages cost 0.6 s)."""
+    return np.sqrt(np.einsum("ij,ij->i", X, X))[:, None]
+
+
+class VectorView:
+    """What a stage reads of a store's dataset: the columns of ``use_layers`` (all the recipe's by default), raw or
+    normalised layer by layer (the way an index, a head, an audit and a map compare vectors)."""
+
+    def __init__(self, store: "FeatureStore", dataset: str, use_layers: str | Sequence[str] | None = None):
+        self.store, self.dataset = store, dataset
+        self.selection = select_layers(store.config, use_layers)
+        self.layers = None if use_layers is None else self.selection.layers  # None: the store's whole recipe
+
+    @property
+    def blocks(self) -> tuple[int, ...] | None:
+        """The widths of the layers normalised one by one; None for a single layer."""
+        return self.selection.blocks
+
+    @property
+    def dim(self) -> int:
+        return self.selection.dim
+
+    def keys(self) -> np.ndarray:
+        """The dataset's unique keys in the order their vectors lie in the shards, from the catalog alone: read in
+        that order, a dataset's vectors are memory-map slices, not copies (its member order would gather one)."""
+        self.store.dataset(self.dataset)  # a clear error for an unknown dataset
+        return np.array(self.store.keys_in_storage_order(self.dataset), dtype=str)
+
+    def vectors(self, keys) -> np.ndarray:
+        """The vectors of ``keys``, the view's columns, as stored."""
+        return self.selection.take(self.store.vectors(list(keys)))
+
+    def normalised(self, keys) -> np.ndarray:
+        """The vectors of ``keys``, each layer scaled to length 1/√layers (rows of length 1): cosine by dot product."""
+        return normalize(self.vectors(keys), blocks=self.blocks)
+
+    def reader(self, keys: np.ndarray):
+        """Positions in ``keys`` → their normalised vectors (what re-ranking reads)."""
+        return lambda positions: self.normalised(keys[positions])
+
+    def normalised_blocks(self, keys: Sequence[str], size: int = BLOCK_ROWS) -> Iterator[np.ndarray]:
+        """The normalised vectors of ``keys``, ``size`` rows at a time: never the whole dataset at once."""
+        for a in range(0, len(keys), size):
+            yield self.normalised(keys[a:a + size])
