@@ -83,6 +83,25 @@ def test_no_module_imports_one_that_imports_it_back():
     assert cycles == []
 
 
+def test_every_derived_files_path_comes_from_store_paths():
+    """Heads, indexes, maps, thumbnails and the audit, rank, compare and fine-tuning folders: one module says where
+    each lives (``/ "audit"`` written anywhere else would let the service and the audit disagree)."""
+    import ast
+    from pathlib import Path
+
+    import featx
+
+    root = Path(featx.__file__).parent
+    folders = {"heads", "indexes", "maps", "thumbnails", "audit", "rank", "compare", "finetuned"}
+    built = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant)
+                    and node.right.value in folders):
+                built.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert built and all(b.startswith("store/paths.py") for b in built), built
+
+
 def _library_messages():
     """(file:line, text) of every string literal in a ``raise`` of the library (not the CLI and service skins)."""
     import ast

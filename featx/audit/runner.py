@@ -12,7 +12,8 @@ from ..config import FINAL
 from ..errors import DataError, DatasetNotStoredError, ParameterError, SourceError
 from ..hardware import Progress
 from ..store import DEFAULT_CACHE, find_dataset
-from ..store.atomic import atomic_write, name_stem
+from ..store.atomic import atomic_write
+from ..store.paths import audit_dir
 from ..store.view import VectorView
 from .confident import RANKINGS, confused_pairs, find_label_issues, neighbour_agreement
 from .leaks import LEAK_THRESHOLD, find_leaks
@@ -159,7 +160,7 @@ def audit_dataset(
         "label_issues": label_issues, "leaks": leaks, "outliers": outliers,
         "seconds": {k_: round(v, 3) for k_, v in seconds.items()},
     }
-    out = Path(out) if out else Path(cache) / "audit" / name_stem(dataset)
+    out = Path(out) if out else audit_dir(cache, dataset)
     out.mkdir(parents=True, exist_ok=True)
     write_report(report, out, data_dir=data_dir)
     report["out"] = str(out)

@@ -12,8 +12,8 @@ import numpy as np
 from ..embed import embed_files
 from ..errors import BundleError, DataError, ImageError, ParameterError
 from ..store import FeatureStore, open_store, store_for_config
-from ..store.columns import layers_suffix, select_layers
-from ..store.atomic import name_stem
+from ..store.columns import select_layers
+from ..store.paths import head_path
 from .bundles import HeadBundle, load_bundle, save_bundle
 from .metrics import Metrics, score_predictions
 from .registry import HEAD_NAMES
@@ -40,11 +40,6 @@ class TrainResult:
         return d
 
 
-def default_head_path(store: FeatureStore, dataset: str, head: str, layers: Sequence[str] | None = None) -> Path:
-    """``<store>/heads/<dataset>-<head>[-<layers>].npz``: next to the vectors it was trained on."""
-    return store.path / "heads" / f"{name_stem(dataset)}-{head}{layers_suffix(layers)}.npz"
-
-
 def _labeled(store: FeatureStore, dataset: str, split: str, as_stored: bool = False):
     X, y, _, _ = store.load(dataset, split, as_stored=as_stored)
     if y is None:
@@ -65,7 +60,7 @@ def train_head(
     store : the feature store holding ``dataset``.
     dataset : dataset name in the store.
     head : one of ``HEADS`` (logreg, ridge, linear-svm, knn).
-    out : bundle path; defaults to ``default_head_path``.
+    out : bundle path; defaults to ``store.paths.head_path``.
     use_layers : the recipe's layers to train on (a comma list or names; default all). Several layers
         are normalised block by block (the head's ``blocks``), so each counts alike.
     params : passed to the head's constructor (e.g. ``C=0.1`` to skip the search).
@@ -85,7 +80,7 @@ def train_head(
         )
     # Where the head goes is checked before the fit: a wrong --out fails at once, not after training.
     layers = None if use_layers is None else selection.layers
-    path = Path(out) if out else default_head_path(store, dataset, head, layers)
+    path = Path(out) if out else head_path(store, dataset, head, layers)
     if out is None and store.read_only:
         raise BundleError(f"store {str(store.path)!r} is read-only here, so the head cannot be saved beside it: "
                           "pass out=FILE.", params=("out",))

@@ -16,7 +16,8 @@ from ..hardware import Progress
 from ..store.view import VectorView, normalize
 from ..store import FeatureStore
 from ..errors import StoreError
-from ..store.atomic import atomic_write, is_regular_file, name_stem
+from ..store.atomic import atomic_write, is_regular_file
+from ..store.paths import map_path  # noqa: F401 (featx.maps.map_path)
 
 METHOD = "pca50-umap"  # chosen by benchmarks/bench_map.py (README: "Which map")
 
@@ -50,10 +51,6 @@ def compute_layout(X: np.ndarray, blocks: tuple[int, ...] | None = None, seed: i
     Y = np.asarray(Y, dtype=np.float64)
     low, span = Y.min(axis=0), np.maximum(np.ptp(Y, axis=0), 1e-12)
     return Layout(np.array([], dtype=str), ((Y - low) / span).astype(np.float32), method)
-
-
-def map_path(store: FeatureStore, dataset: str) -> Path:
-    return Path(store.path) / "maps" / f"{name_stem(dataset)}.npz"
 
 
 def _fingerprint(keys) -> str:

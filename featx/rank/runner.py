@@ -16,8 +16,8 @@ from ..embed.decoders import DecoderPool, SubsetDecoders
 from ..errors import DataError, FeatxError, ParameterError
 from ..hardware import Progress, default_workers
 from ..store import DEFAULT_CACHE, open_store
-from ..store.atomic import name_stem
 from ..store.columns import select_layers
+from ..store.paths import rank_dir
 from ..reporting import write_json
 from ..transfer.subsets import labeled_splits
 from .candidates import SIZE_WORDS, Candidate, default_candidates, image_size, native_size
@@ -167,7 +167,7 @@ def _rank(source: Source, candidates: list[Candidate], settings: RankSettings, d
     started = time.perf_counter()
     cache = cache or DEFAULT_CACHE
     dataset = name or source.name
-    out = Path(out) if out else Path(cache) / "rank" / name_stem(dataset)
+    out = Path(out) if out else rank_dir(cache, dataset)
     keys, failures = hash_source(source, progress)
     splits = labeled_splits(source, keys, dataset)
     train = splits["train"]

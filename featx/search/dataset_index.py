@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..errors import ParameterError, SearchError
 from ..store import FeatureStore
-from ..store.atomic import name_stem
-from ..store.columns import layers_suffix
+from ..store.paths import index_path
 from ..store.view import VectorView
 from .budget import choose_index, parse_bytes, size_text
 from .flat import flat_index
@@ -20,11 +18,6 @@ from .index import (
     AUTO_EXACT_BELOW, BLOCK_ROWS, TARGET_RECALL, VectorIndex, build_index, check_kind, exact_neighbours, load_index,
     save_index, tune_index,
 )
-
-
-def index_path(store: FeatureStore, dataset: str, layers: Sequence[str] | None = None) -> Path:
-    """``<store>/indexes/<dataset>[-<layers>].npz``; ``layers`` None means all the store's layers."""
-    return store.path / "indexes" / f"{name_stem(dataset)}{layers_suffix(layers)}.npz"
 
 
 def dataset_keys(store: FeatureStore, dataset: str) -> np.ndarray:

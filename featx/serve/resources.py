@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..config import DEFAULT_BACKBONE
 from ..heads import HeadBundle, load_bundle
@@ -12,7 +11,7 @@ from ..runtimes import Runtime, load_runtime, runtime_for
 from ..search import VectorIndex, open_index
 from ..search.query import member_info
 from ..store import DEFAULT_CACHE, FeatureStore, find_dataset, store_for_config
-from ..store.atomic import name_stem
+from ..store.paths import audit_report
 
 
 @dataclass
@@ -57,7 +56,7 @@ def open_resources(
         if store is not None:
             resources.index, resources.unindexed = open_index(store, dataset)
             resources.members = member_info(store, dataset)
-            resources.audit_report = str(Path(cache or DEFAULT_CACHE) / "audit" / name_stem(dataset) / "report.json")
+            resources.audit_report = str(audit_report(cache or DEFAULT_CACHE, dataset))
     except BaseException:
         if store is not None:
             store.close()

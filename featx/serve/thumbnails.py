@@ -14,6 +14,7 @@ from ..data.thumbnails import Thumbnails
 from .errors import ServiceError
 from ..data.sources import read_regular_file
 from ..store.atomic import atomic_write
+from ..store.paths import thumbnails_dir
 
 STATIC = Path(__file__).parent / "static"
 KEY = re.compile(r"[0-9a-f]{64}")
@@ -28,7 +29,7 @@ class ThumbnailCache:
 
     def __init__(self, resources, memory: int = 2048):
         self.resources = resources
-        self.folder = None if resources.store is None else Path(resources.store.path) / "thumbnails"
+        self.folder = None if resources.store is None else thumbnails_dir(resources.store)
         self.thumbnails = Thumbnails()
         self.memory: OrderedDict[str, bytes] = OrderedDict()
         self.limit = memory

@@ -13,7 +13,7 @@ from ..data import Source, hash_source
 from ..errors import ParameterError
 from ..hardware import Progress, default_device
 from ..store import DEFAULT_CACHE, open_store
-from ..store.atomic import name_stem
+from ..store.paths import compare_dir, finetuned_dir
 from .checkpoints import default_checkpoint_path
 from .compare import run_compare
 from .finetune import FinetuneResult, device_defaults, finetune
@@ -82,7 +82,7 @@ def finetune_source(
     keys, _ = hash_source(source)
     splits = labeled_splits(source, keys, dataset)
     train = draw_shots(splits["train"], shots, settings.seed) if shots else splits["train"]
-    root = Path(out) if out else Path(cache or DEFAULT_CACHE) / "finetuned"
+    root = Path(out) if out else finetuned_dir(cache or DEFAULT_CACHE)
     root.mkdir(parents=True, exist_ok=True)
     path = default_checkpoint_path(root, dataset, backbone, settings, shots)
     return finetune(make(), source, train, splits["test"], settings, dataset=dataset, out=path, progress=progress)
@@ -115,8 +115,7 @@ def compare_source(
     settings.check()
     model = make(store_layers(settings.methods))
     dataset = name or source.name
-    folder = Path(out) if out else (Path(cache or DEFAULT_CACHE) / "compare"
-                                    / f"{name_stem(dataset)}-{model.config.preprocess.input_size}px")
+    folder = Path(out) if out else compare_dir(cache or DEFAULT_CACHE, dataset, model.config.preprocess.input_size)
     with open_store(model.config, cache) as store:
         report = run_compare(source, model, store, settings, out=folder, make_backbone=make, name=dataset,
                              progress=progress)
