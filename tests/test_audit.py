@@ -166,7 +166,9 @@ def test_out_of_fold_probabilities_never_come_from_a_head_that_saw_the_row(monke
             seen[-1]["predict"] = {tuple(r) for r in X}
             return super().predict_proba(X)
 
-    monkeypatch.setitem(oof.HEADS, "logreg", Recording)
+    from featx.heads.registry import HEADS
+
+    monkeypatch.setitem(HEADS, "logreg", Recording)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(120, 6)).astype(np.float32)
     X[60:] += 2.0

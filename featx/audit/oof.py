@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
 from ..errors import DataError, ParameterError
-from ..heads import HEADS
+from ..heads.folds import out_of_fold, stratified_folds
+from ..heads.registry import HEAD_NAMES
 from ..hardware import Progress
 
 
@@ -51,26 +50,23 @@ def out_of_fold_probabilities(X: np.ndarray, labels, *, folds: int = 5, head: st
     ``groups`` (content keys) keep copies of one image in the same fold, so no head has seen a row's
     twin either.
     """
-    if head not in HEADS:
-        raise ParameterError("head", f"must be one of {', '.join(HEADS)}, not {head!r}.")
+    if head not in HEAD_NAMES:
+        raise ParameterError("head", f"must be one of {', '.join(HEAD_NAMES)}, not {head!r}.")
     labels = np.asarray(labels).astype(str)
     k, note = choose_folds(labels, folds)
-    classes = np.unique(labels)
-    proba = np.zeros((len(labels), len(classes)), dtype=np.float32)
-    if groups is not None and len(set(groups)) < len(groups):
+    grouped = groups is not None and len(set(groups)) < len(groups)
+    if grouped:
         n_groups = len(set(groups))
         if n_groups < 2:
             raise DataError(f"the {len(labels)} labelled images are copies of one image: out-of-fold predictions need "
                             "at least two distinct images. Its labels disagree if it has more than one class.")
         if n_groups < k:
             k, note = n_groups, f"{n_groups} folds: the {len(labels)} images hold only {n_groups} distinct ones"
-        folds_of = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(X, labels, groups)
-    else:
-        folds_of = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(X, labels)
-    for train, held in folds_of:
-        estimator = HEADS[head](blocks=blocks, random_state=seed).fit(X[train], labels[train])
-        columns = np.searchsorted(classes, estimator.classes_)
-        proba[np.ix_(held, columns)] = estimator.predict_proba(X[held])
-        if progress:
-            progress("folds", 1, k)
+    from ..heads.registry import HEADS
+
+    def fit(X_fold, labels_fold):
+        return HEADS[head](blocks=blocks, random_state=seed).fit(X_fold, labels_fold)
+
+    splits = stratified_folds(labels, k, seed, groups if grouped else None)
+    proba, classes = out_of_fold(X, labels, splits, fit, progress=progress)
     return OutOfFold(proba, classes, k, note)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
-
 from ..heads import LogisticHead
+from ..heads.folds import out_of_fold, stratified_folds
 
 
 @dataclass(frozen=True)
@@ -55,15 +54,18 @@ def kfold_accuracy(X: np.ndarray, y: np.ndarray, *, folds: int = 5, blocks: tupl
     estimate rests on.
     """
     y = np.asarray(y).astype(str)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    correct = np.zeros(len(y), dtype=bool)
-    per_fold = []
     C = None
-    for train, test in splitter.split(X, y):
-        head = LogisticHead(C=C, blocks=blocks, random_state=seed).fit(X[train], y[train])
+
+    def fit(X_fold, y_fold):
+        nonlocal C
+        head = LogisticHead(C=C, blocks=blocks, random_state=seed).fit(X_fold, y_fold)
         C = head.C_
-        correct[test] = head.predict(X[test]) == y[test]
-        per_fold.append(float(correct[test].mean()))
+        return head
+
+    splits = stratified_folds(y, folds, seed)
+    proba, classes = out_of_fold(X, y, splits, fit)
+    correct = classes[np.argmax(proba, axis=1)] == y
+    per_fold = [float(correct[held].mean()) for _, held in splits]
     rng = np.random.default_rng(seed)
     means = correct[rng.integers(0, len(y), size=(n_bootstrap, len(y)))].mean(axis=1)
     low, high = np.quantile(means, [0.025, 0.975])

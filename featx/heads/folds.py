@@ -1,0 +1,34 @@
+"""Out-of-fold answers: every row scored by a head fitted on the other folds only (rank's probe, audit's labels)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..hardware import Progress
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int, groups=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, held) row indices of ``folds`` stratified folds, shuffled by ``seed``; with ``groups`` (content keys),
+    the copies of one image share a fold, so no head has seen a held row's twin either."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if groups is not None:
+        return list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(labels, labels, groups))
+    return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(labels, labels))
+
+
+def out_of_fold(X: np.ndarray, labels: np.ndarray, splits, fit: Callable, *,
+                progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``proba[i, j]``, the probability of ``classes[j]`` for row i from ``fit(X[train], labels[train])`` (a fitted
+    head) of the fold that held row i out; and ``classes``, the sorted labels. ``fit`` may carry what one fold
+    learnt to the next (rank's probe chooses C on its first fold only)."""
+    classes = np.unique(labels)
+    proba = np.zeros((len(labels), len(classes)), dtype=np.float32)
+    for train, held in splits:
+        head = fit(X[train], labels[train])
+        proba[np.ix_(held, np.searchsorted(classes, head.classes_))] = head.predict_proba(X[held])
+        if progress:
+            progress("folds", 1, len(splits))
+    return proba, classes
