@@ -17,6 +17,18 @@ def write_json(report: dict, out: str | Path) -> Path:
     return path
 
 
+def previous_report(out: str | Path, report: dict, key: Callable[[dict], str]) -> dict | None:
+    """The report.json an earlier, interrupted or smaller run left in ``out``, when it has ``report``'s format and
+    the same ``key`` (what must match for its results to be reused); None when missing, unreadable or another's."""
+    try:
+        old = json.loads((Path(out) / "report.json").read_text())
+        if not isinstance(old, dict) or old.get("format") != report["format"] or key(old) != key(report):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return old
+
+
 def save_figure(fig, path: Path, **savefig) -> Path:
     """A matplotlib figure as PNG at ``path`` (atomically), then closed."""
     import matplotlib.pyplot as plt

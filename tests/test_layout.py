@@ -241,3 +241,20 @@ def test_the_library_reads_no_environment_variable(tmp_path, monkeypatch, digits
     assert list_stores() == []  # ./cache, whatever the environment says
     assert len(list_stores(digits_head_cache)) == 1
     assert "digits" in run_cli("stores").output  # the command line reads FEATX_CACHE
+
+
+def test_a_run_resumes_only_from_a_report_of_its_own_kind_and_settings(tmp_path):
+    """rank and compare resume through one helper: a missing, unreadable, other-format or other-settings
+    report.json is never reused."""
+    from featx.reporting import previous_report, write_json
+
+    report = {"format": "featx-x-1", "settings": {"seed": 0}, "runs": [1]}
+    key = lambda r: json.dumps(r["settings"], sort_keys=True)  # noqa: E731
+    assert previous_report(tmp_path, report, key) is None  # nothing there
+    (tmp_path / "report.json").write_text("{half a report")
+    assert previous_report(tmp_path, report, key) is None
+    for other in ({**report, "format": "featx-y-1"}, {**report, "settings": {"seed": 1}}, {"format": "featx-x-1"}, [1]):
+        (tmp_path / "report.json").write_text(json.dumps(other))
+        assert previous_report(tmp_path, report, key) is None
+    write_json(report, tmp_path)
+    assert previous_report(tmp_path, {**report, "runs": []}, key) == report

@@ -18,7 +18,7 @@ from ..hardware import Progress, default_workers
 from ..store import DEFAULT_CACHE, open_store
 from ..store.columns import select_layers
 from ..store.paths import rank_dir
-from ..reporting import write_json
+from ..reporting import previous_report, write_json
 from ..transfer.subsets import labeled_splits
 from .candidates import SIZE_WORDS, Candidate, default_candidates, image_size, native_size
 from .embedding import embed_group, feature_params, measure_speed
@@ -88,11 +88,8 @@ def _resume_key(report: dict) -> str:
 def _previous(out: Path, report: dict) -> tuple[dict[str, dict], dict[str, dict], list[dict]]:
     """Scored (or pruned) candidates, group records and the rounds' scores of an earlier, interrupted or smaller
     rank with the same sample and settings."""
-    try:
-        old = json.loads((out / "report.json").read_text())
-        if old.get("format") != REPORT_FORMAT or _resume_key(old) != _resume_key(report):
-            return {}, {}, []
-    except (OSError, ValueError, KeyError, TypeError):
+    old = previous_report(out, report, _resume_key)
+    if old is None:
         return {}, {}, []
     rows = {r["id"]: r for r in old.get("rows", []) if r.get("status") in ("ok", "pruned")}
     return rows, old.get("groups", {}), old.get("rounds", [])

@@ -21,7 +21,7 @@ from ..store.columns import select_layers
 from .measure import Measure
 from .settings import DEFAULT_METHODS  # noqa: F401 (the library's default, named here too)
 from .settings import FINETUNE_METHODS, GRID_SUFFIX, STAGES_SUFFIX, CompareSettings, FinetuneSettings
-from ..reporting import write_json
+from ..reporting import previous_report, write_json
 from .report import write_report
 from .subsets import LabeledSet, check_shots, draw_shots, labeled_splits, splits_from_members
 
@@ -113,11 +113,8 @@ def _resume_key(report: dict) -> str:
 
 def _previous_runs(out: Path, report: dict) -> dict[tuple, dict]:
     """Finished runs of an earlier, interrupted or smaller experiment with the same budget in ``out``."""
-    try:
-        old = json.loads((out / "report.json").read_text())
-        if old.get("format") != REPORT_FORMAT or _resume_key(old) != _resume_key(report):
-            return {}
-    except (OSError, ValueError, KeyError):
+    old = previous_report(out, report, _resume_key)
+    if old is None:
         return {}
     return {(r["method"], r["shots"], r["seed"]): r for r in old.get("runs", []) if r.get("status") == "ok"}
 
