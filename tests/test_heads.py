@@ -231,3 +231,24 @@ def test_the_mlp_separates_what_no_linear_head_can():
     assert np.array_equal(again.coef_, mlp.coef_)
     P = mlp.predict_proba(X[test])
     assert P.shape == (200, 2) and np.allclose(P.sum(1), 1.0) and list(mlp.classes_) == ["different", "same"]
+
+
+def test_ridge_with_fewer_rows_than_columns_solves_the_small_problem_with_the_same_coefficients():
+    from featx.heads.solvers import ridge_kernel_solutions, ridge_solutions
+
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(30, 400)).astype(np.float32)
+    t = rng.integers(0, 3, 30)
+    Y = -np.ones((30, 3)); Y[np.arange(30), t] = 1.0
+    moments = (Z.T.astype(np.float64) @ Z, Z.sum(0, dtype=np.float64), Y.sum(0), Z.T.astype(np.float64) @ Y, 30)
+    for (W, b, _), (Wk, bk, _) in zip(ridge_solutions(*moments, [0.1, 10.0]),
+                                      ridge_kernel_solutions(Z, t, 3, [0.1, 10.0])):
+        np.testing.assert_allclose(Wk, W, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(bk, b, rtol=1e-3, atol=1e-5)
+    # the head takes that path on wide data and still matches scikit-learn's Ridge on the same rows
+    X, y = load_digits(return_X_y=True)
+    wide = np.hstack([X, X ** 2, np.sqrt(X), X[:, ::-1] * X])[:150]  # 150 rows, 256 columns
+    head = RidgeHead(alpha=10.0, scaling="standard").fit(wide, y[:150])
+    ref = RidgeClassifier(alpha=10.0).fit(StandardScaler().fit_transform(wide), y[:150])
+    assert wide.shape[0] < wide.shape[1]
+    np.testing.assert_allclose(head.coef_, ref.coef_, atol=1e-4)

@@ -11,8 +11,8 @@ from ..hardware import single_threaded_blas
 from .rows import StandardRows
 from .scoring import decision_of, linear_scores, probabilities
 from .solvers import (
-    Preconditioner, cross_entropy, fit_temperature, holdout_indices, lbfgs, preconditioner_sample, ridge_moments,
-    ridge_solutions, squared_hinge,
+    Preconditioner, cross_entropy, fit_temperature, holdout_indices, lbfgs, preconditioner_sample,
+    ridge_kernel_solutions, ridge_moments, ridge_solutions, squared_hinge,
 )
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -223,8 +223,9 @@ class LinearSVMHead(_LBFGSHead):
 class RidgeHead(_LinearHead):
     """Ridge regression onto ±1 class indicators (as RidgeClassifier), solved in closed form.
 
-    The whole alpha grid shares one eigendecomposition of the Gram matrix, so the search costs
-    little more than one fit. Probabilities: softmax of the scores at a fitted temperature.
+    The alpha grid shares one pass over the rows (their moments), each value a Cholesky solve; with
+    fewer rows than columns the problem is solved as n × n instead (ridge_kernel_solutions), so a few
+    labelled images cost a few milliseconds. Probabilities: softmax of the scores at a fitted temperature.
 
     Parameters
     ----------
@@ -253,6 +254,8 @@ class RidgeHead(_LinearHead):
         return {}  # holds the whole training set's moments once the grid search has them
 
     def _path(self, Z, t, rows, k, grid, ctx):
+        if len(rows) < Z.d:  # fewer rows than columns: the n × n problem
+            return ridge_kernel_solutions(Z.take(rows), t[rows], k, grid)
         # The moments of the held-out rows are computed too, so the refit on everything costs no pass.
         rest = np.setdiff1d(np.arange(len(t)), rows)
         fit = ridge_moments(Z.subset(rows), t[rows], k)
@@ -260,5 +263,7 @@ class RidgeHead(_LinearHead):
         return ridge_solutions(*fit, grid)
 
     def _solve(self, Z, t, k, alpha, init, ctx):
+        if Z.n < Z.d:
+            return ridge_kernel_solutions(Z.take(np.arange(Z.n)), t, k, [alpha])[0]
         moments = ctx.get("all") if ctx else None
         return ridge_solutions(*(moments or ridge_moments(Z, t, k)), [alpha])[0]

@@ -31,6 +31,13 @@ def fit_temperature(scores: np.ndarray, t: np.ndarray) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(-6.0, 6.0), method="bounded").x))
 
 
+def row_gram(rows: np.ndarray) -> np.ndarray:
+    """rows·rowsᵀ (float32), in pieces of 64 rows on every core (on_cores)."""
+    n = len(rows)
+    pieces = [(a, min(n, a + 64)) for a in range(0, n, 64)]
+    return np.concatenate(on_cores(pieces, lambda ab: rows[ab[0]:ab[1]] @ rows.T))
+
+
 PRECONDITIONER_RANK = 256  # leading directions a preconditioner resolves; the rest share their mean eigenvalue
 
 
@@ -70,8 +77,7 @@ class Preconditioner:
         if all_rows and n < d:
             # V = rowsᵀ·U/√(n·s) is kept as its two factors: forming it (d × n × n) cost as much as the Gram
             # matrix, and every use of V is a product with a thin matrix (k columns).
-            pieces = [(a, min(n, a + 64)) for a in range(0, n, 64)]  # enough pieces for every core (on_cores)
-            gram = np.concatenate(on_cores(pieces, lambda ab: rows[ab[0]:ab[1]] @ rows.T)) / np.float32(n)
+            gram = row_gram(rows) / np.float32(n)
             s, U = eigh(gram, driver="evd", check_finite=False)
             keep = s > max(float(s.max()), 1e-30) * 1e-6
             self.s, root = s[keep], np.sqrt(n * s[keep])
@@ -271,11 +277,16 @@ def squared_hinge(t: np.ndarray, k: int):
     return loss_and_grad
 
 
+def _signed_targets(t: np.ndarray, k: int) -> np.ndarray:
+    Y = -np.ones((len(t), k), np.float32)
+    Y[np.arange(len(t)), t] = 1.0
+    return Y
+
+
 def ridge_moments(rows, t, k):
     """Sufficient statistics of a ridge fit on StandardRows: Zᵀ·Z (float32 BLAS per block, summed as
     float64), Σz, Σy, Zᵀ·Y."""
-    Y = -np.ones((len(t), k), np.float32)
-    Y[np.arange(len(t)), t] = 1.0
+    Y = _signed_targets(t, k)
     gram = np.zeros((rows.d, rows.d))
     zy = np.zeros((rows.d, k))
     zsum = np.zeros(rows.d)
@@ -286,13 +297,44 @@ def ridge_moments(rows, t, k):
     return gram, zsum, Y.sum(0, dtype=np.float64), zy, len(t)
 
 
+def _solve_regularised(G: np.ndarray, R: np.ndarray, alpha: float) -> np.ndarray:
+    """(G + alpha·I)⁻¹·R for a symmetric positive semi-definite G (float64)."""
+    from scipy.linalg import LinAlgError, cho_factor, cho_solve
+
+    A = G + alpha * np.eye(len(G))
+    try:
+        return cho_solve(cho_factor(A, check_finite=False), R, check_finite=False)
+    except LinAlgError:  # alpha = 0 on a singular G: the least-squares solution
+        return np.linalg.lstsq(A, R, rcond=None)[0]
+
+
 def ridge_solutions(gram, zsum, ysum, zy, n, grid):
-    """Centred ridge solutions for every alpha from one eigendecomposition of the centred Gram matrix."""
+    """Centred ridge solutions for every alpha of ``grid`` from the moments (the d × d problem).
+
+    One Cholesky solve per alpha: a grid of 6 costs less than the single eigendecomposition that would
+    serve them all (at d = 3,328 a factorisation took 0.38 s, an eigendecomposition 7.5 s).
+    """
     z_mean, y_mean = zsum / n, ysum / n
-    evals, evecs = np.linalg.eigh(gram - n * np.outer(z_mean, z_mean))
-    proj = evecs.T @ (zy - n * np.outer(z_mean, y_mean))
+    G = gram - n * np.outer(z_mean, z_mean)
+    R = zy - n * np.outer(z_mean, y_mean)
     out = []
     for alpha in grid:
-        W = evecs @ (proj / (np.maximum(evals, 0.0) + alpha)[:, None])
+        W = _solve_regularised(G, R, alpha)
         out.append((W.astype(np.float32), (y_mean - z_mean @ W).astype(np.float32), 1))
+    return out
+
+
+def ridge_kernel_solutions(Z: np.ndarray, t: np.ndarray, k: int, grid):
+    """ridge_solutions for fewer rows than columns, from the n × n problem: the same coefficients, since
+    (Zcᵀ·Zc + αI)⁻¹·Zcᵀ = Zcᵀ·(Zc·Zcᵀ + αI)⁻¹ for the centred rows Zc. 24 images of 3,328 numbers cost a
+    24 × 24 solve instead of a 3,328 × 3,328 one (17 s before, for `featx train --head ridge`)."""
+    Y = _signed_targets(t, k)
+    z_mean, y_mean = Z.mean(0, dtype=np.float64), Y.mean(0, dtype=np.float64)
+    Zc = Z - z_mean.astype(np.float32)
+    K = row_gram(Zc).astype(np.float64)
+    R = Y - y_mean
+    out = []
+    for alpha in grid:
+        W = Zc.T @ _solve_regularised(K, R, alpha).astype(np.float32)
+        out.append((W, (y_mean - z_mean @ W).astype(np.float32), 1))
     return out
