@@ -85,6 +85,20 @@ def test_auto_measures_once_remembers_and_says_which(tmp_path):
 
 
 @pytest.mark.own_runtime_files
+def test_featx_runtimes_shares_one_conversion_and_one_measurement_between_caches(tmp_path, monkeypatch):
+    shared = tmp_path / "machine-runtimes"
+    monkeypatch.setenv("FEATX_RUNTIMES", str(shared))
+    folder = write_class_folder(tmp_path / "colours", per_class=2)
+    args = ("embed", folder, "--image-size", SMALL, "--workers", 0, "--json")
+    first = json.loads(run_cli(*args, "--cache", tmp_path / "a").stdout)
+    second = json.loads(run_cli(*args, "--cache", tmp_path / "b").stdout)
+    assert first["runtime"]["how"] == "measured" and second["runtime"]["how"] == "remembered"
+    assert second["runtime"]["runtime"] == first["runtime"]["runtime"]
+    assert len(list(shared.glob("efficientnet_lite0-*/openvino.xml"))) == 1  # converted once, for both
+    assert not (tmp_path / "a" / "runtimes").exists() and not (tmp_path / "b" / "runtimes").exists()
+
+
+@pytest.mark.own_runtime_files
 def test_auto_falls_back_to_torch_when_openvino_is_absent(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # what `import openvino` does when it is not installed
     model = load_runtime(image_size=SMALL, cache=tmp_path)

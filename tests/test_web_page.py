@@ -39,6 +39,9 @@ def server(digits_head_cache, tmp_path_factory):
     run_cli("embed", "digits", "--image-size", 32, "--layers", "final", "--workers", 0, "--cache", cache)
     run_cli("train", "digits", "--layers", "final", "--cache", cache, "--out", cache / "final.npz")
     run_cli("audit", "digits", "--layers", "final", "--cache", cache)
+    # as the help advises, the map is made beforehand: the server reads it from beside the store (computing it
+    # in the server's process would compile UMAP's numba code again, about 15 s)
+    run_cli("map", "digits", "--layers", "final", "--cache", cache)
     proc, base = start_serve("--head", cache / "final.npz", "--dataset", "digits", "--cache",
                              cache, env={"FEATX_TOKEN": TOKEN, "FEATX_LOG_LEVEL": "warning"})
     yield base

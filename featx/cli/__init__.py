@@ -96,9 +96,10 @@ def main() -> None:
       featx compare digits                 # frozen heads against fine-tuning, same subsets
 
     \b
-    Environment: FEATX_CACHE (the store root), FEATX_FASHION_MNIST (its IDX folder),
-    FEATX_TOKEN and FEATX_LOG_LEVEL (featx serve), FEATX_MALLOC=default (keep glibc's
-    default allocator; see the README).
+    Environment: FEATX_CACHE (the store root), FEATX_RUNTIMES (one folder of converted
+    models and runtime choices for every cache; default CACHE/runtimes), FEATX_FASHION_MNIST
+    (its IDX folder), FEATX_TOKEN and FEATX_LOG_LEVEL (featx serve), FEATX_MALLOC=default
+    (keep glibc's default allocator; see the README).
     """
     warnings.showwarning = _show_warning
     if os.environ.get("FEATX_MALLOC", "") == "default":

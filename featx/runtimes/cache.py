@@ -1,4 +1,5 @@
-"""Runtime files under ``<cache>/runtimes``: converted models, the configurations they make, auto's choices."""
+"""Runtime files under ``<cache>/runtimes`` (or ``$FEATX_RUNTIMES``): converted models, the configurations
+they make, auto's choices."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ..store import DEFAULT_CACHE
 from ..store.atomic import atomic_write, file_sha256, fsync_dir, safe_name
 
 RUNTIMES_DIR = "runtimes"
+RUNTIMES_ENV = "FEATX_RUNTIMES"  # one folder for every cache: convert and measure once per machine
 OPENVINO_MODEL = "openvino.xml"  # beside it, openvino.bin
 CONFIGS = "configs.json"  # what a request (name, weights, size, recipe…) builds: skips building torch's model
 CHOICES = "choices.json"  # auto's measured choice per machine, configuration and batch size
@@ -24,7 +26,14 @@ MANIFEST = "manifest.json"  # in a converted model's folder: its configuration, 
 
 
 def runtimes_root(cache: str | os.PathLike | None) -> Path:
-    return Path(cache or DEFAULT_CACHE) / RUNTIMES_DIR
+    """Where ``cache``'s runtime files live: ``$FEATX_RUNTIMES`` when set, shared by every cache (a model is
+    converted, and auto measures it, once per machine), else ``<cache>/runtimes``.
+
+    Sharing is safe: a converted model's folder is named by its configuration's key, written whole under a
+    temporary name and checked against its manifest on every load; the tables are only memos.
+    """
+    shared = os.environ.get(RUNTIMES_ENV)
+    return Path(shared) if shared else Path(cache or DEFAULT_CACHE) / RUNTIMES_DIR
 
 
 def model_dir(cache: str | os.PathLike | None, config: BackboneConfig) -> Path:
