@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from .errors import BackboneError
+
 DEFAULT_BACKBONE = "efficientnet_lite0"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # what a backbone can be asked to run at (int8: OpenVINO only)
 STORED_PRECISIONS = ("fp32", "bf16", "int8")  # what a store can have been embedded at
@@ -143,6 +145,20 @@ class BackboneConfig:
     def key(self) -> str:
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+    def request(self) -> dict:
+        """The arguments that build this configuration again (create_backbone's and load_runtime's)."""
+        return {"image_size": self.preprocess.input_size, "precision": self.precision, "layers": self.layers,
+                "crop": self.preprocess.crop, "store_dtype": self.store_dtype}
+
+    def refuse_unlike(self, made: "BackboneConfig", weights) -> None:
+        """Raise BackboneError when ``made``, what this machine re-created from ``request()``, would not
+        give this configuration's vectors (other weights, another library version's architecture…)."""
+        if made.key == self.key:
+            return
+        hint = "" if weights else " It was embedded with other weights: pass them as weights=FILE."
+        raise BackboneError(f"cannot re-create {self.describe()}: this machine gives {made.describe()}.{hint}",
+                            params=("weights",))
 
     def describe(self) -> str:
         p = self.preprocess

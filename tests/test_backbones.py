@@ -171,3 +171,19 @@ def test_a_batch_norm_the_registration_order_misplaces_is_not_folded():
     plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4).eval()).eval()
     plain[1].running_var.fill_(4.0)
     assert isinstance(fold_batch_norms(plain)[1], torch.nn.Identity)
+
+
+def test_a_configuration_is_re_created_exactly_or_refused_naming_the_weights():
+    import dataclasses
+
+    from featx.backbones import create_backbone_for
+    from featx.runtimes import runtime_for
+
+    made = create_backbone(image_size=32, layers="stages", crop="full")
+    again = create_backbone_for(made.config)  # the arguments come from the configuration alone
+    assert again.config.key == made.config.key
+    other = dataclasses.replace(made.config, weights_sha256="0" * 64)  # embedded with weights not here
+    for recreate in (lambda: create_backbone_for(other), lambda: runtime_for(other, runtime="torch")):
+        with pytest.raises(BackboneError, match="cannot re-create .* other weights: pass them as weights=FILE") as e:
+            recreate()
+        assert e.value.params == ("weights",)

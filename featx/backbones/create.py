@@ -163,13 +163,8 @@ def _feature_dim(extractor: nn.Module, pre: PreprocessConfig, device: torch.devi
 
 def create_backbone_for(config: BackboneConfig, weights: str | os.PathLike | None = None) -> Backbone:
     """Re-create the backbone that made a store's (or a head's) vectors; refuses one that differs."""
-    backbone = create_backbone(config.name, weights=weights, image_size=config.preprocess.input_size,
-                               precision=config.precision, layers=config.layers, crop=config.preprocess.crop,
-                               store_dtype=config.store_dtype)
-    if backbone.config.key != config.key:
-        hint = "" if weights else " It was embedded with other weights: pass them as weights=FILE."
-        raise BackboneError(f"cannot re-create {config.describe()}: this machine gives "
-                            f"{backbone.config.describe()}.{hint}", params=("weights",))
+    backbone = create_backbone(config.name, weights=weights, **config.request())
+    config.refuse_unlike(backbone.config, weights)
     return backbone
 
 

@@ -145,13 +145,9 @@ def runtime_for(config: BackboneConfig, *, runtime: str = "auto", weights: str |
                                 f"{runtimes_root(cache)}; embed the dataset again with precision=int8 to calibrate "
                                 "it.", params=("precision",))
         return _chosen(OpenVINORuntime(config, path, threads), RuntimeChoice("openvino", "int8"))
-    made = load_runtime(config.name, runtime=runtime, weights=weights, image_size=config.preprocess.input_size,
-                        precision=config.precision, layers=config.layers, crop=config.preprocess.crop,
-                        store_dtype=config.store_dtype, cache=cache, batch_size=batch_size, threads=threads)
-    if made.config.key != config.key:
-        hint = "" if weights else " It was embedded with other weights: pass them as weights=FILE."
-        raise BackboneError(f"cannot re-create {config.describe()}: this machine gives "
-                            f"{made.config.describe()}.{hint}", params=("weights",))
+    made = load_runtime(config.name, runtime=runtime, weights=weights, cache=cache, batch_size=batch_size,
+                        threads=threads, **config.request())
+    config.refuse_unlike(made.config, weights)
     return made
 
 
