@@ -88,7 +88,7 @@ def test_one_class_and_disjoint_labels_are_refused_plainly(tmp_path, cache):
 
 
 def test_a_full_disk_while_writing_keeps_the_store_consistent(tmp_path, lite0_small, monkeypatch):
-    import featx.store.store as store_module
+    import featx.store.writer as writer_module
     from featx.data import open_source
     from featx.embed import embed_source
     from featx.store import open_store
@@ -99,7 +99,7 @@ def test_a_full_disk_while_writing_keeps_the_store_consistent(tmp_path, lite0_sm
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with open_store(lite0_small.config, tmp_path / "cache") as store:
-        monkeypatch.setattr(store_module, "write_npy", full)
+        monkeypatch.setattr(writer_module, "write_npy", full)
         with pytest.raises(StoreError, match="No space left on device.*unchanged and consistent"):
             embed_source(open_source(str(folder)), lite0_small, store, workers=0)
         monkeypatch.undo()

@@ -7,7 +7,7 @@ _EXPORTS = {
     "VectorView": "view", "normalize": "view", "row_norms": "view",
     "LayerSelection": "columns", "select_layers": "columns",
     "ChosenStoreNotice": "finder", "describe_stores": "finder", "find_dataset": "finder", "list_stores": "finder", "store_for_config": "finder",
-    "DEFAULT_CACHE": "store", "SPLIT_ORDER": "store", "Dataset": "store", "FeatureStore": "store", "Member": "store", "open_store": "store", "store_dir": "store",
+    "DEFAULT_CACHE": "store", "SPLIT_ORDER": "catalog", "Dataset": "catalog", "FeatureStore": "store", "Member": "catalog", "open_store": "store", "store_dir": "store",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
