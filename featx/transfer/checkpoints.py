@@ -14,7 +14,8 @@ from ..store.atomic import atomic_write, name_stem
 from .settings import FinetuneSettings
 
 if TYPE_CHECKING:
-    from .finetune import FinetuneNet, FinetuneResult
+    from .finetune import FinetuneResult
+    from .unfreeze import FinetuneNet
 
 CHECKPOINT_FORMAT = "featx-finetuned-1"
 
