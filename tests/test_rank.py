@@ -293,7 +293,7 @@ def test_the_screen_keeps_forward_passes_with_every_candidate_riding_on_them():
 
 
 def test_rounds_double_the_images_and_halve_the_candidates_down_to_the_finalists():
-    from featx.rank.runner import RankSettings, screen_rounds
+    from featx.rank.settings import RankSettings, screen_rounds
 
     assert screen_rounds(1414, RankSettings()) == [(256, 4)]  # by default every contender goes to the whole sample
     assert screen_rounds(1414, RankSettings(contenders=8, finalists=4)) == [(256, 8), (512, 4)]

@@ -5,7 +5,7 @@ from ..lazy import lazy_exports
 _EXPORTS = {
     "Candidate": "candidates", "default_candidates": "candidates", "parse_candidates": "candidates",
     "logme": "logme", "ProbeScore": "probe", "kfold_accuracy": "probe",
-    "RankSettings": "runner", "rank_candidates": "runner", "recommend": "choice",
+    "RankSettings": "settings", "rank_candidates": "runner", "recommend": "choice",
     "stratified_sample": "sample",
 }
 __all__ = sorted(_EXPORTS)
