@@ -161,8 +161,8 @@ def digits_head_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def shared_runtime_files(tmp_path_factory, monkeypatch, request):
-    """Every test's caches share one runtimes folder (FEATX_RUNTIMES, inherited by the servers, embeds and
-    Ray workers a test starts), so OpenVINO converts each configuration and auto measures it once per
+    """Every test's caches share one runtimes folder (FEATX_RUNTIMES, inherited by the servers and embeds a
+    test starts), so OpenVINO converts each configuration and auto measures it once per
     session, not once per test. Tests of that machinery opt out with ``@pytest.mark.own_runtime_files``."""
     if request.node.get_closest_marker("own_runtime_files"):
         monkeypatch.delenv("FEATX_RUNTIMES", raising=False)
