@@ -146,3 +146,19 @@ def test_featx_search_reranks_a_budget_index_from_the_store(tmp_path):
     assert np.mean([len(set(f) & set(t.tolist())) / 5 for f, t in zip(found, truth)]) >= 0.9
     for i, (hit, f) in enumerate(zip(hits, found)):  # exact cosines from the store, best first
         assert np.allclose([r["score"] for r in hit["results"]], X[f] @ X[i], atol=1e-5)
+
+
+def test_one_tuner_takes_the_least_effort_that_reaches_the_target_and_checks_it_on_every_query():
+    from featx.search.index import least_effort
+
+    # recall per setting: on the scanned queries, and on all of them (setting 1 looks enough on the scan only)
+    scanned, everything = [0.5, 0.95, 0.97, 0.99], [0.5, 0.93, 0.96, 0.99]
+    asked = []
+
+    def recall_at(i, m):
+        asked.append((i, m))
+        return scanned[i] if m == 250 else everything[i]
+
+    assert least_effort(recall_at, 4, 1000, 0.95, scan=250) == (2, 0.96)  # 1 falls short on all: the next one
+    assert asked[:2] == [(0, 250), (1, 250)]
+    assert least_effort(lambda i, m: [0.2, 0.4, 0.3][i], 3, 100, 0.95) == (1, 0.4)  # none reaches it: the best

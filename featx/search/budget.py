@@ -10,10 +10,10 @@ from typing import Callable
 import faiss
 import numpy as np
 from ..errors import ParameterError, SearchError
-from .index import AUTO_EXACT_BELOW, BLOCK_ROWS, exact_neighbours, index_nbytes, recall_of, reranked
+from .index import (AUTO_EXACT_BELOW, BLOCK_ROWS, SEARCH_EFFORTS, exact_neighbours, index_nbytes, least_effort,
+                    recall_of, reranked)
 
 TUNE_QUERIES = 250  # held-back queries the search settings are scanned on
-KNOBS = {"nprobe": (1, 2, 4, 8, 16, 32, 64, 128, 256), "efSearch": (16, 32, 64, 128, 256, 512)}
 RERANKS = (4, 8, 16, 32)  # candidates re-scored from the store, as multiples of k, least first
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
@@ -196,8 +196,8 @@ def _tune(index, c: Candidate, queries: np.ndarray, truth: np.ndarray, target_re
     if knob is None:
         values = [""]
     else:
-        most = faiss.extract_index_ivf(index).nlist if knob == "nprobe" else max(KNOBS[knob])
-        values = [f"{knob}={v}" for v in KNOBS[knob] if v <= most]
+        most = faiss.extract_index_ivf(index).nlist if knob == "nprobe" else max(SEARCH_EFFORTS[knob])
+        values = [f"{knob}={v}" for v in SEARCH_EFFORTS[knob] if v <= most]
     # (search settings, rerank): a re-ranked candidate tries each effort of its codes at each depth in turn
     settings = [(v, r) for r in (RERANKS if c.rerank else [None]) for v in values]
     k = truth.shape[1]
@@ -211,22 +211,10 @@ def _tune(index, c: Candidate, queries: np.ndarray, truth: np.ndarray, target_re
             space.set_index_parameters(index, value)
         return reranked(index, Q, n_neighbours, rerank, exact) if rerank else index.search(Q, n_neighbours)
 
-    def recall_at(i: int, scan: int) -> float:
-        return recall_of(search(i, queries[:scan], k)[1], truth[:scan])
+    def recall_at(i: int, m: int) -> float:
+        return recall_of(search(i, queries[:m], k)[1], truth[:m])
 
-    scan = max(1, min(len(queries), TUNE_QUERIES))
-    best = (-1.0, 0)
-    for i in range(len(settings)):
-        recall = recall_at(i, scan)
-        if recall > best[0] + 1e-9:
-            best = (recall, i)
-        if recall >= target_recall:
-            break
-    i = best[1]
-    recall = recall_at(i, len(queries))
-    while recall < target_recall and i + 1 < len(settings) and best[0] >= target_recall:
-        i += 1
-        recall = recall_at(i, len(queries))
+    i, recall = least_effort(recall_at, len(settings), len(queries), target_recall, scan=TUNE_QUERIES)
     c.recall_at_10, (c.search, c.rerank) = round(recall, 4), settings[i]
     start = time.perf_counter()
     search(i, queries, 10)

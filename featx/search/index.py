@@ -187,6 +187,35 @@ def recall_at_k(vi: VectorIndex, base: np.ndarray, queries: np.ndarray, k: int =
     return recall_of(vi.index.search(queries, k)[1], truth)
 
 
+SEARCH_EFFORTS = {"nprobe": (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256),  # least first
+                  "efSearch": (16, 24, 32, 48, 64, 96, 128, 192, 256, 512)}
+
+
+def least_effort(recall_at: Callable[[int, int], float], n_settings: int, n_queries: int, target: float,
+                 scan: int | None = None) -> tuple[int, float]:
+    """The first of ``n_settings`` search settings (least effort first) whose recall@10 reaches ``target``,
+    else the best one; and its recall on every query. The one tuner of `featx index` and of budgets.
+
+    ``recall_at(i, m)`` is setting i's recall on the first m queries. The settings are scanned on ``scan``
+    of them (all when None); the chosen one's recall is then measured on all, and when it falls short
+    there, the next settings are measured on all too.
+    """
+    scan = n_queries if scan is None else max(1, min(n_queries, scan))
+    best = (-1.0, 0)
+    for i in range(n_settings):
+        recall = recall_at(i, scan)
+        if recall > best[0] + 1e-9:
+            best = (recall, i)
+        if recall >= target:
+            break
+    i = best[1]
+    recall = best[0] if scan == n_queries else recall_at(i, n_queries)
+    while recall < target and i + 1 < n_settings and best[0] >= target:
+        i += 1
+        recall = recall_at(i, n_queries)
+    return i, recall
+
+
 def tune_index(vi: VectorIndex, queries: np.ndarray, truth: np.ndarray, *,
                target_recall: float = TARGET_RECALL) -> None:
     """Set the smallest search effort whose recall@10 for ``queries`` (not in the index) reaches
@@ -197,18 +226,20 @@ def tune_index(vi: VectorIndex, queries: np.ndarray, truth: np.ndarray, *,
         vi.recall_at_10 = 1.0
         return
     if vi.kind == "ivf":
-        knob, values = "nprobe", [v for v in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256) if v <= vi.index.nlist]
-        values = values or [vi.index.nlist]
+        knob = "nprobe"
+        values = [v for v in SEARCH_EFFORTS[knob] if v <= vi.index.nlist] or [vi.index.nlist]
         set_knob = lambda v: setattr(vi.index, "nprobe", v)  # noqa: E731
     else:
-        knob, values = "efSearch", [16, 24, 32, 48, 64, 96, 128, 192, 256, 512]
+        knob, values = "efSearch", list(SEARCH_EFFORTS["efSearch"])
         set_knob = lambda v: setattr(vi.index.hnsw, "efSearch", v)  # noqa: E731
-    for v in values:
-        set_knob(v)
-        recall = recall_of(vi.index.search(queries, truth.shape[1])[1], truth)
-        if recall >= target_recall:
-            break
-    vi.params[knob] = v
+
+    def recall_at(i: int, m: int) -> float:
+        set_knob(values[i])
+        return recall_of(vi.index.search(queries[:m], truth.shape[1])[1], truth[:m])
+
+    i, recall = least_effort(recall_at, len(values), len(queries), target_recall)
+    set_knob(values[i])
+    vi.params[knob] = values[i]
     vi.recall_at_10 = round(recall, 4)
 
 
