@@ -53,7 +53,7 @@ def vectors(dataset: str, cache: str, split: str | None = "train"):
         members = store.members(dataset, split)
         X = store.vectors([m.key for m in members])
         blocks = store.config.layer_dims
-    return normalize(X, blocks=blocks), np.array([m.label for m in members], dtype=str)
+    return normalize(X, layer_widths=blocks), np.array([m.label for m in members], dtype=str)
 
 
 def flip_labels(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, rate: float = 0.05, seed: int = 0,

@@ -108,15 +108,15 @@ def evaluate(dataset: str, cache: str, recipes: list[str]) -> dict:
         selection = select_layers(config, columns)
         X = selection.take(X_all)
         started = time.perf_counter()
-        head = LogisticHead(blocks=selection.blocks, random_state=0).fit(X[train], labels[train])
+        head = LogisticHead(layer_widths=selection.layer_widths, random_state=0).fit(X[train], labels[train])
         fit = time.perf_counter() - started
         accuracy = float((head.predict(X[test]) == labels[test]).mean())
-        Z = normalize(X, blocks=selection.blocks)
+        Z = normalize(X, layer_widths=selection.layer_widths)
         _, nn = flat_search(Z[train], Z[test], 10)
         same = labels[train][nn] == labels[test][:, None]
         # the majority of the 10; a tie goes to the label of the nearer neighbour (Counter keeps first-seen order)
         votes = [Counter(row).most_common(1)[0][0] for row in labels[train][nn]]
-        _, top = flat_search(Z, normalize(selection.take(Q_all), blocks=selection.blocks), 1)
+        _, top = flat_search(Z, normalize(selection.take(Q_all), layer_widths=selection.layer_widths), 1)
         y = labels[train]
         clean = out_of_fold_probabilities(Z[train], y, folds=5)
         noisy, flipped = flip_labels(y, clean.proba, clean.classes)

@@ -29,6 +29,9 @@ set_threads()
 from featx.heads import LogisticHead
 from featx.store import find_dataset
 from featx.store.columns import select_layers
+import inspect
+# the layer widths' parameter, by the name this revision gives it ("blocks" before 2026-12-06)
+WIDTHS = "layer_widths" if "layer_widths" in inspect.signature(LogisticHead).parameters else "blocks"
 out = {}
 with find_dataset("digits", sys.argv[1]) as store:
     X0, y, _, _ = store.load("digits", "train")
@@ -36,10 +39,11 @@ with find_dataset("digits", sys.argv[1]) as store:
     for name, use in (("all", None), ("final", [store.config.layers[-1]])):
         selection = select_layers(store.config, use)
         X, Xt = selection.take(np.asarray(X0)), selection.take(np.asarray(Xt0))
+        widths = getattr(selection, "layer_widths", None) or getattr(selection, "blocks", None)
         seconds = []
         for _ in range(4):
             started = time.perf_counter()
-            head = LogisticHead(blocks=selection.blocks).fit(X, y)
+            head = LogisticHead(**{WIDTHS: widths}).fit(X, y)
             seconds.append(time.perf_counter() - started)
         out[name] = {"seconds": min(seconds), "C": head.C_, "accuracy": float(np.mean(head.predict(Xt) == yt)),
                      "shape": list(X.shape)}

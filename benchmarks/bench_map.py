@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     with find_dataset("fashion-mnist", args.cache, **RECIPE) as store:
         members = store.members("fashion-mnist")
-        X_all = normalize(store.vectors([m.key for m in members]), blocks=store.config.layer_dims)
+        X_all = normalize(store.vectors([m.key for m in members]), layer_widths=store.config.layer_dims)
     labels_all = np.array([m.label for m in members])
     pick = np.sort(np.random.default_rng(0).choice(len(members), size=args.n, replace=False))
     X, labels = X_all[pick], labels_all[pick]

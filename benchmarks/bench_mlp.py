@@ -40,8 +40,8 @@ def main() -> None:
         selection, describe = select_layers(store.config, None), store.config.describe()
     print(f"{args.dataset}: {describe}, {X['train'].shape[0]:,} train × {X['train'].shape[1]:,}, "
           f"{X['test'].shape[0]:,} test")
-    heads = [("logreg", 0, LogisticHead(blocks=selection.blocks))]
-    heads += [("mlp", seed, MLPHead(blocks=selection.blocks, random_state=seed)) for seed in args.seeds]
+    heads = [("logreg", 0, LogisticHead(layer_widths=selection.layer_widths))]
+    heads += [("mlp", seed, MLPHead(layer_widths=selection.layer_widths, random_state=seed)) for seed in args.seeds]
     for name, seed, head in heads:
         started = time.perf_counter()
         head.fit(X["train"], y["train"])

@@ -70,16 +70,16 @@ def probe_cost(cache: str = "cache", n: int = 2000) -> None:
     y = np.array([labels[i] for i in pick])
     for layers, Xs, b in (("stages", X, blocks), ("final", X[:, -1280:], None)):
         started = time.perf_counter()
-        probe = kfold_accuracy(Xs, y, blocks=b)
+        probe = kfold_accuracy(Xs, y, layer_widths=b)
         probe_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        logme(normalize(Xs, blocks=b), y)
+        logme(normalize(Xs, layer_widths=b), y)
         logme_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        C = LogisticHead(blocks=b).fit(Xs, y).C_
+        C = LogisticHead(layer_widths=b).fit(Xs, y).C_
         correct = np.zeros(len(y), bool)
         for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(Xs, y):
-            correct[test] = LogisticHead(C=C, blocks=b).fit(Xs[train], y[train]).predict(Xs[test]) == y[test]
+            correct[test] = LogisticHead(C=C, layer_widths=b).fit(Xs[train], y[train]).predict(Xs[test]) == y[test]
         fixed_seconds = time.perf_counter() - started
         print(json.dumps({"layers": layers, "probe_seconds": round(probe_seconds, 1), "probe_accuracy": probe.accuracy,
                           "logme_seconds": round(logme_seconds, 2), "fixed_C_probe_seconds": round(fixed_seconds, 1),

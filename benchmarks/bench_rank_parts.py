@@ -53,6 +53,9 @@ from featx.data import open_source
 from featx.embed import embed_source
 from featx.rank.probe import kfold_accuracy
 from featx.store import open_store
+import inspect
+# the layer widths' parameter, by the name this revision gives it ("blocks" before 2026-12-06)
+WIDTHS = "layer_widths" if "layer_widths" in inspect.signature(kfold_accuracy).parameters else "blocks"
 cache = sys.argv[1]
 model = create_backbone("efficientnet_lite0", image_size=112, layers="stages", crop="full")
 with open_store(model.config, cache) as store:
@@ -64,7 +67,7 @@ with open_store(model.config, cache) as store:
 out = {}
 for n in (256, 512, len(y)):
     started = time.perf_counter()
-    kfold_accuracy(X[:n], y[:n], blocks=blocks)
+    kfold_accuracy(X[:n], y[:n], **{WIDTHS: blocks})
     out[n] = time.perf_counter() - started
 print(json.dumps(out))
 """

@@ -91,7 +91,7 @@ def pooling_probe(n_train: int = 10000, n_test: int = 5000, size: int = 112) -> 
         per = 4 if name == "grid2" else 1
         blocks = tuple(w * per for w in widths_avg) + (backbone.dim,)
         started = time.perf_counter()
-        head = LogisticHead(blocks=blocks).fit(feats["train"][name], feats["train"]["y"])
+        head = LogisticHead(layer_widths=blocks).fit(feats["train"][name], feats["train"]["y"])
         seconds = time.perf_counter() - started
         acc = score_predictions(feats["test"]["y"], head.predict(feats["test"][name])).accuracy
         rows.append({"pooling": name, "dim": sum(blocks), "accuracy": acc, "train_seconds": round(seconds, 2)})

@@ -191,7 +191,7 @@ def stage_audit(n: int, dim: int, work: Path, cache: str) -> dict:
         X, y, keys, _ = store.load(DATASET)
         blocks = tuple(b - a for a, b in store.config.columns().values())
         started = time.perf_counter()
-        X = normalize(X, blocks=blocks if len(blocks) > 1 else None)  # as featx audit does
+        X = normalize(X, layer_widths=blocks if len(blocks) > 1 else None)  # as featx audit does
         oof = out_of_fold_probabilities(X, y, folds=5)
         seconds = time.perf_counter() - started
     return {"seconds": seconds, "folds": oof.folds}

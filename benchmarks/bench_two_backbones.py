@@ -57,7 +57,7 @@ def main() -> None:
     for name, X, widths in [(args.store_a, A, widths_a), (args.store_b, B, widths_b),
                             (f"{args.store_a} + {args.store_b}", np.hstack([A, B]), widths_a + widths_b)]:
         started = time.perf_counter()
-        head = LogisticHead(blocks=tuple(widths), random_state=0).fit(X[train], y[train])
+        head = LogisticHead(layer_widths=tuple(widths), random_state=0).fit(X[train], y[train])
         row = {"recipe": name, "dim": int(X.shape[1]),
                "test_accuracy": round(float((head.predict(X[test]) == y[test]).mean()) * 100, 2),
                "fit_seconds": round(time.perf_counter() - started, 1)}

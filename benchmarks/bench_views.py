@@ -154,7 +154,7 @@ def main() -> None:
     for name, flip, cols in [("plain", False, "plain"), ("flip", True, "plain"), ("grid", False, "grid"),
                              ("flip+grid", True, "grid")]:
         Z, w = take(X, ranges[cols], per_view, flip)
-        Z = normalize(Z, blocks=w)  # each layer to the same length, as featx's heads and search do
+        Z = normalize(Z, layer_widths=w)  # each layer to the same length, as featx's heads and search do
         heads = [("logreg", LogisticHead)]
         if args.mlp:
             from featx.heads.mlp import MLPHead

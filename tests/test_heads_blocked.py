@@ -37,8 +37,8 @@ def test_streamed_fit_matches_the_in_memory_fit(head, scaling):
 
 def test_standard_rows_are_the_same_streamed_or_kept():
     X, _ = labelled(n=1000, d=20)
-    kept = StandardRows.fit(X, l2=True, blocks=(8, 12))
-    streamed = StandardRows.fit(X, l2=True, blocks=(8, 12), block_rows=64)
+    kept = StandardRows.fit(X, l2=True, layer_widths=(8, 12))
+    streamed = StandardRows.fit(X, l2=True, layer_widths=(8, 12), block_rows=64)
     assert kept.dense is not None and streamed.dense is None
     Z = np.concatenate([b for _, _, b in streamed.blocks_of_rows()])
     np.testing.assert_allclose(Z, kept.dense, atol=1e-5)

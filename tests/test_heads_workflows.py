@@ -105,7 +105,7 @@ def test_a_saved_linear_head_predicts_without_scikit_learn_and_answers_as_the_es
     X = rng.standard_normal((60, 12)).astype(np.float32)
     y = np.array(["a", "b", "c"])[np.argmax(X[:, :3], axis=1)]
     cfg = BackboneConfig("fake", "0" * 64, PreprocessConfig(32), dim=12)
-    estimator = HEADS[head](blocks=(4, 8)).fit(X, y)
+    estimator = HEADS[head](layer_widths=(4, 8)).fit(X, y)
     path = save_bundle(HeadBundle(estimator, head, cfg, "ds"), tmp_path / "b.npz")
     np.save(tmp_path / "X.npy", X)
     script = (
@@ -128,7 +128,7 @@ def test_a_saved_linear_head_predicts_without_scikit_learn_and_answers_as_the_es
     assert [[c["label"] for c in row] for row in out["top"]] == best
     loaded = load_bundle(path)
     np.testing.assert_array_equal(loaded.head.predict(X), estimator.predict(X))
-    assert loaded.head.get_params()["blocks"] == (4, 8)
+    assert loaded.head.get_params()["layer_widths"] == (4, 8)
     with pytest.raises(ValueError, match="12"):
         loaded.head.predict(X[:, :5])
 
@@ -214,3 +214,21 @@ def test_bundles_from_before_the_scaling_option_keep_standardising(tmp_path):
     loaded = load_bundle(path)
     assert loaded.head.scaling == "standard"
     np.testing.assert_array_equal(loaded.head.predict(X), head.predict(X))
+
+
+@pytest.mark.parametrize("head", ["logreg", "mlp"])
+def test_a_head_saved_when_layer_widths_were_called_blocks_still_loads_and_answers_alike(head, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 12)).astype(np.float32)
+    y = np.array(["a", "b", "c"])[np.argmax(X[:, :3], axis=1)]
+    cfg = BackboneConfig("fake", "0" * 64, PreprocessConfig(32), dim=12)
+    estimator = HEADS[head](layer_widths=(4, 8)).fit(X, y)
+    path = save_bundle(HeadBundle(estimator, head, cfg, "ds"), tmp_path / "b.npz")
+    with np.load(path) as data:  # rewrite it as featx wrote it before the rename
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(bytes(arrays.pop("__meta__")).decode())
+    meta["params"]["blocks"] = meta["params"].pop("layer_widths")
+    np.savez(path, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    loaded = load_bundle(path)
+    assert loaded.head.get_params()["layer_widths"] == (4, 8)
+    np.testing.assert_array_equal(loaded.head.predict_proba(X), estimator.predict_proba(X))

@@ -162,3 +162,24 @@ def test_one_tuner_takes_the_least_effort_that_reaches_the_target_and_checks_it_
     assert least_effort(recall_at, 4, 1000, 0.95, scan=250) == (2, 0.96)  # 1 falls short on all: the next one
     assert asked[:2] == [(0, 250), (1, 250)]
     assert least_effort(lambda i, m: [0.2, 0.4, 0.3][i], 3, 100, 0.95) == (1, 0.4)  # none reaches it: the best
+
+
+def test_an_index_saved_when_layer_widths_were_called_blocks_still_loads_with_them(tmp_path):
+    import io
+    import zipfile
+
+    from featx.search.index import build_index, load_index, save_index
+
+    X = np.random.default_rng(0).normal(size=(50, 12)).astype(np.float32)
+    path = save_index(build_index(X, [f"k{i}" for i in range(50)], "flat", layer_widths=(4, 8)), tmp_path / "i.npz")
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    meta = json.loads(bytes(np.load(io.BytesIO(members["meta.npy"]))).decode())
+    meta["blocks"] = meta.pop("layer_widths")  # as featx wrote it before the rename
+    buf = io.BytesIO()
+    np.save(buf, np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    members["meta.npy"] = buf.getvalue()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    assert load_index(path).layer_widths == (4, 8)

@@ -108,11 +108,11 @@ def test_block_normalisation_weighs_every_layer_alike():
 
     X = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
     X[:, :2] *= 1000.0  # a loud, narrow layer
-    Z = normalize(X, blocks=(2, 5))
+    Z = normalize(X, layer_widths=(2, 5))
     np.testing.assert_allclose(np.linalg.norm(Z[:, :2], axis=1), np.sqrt(0.5), rtol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(Z[:, 2:], axis=1), np.sqrt(0.5), rtol=1e-5)
     with pytest.raises(ValueError):
-        normalize(X, blocks=(2, 4))
+        normalize(X, layer_widths=(2, 4))
 
 
 def test_layers_and_crop_make_new_stores_that_never_mix(tmp_path, cache):
@@ -187,7 +187,7 @@ def test_a_head_on_some_layers_equals_one_trained_on_those_columns(tmp_path, cac
         Xt, _, _, _ = store.load("data", "test")
         config = store.config
     take = lambda M: np.concatenate([M[:, slice(*cols["blocks.4"])], M[:, slice(*cols["blocks.6"])]], axis=1)
-    alone = LogisticHead(blocks=(cols["blocks.4"][1] - cols["blocks.4"][0],
+    alone = LogisticHead(layer_widths=(cols["blocks.4"][1] - cols["blocks.4"][0],
                                  cols["blocks.6"][1] - cols["blocks.6"][0])).fit(take(np.asarray(X)), y)
     assert bundle.layers == ("blocks.4", "blocks.6") and bundle.config.key == config.key
     np.testing.assert_allclose(bundle.head.coef_, alone.coef_, rtol=1e-4, atol=1e-5)
@@ -261,7 +261,7 @@ def test_index_and_search_on_some_layers_match_exact_search_on_those_columns(tmp
         X = store.vectors(keys)
         take = lambda M: np.concatenate([M[:, slice(*cols["blocks.1"])], M[:, slice(*cols["blocks.2"])]], axis=1)
         row = keys.index(next(m.key for m in members if m.path == str(query)))
-        D, I = flat_search(normalize(take(X), blocks=(24, 40)), normalize(take(X[row : row + 1]), blocks=(24, 40)), 10)
+        D, I = flat_search(normalize(take(X), layer_widths=(24, 40)), normalize(take(X[row : row + 1]), layer_widths=(24, 40)), 10)
     np.testing.assert_allclose([r["score"] for r in answer[0]["results"]], D[0], rtol=1e-4, atol=1e-5)
     result = run_cli("search", "data", query, "--use-layers", "blocks.3", ok=False)
     assert result.exit_code == 1 and "'blocks.3' is not a layer" in result.output

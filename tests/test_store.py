@@ -141,16 +141,16 @@ def test_a_vector_view_reads_a_datasets_layers_normalised_whole_or_in_blocks(dig
         view = VectorView(store, "digits")
         keys = view.keys()
         assert len(keys) == len(set(keys)) == 1797 and view.layers is None
-        assert view.blocks and len(view.blocks) == len(store.config.layers) and sum(view.blocks) == view.dim
+        assert view.layer_widths and len(view.layer_widths) == len(store.config.layers) and sum(view.layer_widths) == view.dim
         X = view.normalised(keys)
         np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-5)
         start = 0
-        for width in view.blocks:  # every layer weighs the same: length 1/sqrt(layers)
+        for width in view.layer_widths:  # every layer weighs the same: length 1/sqrt(layers)
             np.testing.assert_allclose(np.linalg.norm(X[:, start:start + width], axis=1),
-                                       1 / np.sqrt(len(view.blocks)), rtol=1e-4)
+                                       1 / np.sqrt(len(view.layer_widths)), rtol=1e-4)
             start += width
         np.testing.assert_array_equal(np.concatenate(list(view.normalised_blocks(keys, size=500))), X)
         last = store.config.layers[-1]
         one = VectorView(store, "digits", [last])
-        assert one.layers == (last,) and one.blocks is None and one.dim == store.config.dim - sum(view.blocks[:-1])
+        assert one.layers == (last,) and one.layer_widths is None and one.dim == store.config.dim - sum(view.layer_widths[:-1])
         np.testing.assert_array_equal(one.normalised(keys[:7]), normalize(store.vectors(list(keys[:7]))[:, -one.dim:]))

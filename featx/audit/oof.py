@@ -43,7 +43,7 @@ def choose_folds(labels: np.ndarray, folds: int) -> tuple[int, str | None]:
 
 
 def out_of_fold_probabilities(X: np.ndarray, labels, *, folds: int = 5, head: str = "logreg",
-                              blocks: tuple[int, ...] | None = None, groups=None, seed: int = 0,
+                              layer_widths: tuple[int, ...] | None = None, groups=None, seed: int = 0,
                               progress: Progress | None = None) -> OutOfFold:
     """K-fold (stratified) probabilities of each class for every row, each fold's head fitted on the others.
 
@@ -65,7 +65,7 @@ def out_of_fold_probabilities(X: np.ndarray, labels, *, folds: int = 5, head: st
     from ..heads.registry import HEADS
 
     def fit(X_fold, labels_fold):
-        return HEADS[head](blocks=blocks, random_state=seed).fit(X_fold, labels_fold)
+        return HEADS[head](layer_widths=layer_widths, random_state=seed).fit(X_fold, labels_fold)
 
     splits = stratified_folds(labels, k, seed, groups if grouped else None)
     proba, classes = out_of_fold(X, labels, splits, fit, progress=progress)

@@ -150,6 +150,8 @@ def _head_from(name: str, params: dict, fitted: dict):
     """The saved head, ready to predict. A linear head comes back as a LinearPredictor (numpy only: `featx
     predict` imports no scikit-learn, a second of its start-up); the others as their estimator class."""
     params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items()}
+    if "blocks" in params:  # bundles saved before 2026-12-06 name the layer widths "blocks"
+        params["layer_widths"] = params.pop("blocks")
     if name in LINEAR_HEADS or name == "mlp":
         params.setdefault("scaling", "standard")  # bundles from before the option was added standardised each feature
     if name in LINEAR_HEADS:

@@ -18,13 +18,13 @@ class KNNHead(ClassifierMixin, BaseEstimator):
     """k-nearest-neighbour vote on cosine similarity (FAISS inner product on L2-normalised vectors).
 
     Each neighbour votes with its similarity. Parameters: ``n_neighbors`` (None chooses it from
-    ``k_grid`` on a held-out ``val_fraction``), ``random_state`` for that split, ``blocks`` the layer
+    ``k_grid`` on a held-out ``val_fraction``), ``random_state`` for that split, ``layer_widths`` the layer
     widths of a multi-layer recipe (each layer normalised on its own, see ``normalize``).
     """
 
-    def __init__(self, n_neighbors=None, k_grid=K_GRID, val_fraction=0.2, blocks=None, random_state=0):
+    def __init__(self, n_neighbors=None, k_grid=K_GRID, val_fraction=0.2, layer_widths=None, random_state=0):
         self.n_neighbors = n_neighbors
-        self.blocks = blocks
+        self.layer_widths = layer_widths
         self.k_grid = k_grid
         self.val_fraction = val_fraction
         self.random_state = random_state
@@ -33,7 +33,7 @@ class KNNHead(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=np.float32)
         check_classification_targets(y)
         self.classes_, t = np.unique(y, return_inverse=True)
-        self.vectors_ = normalize(X, blocks=self.blocks)
+        self.vectors_ = normalize(X, layer_widths=self.layer_widths)
         self.labels_ = t.astype(np.int64)
         if self.n_neighbors is not None:
             self.n_neighbors_ = int(self.n_neighbors)
@@ -55,7 +55,7 @@ class KNNHead(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
         k = min(self.n_neighbors_, len(self.vectors_))
-        D, I = flat_search(self.vectors_, normalize(X, blocks=self.blocks), k)
+        D, I = flat_search(self.vectors_, normalize(X, layer_widths=self.layer_widths), k)
         votes = _votes(D, self.labels_[I], len(self.classes_))
         return votes / votes.sum(axis=1, keepdims=True)
 

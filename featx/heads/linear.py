@@ -52,7 +52,7 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
         t = np.searchsorted(self.classes_, y)
         if self.scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}, not {self.scaling!r}.")
-        Z = StandardRows.fit(X, l2=self.scaling == "l2", blocks=self.blocks, block_rows=self.block_rows)
+        Z = StandardRows.fit(X, l2=self.scaling == "l2", layer_widths=self.layer_widths, block_rows=self.block_rows)
         self.mean_, self.scale_ = Z.mean, Z.scale
         k = len(self.classes_)
         value = getattr(self, self._reg)
@@ -161,11 +161,11 @@ class _LBFGSHead(_LinearHead):
     """A linear head whose loss is minimised by ``_lbfgs``; subclasses give ``_loss`` and ``_curvature``."""
 
     def __init__(self, C=None, Cs=C_GRID, max_iter=200, tol=1e-4, val_fraction=0.2, max_search_samples=5000,
-                 scaling="l2", blocks=None, block_rows=None, random_state=0):
+                 scaling="l2", layer_widths=None, block_rows=None, random_state=0):
         self.C = C
         self.block_rows = block_rows
         self.scaling = scaling
-        self.blocks = blocks
+        self.layer_widths = layer_widths
         self.Cs = Cs
         self.max_iter = max_iter
         self.tol = tol
@@ -195,7 +195,7 @@ class LogisticHead(_LBFGSHead):
         digits at 96 px (seed 0), l2 gave 49.3% / 78.6% / 92.2% test accuracy at 1 / 5 / 50 shots
         per class against 36.6% / 60.1% / 90.6%, and the same on all 60,000 Fashion-MNIST vectors
         (89.95% against 90.00%).
-    blocks : widths of the layer blocks of a multi-layer recipe (``featx train`` passes them); with
+    layer_widths : the widths of a multi-layer recipe's layers (``featx train`` passes them); with
         ``scaling="l2"`` each block is L2-normalised on its own first, so every layer counts alike.
     block_rows : None keeps the standardised training rows in memory up to 1 GiB and streams them from
         X (e.g. a store's memory-mapped shards) in 64 MB blocks beyond that; a number streams blocks of
@@ -233,18 +233,18 @@ class RidgeHead(_LinearHead):
     alphas : the grid searched when alpha is None.
     val_fraction, random_state : the held-out split used to choose alpha.
     max_search_samples : fit the grid on at most this many training rows (None: all; the grid is cheap).
-    scaling, blocks, block_rows : as LogisticHead's.
+    scaling, layer_widths, block_rows : as LogisticHead's.
     """
 
     _reg = "alpha"
     _grid = "alphas"
 
     def __init__(self, alpha=None, alphas=ALPHA_GRID, val_fraction=0.2, max_search_samples=None, scaling="l2",
-                 blocks=None, block_rows=None, random_state=0):
+                 layer_widths=None, block_rows=None, random_state=0):
         self.alpha = alpha
         self.block_rows = block_rows
         self.scaling = scaling
-        self.blocks = blocks
+        self.layer_widths = layer_widths
         self.alphas = alphas
         self.val_fraction = val_fraction
         self.max_search_samples = max_search_samples

@@ -35,12 +35,12 @@ class MLPHead(ClassifierMixin, BaseEstimator):
     max_epochs : passes over the training rows at most.
     patience : epochs without a better held-out accuracy before training stops.
     val_fraction : share of the rows held out for early stopping (none below 20 rows: max_epochs then).
-    scaling, blocks : as LogisticHead's.
+    scaling, layer_widths : as LogisticHead's.
     random_state : seed of the held-out split, the initial weights and the minibatch order.
     """
 
     def __init__(self, hidden=512, dropout=0.5, alpha=1e-4, learning_rate=1e-3, batch_size=1024, max_epochs=40,
-                 patience=4, val_fraction=0.1, scaling="l2", blocks=None, random_state=0):
+                 patience=4, val_fraction=0.1, scaling="l2", layer_widths=None, random_state=0):
         self.hidden = hidden
         self.dropout = dropout
         self.alpha = alpha
@@ -50,7 +50,7 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         self.patience = patience
         self.val_fraction = val_fraction
         self.scaling = scaling
-        self.blocks = blocks
+        self.layer_widths = layer_widths
         self.random_state = random_state
 
     def fit(self, X, y):
@@ -60,7 +60,7 @@ class MLPHead(ClassifierMixin, BaseEstimator):
             raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}, not {self.scaling!r}.")
         self.classes_ = np.unique(y)
         t = np.searchsorted(self.classes_, y)
-        Z = StandardRows.fit(X, l2=self.scaling == "l2", blocks=self.blocks)
+        Z = StandardRows.fit(X, l2=self.scaling == "l2", layer_widths=self.layer_widths)
         self.mean_, self.scale_ = Z.mean, Z.scale
         k, d = len(self.classes_), Z.d
         if k < 2:
@@ -87,7 +87,7 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         for a in range(0, len(X), step):
             Z = np.asarray(X[a:a + step], dtype=np.float32)
             if self.scaling == "l2":
-                Z = normalize(Z, blocks=self.blocks)
+                Z = normalize(Z, layer_widths=self.layer_widths)
             H = ((Z - self.mean_) / self.scale_) @ self.hidden_coef_.T + self.hidden_intercept_
             np.maximum(H, 0.0, out=H)
             out[a:a + step] = H @ self.coef_.T + self.intercept_

@@ -16,17 +16,17 @@ PIECE_ROWS = 512  # rows standardised at a time in memory: a piece of 1,280 floa
 
 class StandardRows:
     """Z = (N(X) − mean) / scale for the rows ``index`` of X (default all); N L2-normalises each row
-    (layer by layer with ``blocks``) or does nothing.
+    (layer by layer with ``layer_widths``) or does nothing.
 
     X may be a read-only memory map of any float dtype (a float16 store's shards): when Z is small
     it is made once, as one float32 copy; otherwise each pass reads X again block by block, so
     training a head on a million stored vectors never holds a second copy of them.
     """
 
-    def __init__(self, X: np.ndarray, *, l2: bool, blocks: tuple[int, ...] | None, mean: np.ndarray,
+    def __init__(self, X: np.ndarray, *, l2: bool, layer_widths: tuple[int, ...] | None, mean: np.ndarray,
                  scale: np.ndarray, index: np.ndarray | None = None, block_rows: int | None = None,
                  dense: np.ndarray | None = None):
-        self.X, self.l2, self.blocks, self.index = X, l2, blocks, index
+        self.X, self.l2, self.layer_widths, self.index = X, l2, layer_widths, index
         self.mean, self.scale = mean, scale
         self.n = len(X) if index is None else len(index)
         self.d = X.shape[1]
@@ -34,12 +34,12 @@ class StandardRows:
         self.dense = dense  # Z itself, when it is kept
 
     @classmethod
-    def fit(cls, X: np.ndarray, *, l2: bool, blocks: tuple[int, ...] | None = None,
+    def fit(cls, X: np.ndarray, *, l2: bool, layer_widths: tuple[int, ...] | None = None,
             block_rows: int | None = None) -> "StandardRows":
         """Standardise X: the mean and scale from passes over it; Z kept whole unless ``block_rows``
         is given or it would take more than IN_MEMORY_BYTES."""
         n, d = X.shape
-        rows = cls(X, l2=l2, blocks=blocks, mean=np.zeros(d, np.float32), scale=np.ones(d, np.float32),
+        rows = cls(X, l2=l2, layer_widths=layer_widths, mean=np.zeros(d, np.float32), scale=np.ones(d, np.float32),
                    block_rows=block_rows)
         if block_rows is None and 4 * n * d <= IN_MEMORY_BYTES:
             return rows._fit_in_memory()
@@ -107,7 +107,7 @@ class StandardRows:
         """Rows a:b of N(X) (of the index's rows), as a fresh float32 array."""
         src = self.X[a:b] if self.index is None else self.X[self.index[a:b]]
         if self.l2:
-            return normalize(src, blocks=self.blocks)
+            return normalize(src, layer_widths=self.layer_widths)
         return np.array(src, dtype=np.float32, order="C", copy=True)
 
     def block(self, a: int, b: int) -> np.ndarray:
@@ -129,7 +129,7 @@ class StandardRows:
         rows = np.asarray(rows)
         if self.dense is not None:
             return self.dense[rows]
-        return StandardRows(self.X, l2=self.l2, blocks=self.blocks, mean=self.mean, scale=self.scale,
+        return StandardRows(self.X, l2=self.l2, layer_widths=self.layer_widths, mean=self.mean, scale=self.scale,
                             index=rows if self.index is None else self.index[rows]).block(0, len(rows))
 
     def subset(self, rows: np.ndarray) -> "StandardRows":
@@ -137,7 +137,7 @@ class StandardRows:
         these are, or when they are few (a grid search's sample is fitted many times over)."""
         rows = np.asarray(rows)
         index = rows if self.index is None else self.index[rows]
-        out = StandardRows(self.X, l2=self.l2, blocks=self.blocks, mean=self.mean, scale=self.scale, index=index,
+        out = StandardRows(self.X, l2=self.l2, layer_widths=self.layer_widths, mean=self.mean, scale=self.scale, index=index,
                            block_rows=self.block_rows)
         if self.dense is not None:
             out.dense = self.dense[rows]

@@ -24,7 +24,7 @@ def linear_scores(X: np.ndarray, head) -> np.ndarray:
     for a in range(0, len(X), step):
         Z = np.asarray(X[a:a + step], dtype=np.float64)
         if head.scaling == "l2":
-            Z = normalize(Z, dtype=np.float64, blocks=head.blocks)
+            Z = normalize(Z, dtype=np.float64, layer_widths=head.layer_widths)
         out[a:a + step] = ((Z - head.mean_) / head.scale_) @ W + head.intercept_
     return out
 

@@ -89,8 +89,8 @@ def train_head(
     elif not path.parent.is_dir():
         raise BundleError(f"cannot write the head to {str(path)!r}: folder {str(path.parent)!r} does not exist.",
                           params=("out",))
-    if selection.blocks:  # every head normalises layer blocks on its own
-        params.setdefault("blocks", selection.blocks)
+    if selection.layer_widths:  # every head normalises each layer on its own
+        params.setdefault("layer_widths", selection.layer_widths)
     from .registry import HEADS
 
     estimator = HEADS[head](**params)

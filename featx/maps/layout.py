@@ -31,11 +31,11 @@ class Layout:
     method: str
 
 
-def compute_layout(X: np.ndarray, blocks: tuple[int, ...] | None = None, seed: int = 0) -> Layout:
+def compute_layout(X: np.ndarray, layer_widths: tuple[int, ...] | None = None, seed: int = 0) -> Layout:
     """PCA to 50 dimensions, then UMAP to 2 (PCA alone below 16 points); ``keys`` left empty."""
     from sklearn.decomposition import PCA
 
-    X = normalize(X, blocks=blocks)
+    X = normalize(X, layer_widths=layer_widths)
     n = len(X)
     if n < 16:
         Y = PCA(2).fit_transform(X) if n > 2 else np.zeros((n, 2))
@@ -79,7 +79,7 @@ def dataset_map(store: FeatureStore, dataset: str, *, progress: Progress | None 
         X = view.vectors(keys)
     if progress:
         progress("map", 0, len(keys))
-    layout = compute_layout(X, blocks=view.blocks)
+    layout = compute_layout(X, layer_widths=view.layer_widths)
     layout = Layout(np.array(keys), layout.points, layout.method)
     if progress:
         progress("map", len(keys), len(keys))

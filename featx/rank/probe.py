@@ -43,7 +43,7 @@ def paired_difference(correct: np.ndarray, reference: np.ndarray, *, n_bootstrap
     return float(diff.mean()), float(low), float(high)
 
 
-def kfold_accuracy(X: np.ndarray, y: np.ndarray, *, folds: int = 5, blocks: tuple[int, ...] | None = None,
+def kfold_accuracy(X: np.ndarray, y: np.ndarray, *, folds: int = 5, layer_widths: tuple[int, ...] | None = None,
                    seed: int = 0, n_bootstrap: int = 2000) -> ProbeScore:
     """Train featx's default logreg head on k−1 folds and predict the k-th, for every fold.
 
@@ -58,7 +58,7 @@ def kfold_accuracy(X: np.ndarray, y: np.ndarray, *, folds: int = 5, blocks: tupl
 
     def fit(X_fold, y_fold):
         nonlocal C
-        head = LogisticHead(C=C, blocks=blocks, random_state=seed).fit(X_fold, y_fold)
+        head = LogisticHead(C=C, layer_widths=layer_widths, random_state=seed).fit(X_fold, y_fold)
         C = head.C_
         return head
 

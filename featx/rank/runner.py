@@ -346,8 +346,8 @@ def _score(c: Candidate, config, X_all: np.ndarray, y: np.ndarray, settings: Ran
         selection = select_layers(config, [FINAL] if c.layers == FINAL else None)
         X = selection.take(X_all)
         started = time.perf_counter()
-        probe = kfold_accuracy(X, y, folds=settings.folds, blocks=selection.blocks, seed=settings.seed)
-        evidence = logme(normalize(X, blocks=selection.blocks), y)
+        probe = kfold_accuracy(X, y, folds=settings.folds, layer_widths=selection.layer_widths, seed=settings.seed)
+        evidence = logme(normalize(X, layer_widths=selection.layer_widths), y)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:

@@ -38,7 +38,7 @@ def validate_group(source: Source, model: Backbone, candidates: Sequence[Candida
     for c in candidates:
         started = time.perf_counter()
         selection = select_layers(model.config, [FINAL] if c.layers == FINAL else None)
-        head = LogisticHead(blocks=selection.blocks, random_state=seed).fit(selection.take(X_train),
+        head = LogisticHead(layer_widths=selection.layer_widths, random_state=seed).fit(selection.take(X_train),
                                                                              train.labels.astype(str))
         accuracy = float((head.predict(selection.take(X_test)) == test.labels.astype(str)).mean())
         tested[c.id] = {"test_accuracy": round(accuracy, 5), "n_train": len(train), "n_test": len(test),

@@ -34,7 +34,7 @@ class SearchView(VectorView):
 
     def fits(self, vi: VectorIndex) -> bool:
         """Whether a saved index was built from this view's vectors."""
-        return (vi.store_key == self.store.key and vi.dataset == self.dataset and vi.blocks == self.blocks
+        return (vi.store_key == self.store.key and vi.dataset == self.dataset and vi.layer_widths == self.layer_widths
                 and vi.layers == self.layers)
 
 
@@ -113,7 +113,7 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
             vi.build_seconds = time.perf_counter() - start
     if action == "built":
         old = None  # not kept in memory beside the new one
-        vi = build_index(view.vectors(keys), keys, kind, blocks=view.blocks)
+        vi = build_index(view.vectors(keys), keys, kind, layer_widths=view.layer_widths)
     vi.store_key, vi.dataset, vi.layers = store.key, dataset, view.layers
     if action != "unchanged":
         path.parent.mkdir(exist_ok=True)
@@ -137,7 +137,7 @@ def _index_within_budget(view: SearchView, keys: np.ndarray, max_bytes: int, tar
               "target_recall": target_recall, **({"rerank": chosen.rerank} if chosen.rerank else {})}
     vi = VectorIndex(index=index, keys=keys[order], kind=BUDGET, params=params, recall_at_10=chosen.recall_at_10,
                      build_seconds=time.perf_counter() - start, store_key=view.store.key, dataset=view.dataset,
-                     blocks=view.blocks, layers=view.layers)
+                     layer_widths=view.layer_widths, layers=view.layers)
     view.path.parent.mkdir(exist_ok=True)
     save_index(vi, view.path)
     note = "" if chosen.recall_at_10 >= target_recall else (
@@ -176,5 +176,5 @@ def open_index(store: FeatureStore, dataset: str,
         # Samples were removed since it was built: its answers could name them. Search exactly instead.
     keys = dataset_keys(store, dataset)
     return VectorIndex(index=flat_index(view.normalised(keys)), keys=keys, kind="flat",
-                       recall_at_10=1.0, store_key=store.key, dataset=dataset, blocks=view.blocks,
+                       recall_at_10=1.0, store_key=store.key, dataset=dataset, layer_widths=view.layer_widths,
                        layers=view.layers), None

@@ -40,7 +40,7 @@ class VectorIndex:
     build_seconds: float = 0.0
     store_key: str = ""
     dataset: str = ""
-    blocks: tuple[int, ...] | None = None  # layer widths of a multi-layer recipe, normalised one by one
+    layer_widths: tuple[int, ...] | None = None  # layer widths of a multi-layer recipe, normalised one by one
     layers: tuple[str, ...] | None = None  # the recipe's layers it holds (None: all of them)
     # Compressed codes re-ranked exactly (params["rerank"] = r: the top max(k, 10)·r by codes re-scored from the store):
     # how to read the exact vectors; attached by open_index, never saved
@@ -63,7 +63,7 @@ class VectorIndex:
             raise SearchError(f"k must be between 1 and the collection size ({self.n}), not {k}.", params=("k",))
         if Q.shape[1] != self.dim:
             raise SearchError(f"queries have {Q.shape[1]} dimensions, but the index expects {self.dim}.")
-        Q = normalize(Q, blocks=self.blocks)
+        Q = normalize(Q, layer_widths=self.layer_widths)
         rerank = self.params.get("rerank")
         if not rerank:
             return self.index.search(Q, k)
@@ -102,7 +102,7 @@ def reranked(index, Q: np.ndarray, k: int, rerank: int, exact: Exact) -> tuple[n
 
 
 def build_index(X: np.ndarray, keys, kind: str = "auto", *, target_recall: float = TARGET_RECALL,
-                n_queries: int = 1000, seed: int = 0, blocks: tuple[int, ...] | None = None) -> VectorIndex:
+                n_queries: int = 1000, seed: int = 0, layer_widths: tuple[int, ...] | None = None) -> VectorIndex:
     """Build an index of ``kind`` over rows of X (normalised here); approximate kinds are tuned.
 
     ``auto`` picks exact search below AUTO_EXACT_BELOW vectors and HNSW above: its graph adds
@@ -111,7 +111,7 @@ def build_index(X: np.ndarray, keys, kind: str = "auto", *, target_recall: float
 
     Approximate kinds are tuned on real outside queries: ``n_queries`` sampled vectors are held
     back, the rest indexed, nprobe / efSearch raised until recall@10 of the held-back vectors
-    against exact search reaches ``target_recall``, and only then are they added. ``blocks``: the
+    against exact search reaches ``target_recall``, and only then are they added. ``layer_widths``: the
     layer widths of a multi-layer recipe, each normalised on its own (see ``normalize``).
     """
     check_kind(kind)
@@ -130,25 +130,25 @@ def build_index(X: np.ndarray, keys, kind: str = "auto", *, target_recall: float
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
         sample = X if n <= 64 * nlist else X[rng.choice(n, 64 * nlist, replace=False)]
-        index.train(normalize(sample, blocks=blocks))
+        index.train(normalize(sample, layer_widths=layer_widths))
         params = {"nlist": nlist}
     else:
         index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
         params = {"M": 32, "efConstruction": 80}
-    vi = VectorIndex(index=index, keys=keys, kind=kind, params=params, blocks=blocks)
+    vi = VectorIndex(index=index, keys=keys, kind=kind, params=params, layer_widths=layer_widths)
     # X is read and normalised a block at a time (it may be a store's memory map): never a second copy of it.
     if kind == "flat":
-        for part in normalised_blocks(X, np.arange(n), blocks):
+        for part in normalised_blocks(X, np.arange(n), layer_widths):
             index.add(part)
         vi.recall_at_10 = 1.0
     else:
         held = np.random.default_rng(seed).permutation(n)
         held, base = np.sort(held[: min(n_queries, n // 2)]), np.sort(held[min(n_queries, n // 2):])
-        for part in normalised_blocks(X, base, blocks):
+        for part in normalised_blocks(X, base, layer_widths):
             index.add(part)
-        queries = normalize(X[held], blocks=blocks)
-        tune_index(vi, queries, exact_neighbours(queries, normalised_blocks(X, base, blocks)),
+        queries = normalize(X[held], layer_widths=layer_widths)
+        tune_index(vi, queries, exact_neighbours(queries, normalised_blocks(X, base, layer_widths)),
                    target_recall=target_recall)
         index.add(queries)
         vi.keys = np.concatenate([keys[base], keys[held]])  # ids follow the order of adding
@@ -156,11 +156,11 @@ def build_index(X: np.ndarray, keys, kind: str = "auto", *, target_recall: float
     return vi
 
 
-def normalised_blocks(X: np.ndarray, rows: np.ndarray, blocks: tuple[int, ...] | None = None,
+def normalised_blocks(X: np.ndarray, rows: np.ndarray, layer_widths: tuple[int, ...] | None = None,
                       size: int = BLOCK_ROWS) -> Iterator[np.ndarray]:
     """X's ``rows``, normalised, ``size`` rows at a time: the only copies of X an index build makes."""
     for a in range(0, len(rows), size):
-        yield normalize(X[rows[a:a + size]], blocks=blocks)
+        yield normalize(X[rows[a:a + size]], layer_widths=layer_widths)
 
 
 def exact_neighbours(queries: np.ndarray, base_blocks: Iterable[np.ndarray], k: int = 10) -> np.ndarray:
@@ -259,7 +259,7 @@ def save_index(vi: VectorIndex, path: str | os.PathLike) -> Path:
     temp file and a rename. The index streams into the file: a 5 GB index is never copied in memory."""
     meta = {"format": FORMAT, "kind": vi.kind, "params": vi.params, "recall_at_10": vi.recall_at_10,
             "build_seconds": vi.build_seconds, "store_key": vi.store_key, "dataset": vi.dataset,
-            "blocks": list(vi.blocks) if vi.blocks else None, "layers": list(vi.layers) if vi.layers else None}
+            "layer_widths": list(vi.layer_widths) if vi.layer_widths else None, "layers": list(vi.layers) if vi.layers else None}
     arrays = {"keys": np.asarray(vi.keys), "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
         with zf.open(INDEX_MEMBER, "w", force_zip64=True) as out:
@@ -268,6 +268,12 @@ def save_index(vi: VectorIndex, path: str | os.PathLike) -> Path:
             with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
                 np.lib.format.write_array(out, array, allow_pickle=False)
     return Path(path)
+
+
+def _widths(meta: dict) -> tuple[int, ...] | None:
+    """The layer widths an index was saved with ("blocks" in indexes saved before 2026-12-06)."""
+    widths = meta.get("layer_widths", meta.get("blocks"))
+    return tuple(widths) if widths else None
 
 
 def load_index(path: str | os.PathLike, *, read_index: bool = True) -> VectorIndex:
@@ -291,7 +297,7 @@ def load_index(path: str | os.PathLike, *, read_index: bool = True) -> VectorInd
     vi = VectorIndex(index=index, keys=keys, kind=meta["kind"], params=meta.get("params", {}),
                      recall_at_10=meta.get("recall_at_10"), build_seconds=meta.get("build_seconds", 0.0),
                      store_key=meta.get("store_key", ""), dataset=meta.get("dataset", ""),
-                     blocks=tuple(meta["blocks"]) if meta.get("blocks") else None,
+                     layer_widths=_widths(meta),
                      layers=tuple(meta["layers"]) if meta.get("layers") else None)
     if index is None:
         return vi

@@ -29,8 +29,8 @@ class LayerSelection:
         return sum(self.widths)
 
     @property
-    def blocks(self) -> tuple[int, ...] | None:
-        """The widths to normalise separately (``normalize(blocks=…)``); None for a single layer."""
+    def layer_widths(self) -> tuple[int, ...] | None:
+        """The widths to normalise separately (``normalize(layer_widths=…)``); None for a single layer."""
         return self.widths if len(self.spans) > 1 else None
 
     def take(self, X: np.ndarray) -> np.ndarray:

@@ -15,23 +15,23 @@ if TYPE_CHECKING:
 BLOCK_ROWS = 65536  # rows read at a time where a whole dataset is never held at once
 
 
-def normalize(X: np.ndarray, dtype=np.float32, blocks: tuple[int, ...] | None = None) -> np.ndarray:
+def normalize(X: np.ndarray, dtype=np.float32, layer_widths: tuple[int, ...] | None = None) -> np.ndarray:
     """A C-contiguous copy of X with rows scaled to unit length, so inner product is cosine similarity.
 
-    With ``blocks`` (the widths of consecutive column blocks: the layers of a multi-layer recipe),
-    each block is scaled to length 1/sqrt(number of blocks) instead, so every layer weighs the same
+    With ``layer_widths`` (the widths of consecutive column blocks: the layers of a multi-layer recipe),
+    each block is scaled to length 1/sqrt(number of layers) instead, so every layer weighs the same
     whatever its width and activation scale, and rows still have unit length.
     """
     X = np.array(X, dtype=dtype, order="C", copy=True)
-    if not blocks or len(blocks) == 1:
+    if not layer_widths or len(layer_widths) == 1:
         X /= np.maximum(row_norms(X), 1e-12)
         return X
-    if sum(blocks) != X.shape[1]:
-        raise ValueError(f"blocks {tuple(blocks)} do not add up to the {X.shape[1]} columns")
+    if sum(layer_widths) != X.shape[1]:
+        raise ValueError(f"layer_widths {tuple(layer_widths)} do not add up to the {X.shape[1]} columns")
     start = 0
-    for width in blocks:
+    for width in layer_widths:
         part = X[:, start : start + width]
-        part /= np.maximum(row_norms(part), 1e-12) * np.sqrt(len(blocks))
+        part /= np.maximum(row_norms(part), 1e-12) * np.sqrt(len(layer_widths))
         start += width
     return X
 
@@ -52,9 +52,9 @@ class VectorView:
         self.layers = None if use_layers is None else self.selection.layers  # None: the store's whole recipe
 
     @property
-    def blocks(self) -> tuple[int, ...] | None:
+    def layer_widths(self) -> tuple[int, ...] | None:
         """The widths of the layers normalised one by one; None for a single layer."""
-        return self.selection.blocks
+        return self.selection.layer_widths
 
     @property
     def dim(self) -> int:
@@ -72,7 +72,7 @@ class VectorView:
 
     def normalised(self, keys) -> np.ndarray:
         """The vectors of ``keys``, each layer scaled to length 1/√layers (rows of length 1): cosine by dot product."""
-        return normalize(self.vectors(keys), blocks=self.blocks)
+        return normalize(self.vectors(keys), layer_widths=self.layer_widths)
 
     def reader(self, keys: np.ndarray):
         """Positions in ``keys`` → their normalised vectors (what re-ranking reads)."""

@@ -59,7 +59,7 @@ def run_frozen_head(exp: Experiment, head: str, train: LabeledSet, seed: int, la
     with Measure() as measured:
         from ..heads.registry import HEADS
 
-        estimator = HEADS[head](random_state=seed, blocks=selection.blocks)
+        estimator = HEADS[head](random_state=seed, layer_widths=selection.layer_widths)
         started = time.perf_counter()
         estimator.fit(X, train.labels.astype(str))
         train_seconds = time.perf_counter() - started
