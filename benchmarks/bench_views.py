@@ -66,7 +66,7 @@ def embed(dataset: str, backbone_name: str, image_size: int, crop: str, limit: i
     from featx.data import hash_source, open_source
     from featx.data.reader import read_input
     from featx.runtimes.openvino_runtime import OpenVINORuntime, import_openvino, with_preprocessing
-    from featx.transfer.subsets import labeled_splits
+    from featx.transfer.subsets import labelled_splits
 
     backbone, views = build(backbone_name, image_size, crop)
     pre = backbone.config.preprocess
@@ -93,7 +93,7 @@ def embed(dataset: str, backbone_name: str, image_size: int, crop: str, limit: i
     seconds = time.perf_counter() - started
     # the train/test split every featx command uses (a built-in's own, else featx's seeded one)
     keys, _ = hash_source(source, None)
-    parts = labeled_splits(source, keys, dataset)
+    parts = labelled_splits(source, keys, dataset)
     labels, splits = np.full(len(source.items), "", object), np.full(len(source.items), "", object)
     for split in ("train", "test"):
         labels[parts[split].indices], splits[parts[split].indices] = parts[split].labels, split

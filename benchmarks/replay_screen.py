@@ -28,7 +28,7 @@ from featx.rank.choice import choose_contenders, compare_to_best, forward_passes
 from featx.rank.runner import RankSettings, _create, _score, screen_rounds
 from featx.rank.sample import stratified_sample
 from featx.store import open_store
-from featx.transfer.subsets import labeled_splits
+from featx.transfer.subsets import labelled_splits
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
     base = {k: v for k, v in report["settings"].items() if k in RankSettings.__dataclass_fields__}
     source = open_source(args.dataset)
     keys, _ = hash_source(source, None)
-    train = labeled_splits(source, keys, args.dataset)["train"]
+    train = labelled_splits(source, keys, args.dataset)["train"]
     candidates = {cid: Candidate(r["backbone"], r["size"], r["crop"], r["layers"], r["precision"])
                   for cid, r in rows.items()}
     passes = forward_passes(list(candidates.values()))

@@ -26,11 +26,11 @@ def test_class_subfolders_give_labels(tmp_path):
     assert all(i.split is None and Path(i.path).is_absolute() for i in src.items)
 
 
-def test_flat_folder_is_unlabeled(tmp_path):
+def test_flat_folder_is_unlabelled(tmp_path):
     for i in range(3):
         noisy_image((1, 2, 3), i).save(tmp_path / f"{i}.jpg")
     src = open_source(str(tmp_path), name="flat")
-    assert src.name == "flat" and not src.labeled and len(src.items) == 3
+    assert src.name == "flat" and not src.labelled and len(src.items) == 3
 
 
 def test_split_folders_give_splits(tmp_path):
@@ -80,7 +80,7 @@ def test_missing_or_empty_sources_say_what_to_pass(tmp_path):
 
 def test_digits_builtin():
     src = load_digits_source()
-    assert len(src.items) == 1797 and src.labeled
+    assert len(src.items) == 1797 and src.labelled
     assert src.read(0).dtype == np.uint8 and src.read(0).shape == (8, 8) and src.read(0).max() <= 255
     assert content_hash(src.read(0)) == src.content_hash(0) != src.content_hash(1)
 

@@ -130,6 +130,8 @@ def test_stores_lists_datasets(tmp_path, cache):
     listing = json.loads(run_cli("stores", "--json").stdout)
     assert len(listing) == 1 and listing[0]["n_vectors"] == 4 and listing[0]["dim"] == 3328
     assert listing[0]["datasets"][0]["name"] == "pets" and listing[0]["datasets"][0]["n"] == 4
+    # labelled, under the key's old spelling too for one release
+    assert listing[0]["datasets"][0]["labelled"] is True and listing[0]["datasets"][0]["labeled"] is True
     assert "pets" in run_cli("stores").stdout
 
 

@@ -117,7 +117,7 @@ def test_a_dataset_without_a_test_split_is_refused(tmp_path, cache):
     write_class_folder(tmp_path / "data" / "train", per_class=3)
     result = run_cli("compare", tmp_path / "data", "--image-size", TINY, "--shots", 1, "--out", tmp_path / "r",
                      ok=False)
-    assert result.exit_code == 1 and "has no labeled test split" in result.output, result.output
+    assert result.exit_code == 1 and "has no labelled test split" in result.output, result.output
 
 
 def test_the_command_line_default_methods_are_the_librarys():

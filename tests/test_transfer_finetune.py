@@ -13,7 +13,7 @@ from featx.errors import TrainingError
 from featx.transfer.checkpoints import load_checkpoint
 from featx.transfer.finetune import FinetuneSettings, finetune, layer_groups, unfreeze
 from featx.data.builtins import load_digits_source
-from featx.transfer.subsets import draw_shots, labeled_splits
+from featx.transfer.subsets import draw_shots, labelled_splits
 
 from conftest import run_cli, write_class_folder
 
@@ -24,7 +24,7 @@ TINY = 32  # pixels: enough to exercise every step in a second or two
 def digits():
     source = load_digits_source()
     keys, _ = hash_source(source)
-    return source, labeled_splits(source, keys)
+    return source, labelled_splits(source, keys)
 
 
 def test_layer_groups_run_from_stem_to_head():
@@ -114,8 +114,8 @@ def test_cli_finetune_errors_name_the_fix(tmp_path, cache):
     write_class_folder(tmp_path / "tmp", per_class=2)
     for i, f in enumerate(sorted((tmp_path / "tmp").rglob("*.png"))):
         f.rename(flat / f"{i}.png")
-    unlabeled = run_cli("finetune", flat, ok=False)
-    assert unlabeled.exit_code == 1 and "has no labels" in unlabeled.output
+    unlabelled = run_cli("finetune", flat, ok=False)
+    assert unlabelled.exit_code == 1 and "has no labels" in unlabelled.output
     bad = run_cli("finetune", "digits", "--unfreeze", "half", ok=False)
     assert bad.exit_code == 1 and "--unfreeze must be last-1" in bad.output
-    assert "Traceback" not in too_many.output + unlabeled.output + bad.output
+    assert "Traceback" not in too_many.output + unlabelled.output + bad.output

@@ -9,14 +9,14 @@ from featx.data import hash_source
 from featx.errors import FeatxError
 from featx.data.builtins import load_digits_source
 from featx.data.sources import ArraySource, CsvSource, Item, split_from_key
-from featx.transfer.subsets import carve_validation, check_shots, draw_shots, labeled_splits
+from featx.transfer.subsets import carve_validation, check_shots, draw_shots, labelled_splits
 
 
 @pytest.fixture(scope="module")
 def digits():
     source = load_digits_source()
     keys, _ = hash_source(source)
-    return source, keys, labeled_splits(source, keys)
+    return source, keys, labelled_splits(source, keys)
 
 
 def test_splits_are_the_ones_the_store_records(digits):
@@ -40,7 +40,7 @@ def test_shots_do_not_depend_on_the_order_items_are_listed(digits):
     source, keys, splits = digits
     order = np.random.default_rng(0).permutation(len(source.items))
     shuffled = ArraySource("digits", "shuffled", source.images[order], [source.items[i] for i in order])
-    again = labeled_splits(shuffled, [keys[i] for i in order])
+    again = labelled_splits(shuffled, [keys[i] for i in order])
     assert draw_shots(again["train"], 3, seed=0).fingerprint() == draw_shots(splits["train"], 3, seed=0).fingerprint()
 
 
@@ -65,12 +65,12 @@ def test_validation_is_carved_per_class_without_overlap(digits):
     assert carve_validation(one_shot)[1] is None  # holding out a class's only image would leave it unlearnable
 
 
-def test_unlabeled_data_and_a_missing_test_split_are_refused(tmp_path):
+def test_unlabelled_data_and_a_missing_test_split_are_refused(tmp_path):
     source = ArraySource("blank", "blank", np.zeros((4, 8, 8), np.uint8), [Item(f"b:{i}") for i in range(4)])
     with pytest.raises(FeatxError, match="has no labels"):
-        labeled_splits(source, ["a", "b", "c", "d"])
+        labelled_splits(source, ["a", "b", "c", "d"])
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "m.csv").write_text("path,label,split\na.png,x,train\na.png,y,train\n")
     only_train = CsvSource(tmp_path / "m.csv")
-    with pytest.raises(FeatxError, match="no labeled test split"):
-        labeled_splits(only_train, ["k1", "k2"])
+    with pytest.raises(FeatxError, match="no labelled test split"):
+        labelled_splits(only_train, ["k1", "k2"])

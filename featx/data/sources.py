@@ -25,7 +25,7 @@ _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": 
 
 @dataclass(frozen=True)
 class Item:
-    """One sample of a source: where it is, its label (None when unlabeled), its split (None: derive)."""
+    """One sample of a source: where it is, its label (None when unlabelled), its split (None: derive)."""
 
     path: str
     label: str | None = None
@@ -60,7 +60,7 @@ class Source(ABC):
         return content_hash(self.read(i))
 
     @property
-    def labeled(self) -> bool:
+    def labelled(self) -> bool:
         return any(item.label is not None for item in self.items)
 
 
@@ -120,7 +120,7 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 class FolderSource(FileSource):
-    """A folder of images. Class sub-folders give labels; files at the top level are unlabeled.
+    """A folder of images. Class sub-folders give labels; files at the top level are unlabelled.
 
     When the top level holds only split folders (``train/``, ``val/``, ``test/``), each of those
     is read the same way and its name gives the split.
@@ -201,7 +201,7 @@ class CsvSource(FileSource):
 
 
 class FileListSource(FileSource):
-    """Loose image files and folders named on a command line (unlabeled), e.g. to predict or search."""
+    """Loose image files and folders named on a command line (unlabelled), e.g. to predict or search."""
 
     def __init__(self, paths: Sequence[str | os.PathLike], name: str = "files"):
         items = []

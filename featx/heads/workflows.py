@@ -40,7 +40,7 @@ class TrainResult:
         return d
 
 
-def _labeled(store: FeatureStore, dataset: str, split: str, as_stored: bool = False):
+def _labelled(store: FeatureStore, dataset: str, split: str, as_stored: bool = False):
     X, y, _, _ = store.load(dataset, split, as_stored=as_stored)
     if y is None:
         raise DataError(
@@ -72,7 +72,7 @@ def train_head(
     if "train" not in info.splits:
         raise DataError(f"dataset {dataset!r} has no train split (splits: {', '.join(info.splits) or 'none'}).")
     # As stored: a float16 store's memory map goes to the head as it is (heads convert block by block).
-    X, y = _labeled(store, dataset, "train", as_stored=True)
+    X, y = _labelled(store, dataset, "train", as_stored=True)
     n_classes = len(set(y))
     if n_classes < 2:
         raise DataError(
@@ -99,7 +99,7 @@ def train_head(
     seconds = time.perf_counter() - start
     test = None
     if "test" in info.splits:
-        Xt, yt = _labeled(store, dataset, "test", as_stored=True)
+        Xt, yt = _labelled(store, dataset, "test", as_stored=True)
         test = score_predictions(yt, estimator.predict(selection.take(np.asarray(Xt))))
     chosen = {k: v for k, v in vars(estimator).items() if k.endswith("_") and isinstance(v, (int, float))
               and k not in ("n_features_in_",)}
@@ -130,7 +130,7 @@ def evaluate_head(bundle: HeadBundle, store: FeatureStore, dataset: str, split: 
     Refuses a dataset whose labels share none with the head's classes: every answer would be wrong.
     """
     bundle.check_config(store.config)
-    X, y = _labeled(store, dataset, split)
+    X, y = _labelled(store, dataset, split)
     if not set(map(str, y)) & set(bundle.classes):
         raise DataError(f"dataset {dataset!r} has none of the head's labels: the head knows "
                         f"{', '.join(bundle.classes[:10])}{' …' if len(bundle.classes) > 10 else ''}; the data has "

@@ -19,7 +19,7 @@ from ..store import DEFAULT_CACHE, open_store
 from ..store.columns import select_layers
 from ..store.paths import rank_dir
 from ..reporting import previous_report, write_json
-from ..transfer.subsets import labeled_splits
+from ..transfer.subsets import labelled_splits
 from .candidates import SIZE_WORDS, Candidate, default_candidates, image_size, native_size
 from .embedding import embed_group, feature_params, measure_speed
 from .logme import logme
@@ -78,7 +78,7 @@ def rank_candidates(
 
     Parameters
     ----------
-    source : a labeled source (as ``featx embed`` takes).
+    source : a labelled source (as ``featx embed`` takes).
     candidates : what to compare [default: ``default_candidates()``, every offline backbone × recipe].
     settings : the sample's size, the probe's folds, the seed, the screen, and ``validate`` (also embed all
         of the train and test splits per candidate and report test accuracy, Kendall's tau and the regret).
@@ -111,7 +111,7 @@ def _rank(source: Source, candidates: list[Candidate], settings: RankSettings, d
     dataset = name or source.name
     out = Path(out) if out else rank_dir(cache, dataset)
     keys, failures = hash_source(source, progress)
-    splits = labeled_splits(source, keys, dataset)
+    splits = labelled_splits(source, keys, dataset)
     train = splits["train"]
     if len(np.unique(train.labels)) < 2:
         raise DataError(f"dataset {dataset!r} has a single class: ranking how well features separate classes "

@@ -43,7 +43,7 @@ class Dataset:
     name: str
     source: str
     n: int
-    labeled: bool
+    labelled: bool
     splits: dict[str, int] = field(default_factory=dict)
     n_failed: int = 0
     updated: float = 0.0
@@ -212,7 +212,7 @@ class Catalog:
         out = []
         q = "SELECT name, source, n, labeled, updated FROM datasets"
         rows = self._db.execute(q + " WHERE name = ?", (name,)) if name else self._db.execute(q + " ORDER BY name")
-        for name, source, n, labeled, updated in rows.fetchall():
+        for name, source, n, labelled, updated in rows.fetchall():
             splits = dict(
                 self._db.execute(
                     "SELECT split, COUNT(*) FROM members WHERE dataset = ? GROUP BY split", (name,)
@@ -220,7 +220,7 @@ class Catalog:
             )
             splits = dict(sorted(splits.items(), key=lambda kv: SPLIT_ORDER.get(kv[0], 9)))
             n_failed = self._db.execute("SELECT COUNT(*) FROM failures WHERE dataset = ?", (name,)).fetchone()[0]
-            out.append(Dataset(name, source, n, bool(labeled), splits, n_failed, updated))
+            out.append(Dataset(name, source, n, bool(labelled), splits, n_failed, updated))
         return out
 
     def dataset(self, name: str) -> Dataset:

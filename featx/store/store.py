@@ -145,7 +145,8 @@ class FeatureStore(Catalog, ShardReads, StoreWriter):
             "layers": list(self.config.layers), "crop": self.config.preprocess.crop,
             "columns": {name: list(span) for name, span in self.config.columns().items()},
             "n_vectors": self.n_vectors(), "bytes": self.size_bytes(),
-            "datasets": [{"name": d.name, "n": d.n, "splits": d.splits, "labeled": d.labeled,
+            "datasets": [{"name": d.name, "n": d.n, "splits": d.splits, "labelled": d.labelled,
+                          "labeled": d.labelled,  # the key's spelling before 2026-12-06, kept for one release
                           "n_failed": d.n_failed, "source": d.source} for d in self.datasets()],
         }
 
@@ -155,7 +156,7 @@ class FeatureStore(Catalog, ShardReads, StoreWriter):
         """``(X, y, keys, paths)`` for a dataset, optionally one split, in the dataset's order.
 
         X is a read-only memory map when the rows lie contiguously in one shard (a dataset embedded
-        in one run), else an array gathered from the memory-mapped shards. y is None when unlabeled.
+        in one run), else an array gathered from the memory-mapped shards. y is None when unlabelled.
         X is float32; ``as_stored`` keeps a float16 store's rows as they are stored (no float32 copy),
         for readers that convert block by block. The catalog is read as one snapshot; if a writer merged
         shards away meanwhile, it is read again.
@@ -196,7 +197,7 @@ class FeatureStore(Catalog, ShardReads, StoreWriter):
         keys = np.array([r[0] for r in rows], dtype=str)
         paths = np.array([r[1] for r in rows], dtype=str)
         labels = [r[2] for r in rows]
-        y = np.array(labels, dtype=str) if info.labeled else None
+        y = np.array(labels, dtype=str) if info.labelled else None
         X = self._gather([(r[3], r[4]) for r in rows])
         return X, y, keys, paths
 

@@ -107,7 +107,7 @@ class StoreWriter:
         missing = {m.key for m in members} - self.present(m.key for m in members)
         if missing:
             raise StoreError(f"dataset {name!r} names {len(missing)} vectors that are not in the store.")
-        labeled = any(m.label is not None for m in members)
+        labelled = any(m.label is not None for m in members)
         with self._transaction() as db:
             db.execute("DELETE FROM members WHERE dataset = ?", (name,))
             db.execute("DELETE FROM failures WHERE dataset = ?", (name,))
@@ -118,7 +118,7 @@ class StoreWriter:
             db.executemany("INSERT OR REPLACE INTO failures VALUES (?, ?, ?)", [(name, p, r) for p, r in failures])
             db.execute(
                 "INSERT OR REPLACE INTO datasets VALUES (?, ?, ?, ?, ?)",
-                (name, source, len(members), int(labeled), time.time()),
+                (name, source, len(members), int(labelled), time.time()),
             )
 
     def compact(self, order: Sequence[str] = (), below: int = COMPACT_BELOW) -> int:

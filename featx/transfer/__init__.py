@@ -7,7 +7,7 @@ _EXPORTS = {
     "run_compare": "compare",
     "FinetuneResult": "finetune", "finetune": "finetune",
     "CompareSettings": "settings", "FinetuneSettings": "settings", "parse_methods": "settings", "parse_shots": "settings",
-    "LabeledSet": "subsets", "carve_validation": "subsets", "check_shots": "subsets", "draw_shots": "subsets", "labeled_splits": "subsets",
+    "LabelledSet": "subsets", "carve_validation": "subsets", "check_shots": "subsets", "draw_shots": "subsets", "labelled_splits": "subsets",
     "compare_source": "workflows", "finetune_source": "workflows", "training_backbone": "workflows",
 }
 __all__ = sorted(_EXPORTS)

@@ -23,7 +23,7 @@ from .settings import DEFAULT_METHODS  # noqa: F401 (the library's default, name
 from .settings import FINETUNE_METHODS, GRID_SUFFIX, STAGES_SUFFIX, CompareSettings, FinetuneSettings
 from ..reporting import previous_report, write_json
 from .report import write_report
-from .subsets import LabeledSet, check_shots, draw_shots, labeled_splits, splits_from_members
+from .subsets import LabelledSet, check_shots, draw_shots, labelled_splits, splits_from_members
 
 if TYPE_CHECKING:
     from ..backbones import Backbone
@@ -38,8 +38,8 @@ class Experiment:
     source: Source
     store: FeatureStore
     dataset: str
-    train: LabeledSet
-    test: LabeledSet
+    train: LabelledSet
+    test: LabelledSet
     settings: CompareSettings
     make_backbone: Callable[[], Backbone]
     _test_vectors: np.ndarray | None = field(default=None, repr=False)
@@ -50,7 +50,7 @@ class Experiment:
         return self._test_vectors
 
 
-def run_frozen_head(exp: Experiment, head: str, train: LabeledSet, seed: int, layers: str | None = FINAL) -> dict:
+def run_frozen_head(exp: Experiment, head: str, train: LabelledSet, seed: int, layers: str | None = FINAL) -> dict:
     """A classical head on the cached vectors of ``train`` (``layers``: their columns; None: all the
     store's layers, normalised block by block): fit, then predict the test split."""
     selection = select_layers(exp.store.config, layers)
@@ -76,7 +76,7 @@ def run_frozen_head(exp: Experiment, head: str, train: LabeledSet, seed: int, la
     }
 
 
-def run_finetuned(exp: Experiment, unfreeze: str, train: LabeledSet, seed: int) -> dict:
+def run_finetuned(exp: Experiment, unfreeze: str, train: LabelledSet, seed: int) -> dict:
     """Fine-tune a fresh backbone on ``train`` (validation carved from it) and score it on the test split."""
     s = exp.settings
     from .finetune import finetune  # torch: only a fine-tuning arm needs it
@@ -98,7 +98,7 @@ def _finetuned(unfreeze: str):
 
 
 # method name → run(experiment, train subset, seed) → measurements
-METHODS: dict[str, Callable[[Experiment, LabeledSet, int], dict]] = {
+METHODS: dict[str, Callable[[Experiment, LabelledSet, int], dict]] = {
     **{h: _frozen(h) for h in HEAD_NAMES},
     **{h + STAGES_SUFFIX: _frozen(h, None) for h in HEAD_NAMES},
     **{h + GRID_SUFFIX: _frozen(h, None) for h in HEAD_NAMES},
@@ -134,7 +134,7 @@ def run_compare(
 
     Parameters
     ----------
-    source : a labeled dataset with train and test splits.
+    source : a labelled dataset with train and test splits.
     backbone : the frozen backbone that embeds it (its configuration is the store's).
     store : the feature store for ``backbone``; vectors already there are reused.
     settings : shots, seeds, methods and the fine-tuning budget.
@@ -148,7 +148,7 @@ def run_compare(
     started = time.perf_counter()
     # Refuse an impossible request before spending minutes embedding: hashes give the splits.
     hashes = hash_source(source, progress)
-    check_shots(labeled_splits(source, hashes[0], name)["train"], max(settings.shots))
+    check_shots(labelled_splits(source, hashes[0], name)["train"], max(settings.shots))
     embedded = embed_source(source, backbone, store, name=name, progress=progress, hashes=hashes)
     splits = splits_from_members(source, store.members(name), name)
     train, test = splits["train"], splits["test"]
@@ -196,7 +196,7 @@ def run_compare(
     return report
 
 
-def _run_one(exp: Experiment, method: str, subset: LabeledSet, shots: int, seed: int) -> dict:
+def _run_one(exp: Experiment, method: str, subset: LabelledSet, shots: int, seed: int) -> dict:
     run = {"method": method, "shots": shots, "seed": seed, "n_train": len(subset), "subset": subset.fingerprint()}
     try:
         measured = METHODS[method](exp, subset, seed)

@@ -17,7 +17,7 @@ from ..heads import score_predictions
 from ..hardware import Progress, keep_freed_memory
 from .measure import Measure
 from .settings import FinetuneSettings
-from .subsets import LabeledSet, carve_validation
+from .subsets import LabelledSet, carve_validation
 from .trainer import Images, Trainer
 from .unfreeze import FinetuneNet, layer_groups, unfreeze
 
@@ -69,8 +69,8 @@ class FinetuneResult:
 def finetune(
     backbone: Backbone,
     source: Source,
-    train: LabeledSet,
-    test: LabeledSet | None = None,
+    train: LabelledSet,
+    test: LabelledSet | None = None,
     settings: FinetuneSettings = FinetuneSettings(),
     *,
     dataset: str | None = None,
@@ -83,7 +83,7 @@ def finetune(
     ----------
     backbone : a freshly created backbone; its weights change.
     source : where the samples' images are read from.
-    train, test : labeled samples (see featx.subsets); a validation split is carved from ``train``
+    train, test : labelled samples (see featx.subsets); a validation split is carved from ``train``
         for early stopping, unless some class has a single example.
     settings : the optimisation (FinetuneSettings).
     dataset : the name recorded in the result and the checkpoint.

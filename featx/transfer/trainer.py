@@ -17,14 +17,14 @@ from ..data.images import random_resized_crop, resize_and_crop
 from ..errors import ImageError, TrainingError
 from ..hardware import Progress, default_workers, prepare_batch
 from .settings import FinetuneSettings
-from .subsets import LabeledSet
+from .subsets import LabelledSet
 from .unfreeze import FinetuneNet
 
 
 class Images(Dataset):
     """The reader: source items → uint8 crops (augmented for training) and class indices."""
 
-    def __init__(self, source: Source, samples: LabeledSet, class_index: dict[str, int], preprocess, augment: bool):
+    def __init__(self, source: Source, samples: LabelledSet, class_index: dict[str, int], preprocess, augment: bool):
         self.source, self.samples, self.preprocess, self.augment = source, samples, preprocess, augment
         self.targets = np.array([class_index[label] for label in samples.labels], dtype=np.int64)
 

@@ -18,7 +18,7 @@ from .checkpoints import default_checkpoint_path
 from .compare import run_compare
 from .finetune import FinetuneResult, device_defaults, finetune
 from .settings import CompareSettings, FinetuneSettings, store_layers
-from .subsets import draw_shots, labeled_splits
+from .subsets import draw_shots, labelled_splits
 
 
 def training_backbone(backbone: str = DEFAULT_BACKBONE, *, weights: str | os.PathLike | None = None,
@@ -65,7 +65,7 @@ def finetune_source(
 
     Parameters
     ----------
-    source : a labeled source with train and test splits (as ``featx embed`` records them).
+    source : a labelled source with train and test splits (as ``featx embed`` records them).
     backbone, weights, image_size, precision : the backbone to start from (image_size: 96 px on CPU by default).
     settings : the optimisation; ``batch_size`` overrides its batch size (default: the hardware's).
     shots : train on this many images per class of the train split (None: all of it).
@@ -80,7 +80,7 @@ def finetune_source(
     settings.check()
     dataset = name or source.name
     keys, _ = hash_source(source)
-    splits = labeled_splits(source, keys, dataset)
+    splits = labelled_splits(source, keys, dataset)
     train = draw_shots(splits["train"], shots, settings.seed) if shots else splits["train"]
     root = Path(out) if out else finetuned_dir(cache or DEFAULT_CACHE)
     root.mkdir(parents=True, exist_ok=True)
