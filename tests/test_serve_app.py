@@ -98,7 +98,7 @@ def test_search_by_upload_and_by_key(client, served):
     key = next(iter(resources.members))
     answer = client.post("/search", data={"key": key[:12]}, params={"k": 5}).json()
     (by_key,) = answer["results"]
-    assert by_key["query"] == f"key:{key}" and len(by_key["results"]) == 5
+    assert by_key["query"] == f"id:{key}" and len(by_key["results"]) == 5
     top = by_key["results"][0]
     assert top["key"] == key and top["score"] == pytest.approx(1.0, abs=1e-4) and top["path"].startswith("digits:")
     # Query images go in 'files', as for /embed and /predict: one result list per image, in order.

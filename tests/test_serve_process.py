@@ -73,6 +73,10 @@ def test_real_server_answers_concurrent_clients_and_stops_cleanly_on_sigterm(dig
 def test_no_input_from_the_schema_gets_a_server_error(digits_head_cache):
     # Hypothesis drives schemathesis's strategies directly: its pytest plugin's lazy fixtures do not
     # run under pytest 9 (AttributeError on Function._nodeid in schemathesis 4.32).
+    from featx.maps import compute_layout
+
+    # UMAP's numba code compiles on its first use in a process (about 15 s): longer than a request may take
+    compute_layout(np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32))
     resources = open_resources(dataset="digits", head=str(digits_head_cache / "digits.npz"), cache=str(digits_head_cache))
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(resources, max_upload_mb=1.0))
     operations = [result.ok() for result in schema.get_all_operations()]

@@ -39,7 +39,7 @@ def resolve_ids(keys: Sequence[str], ids: Sequence[str]) -> list[str]:
         hits = [k for k in keys if k.startswith(q)] if len(q) >= 8 else [k for k in keys if k == q]
         if len(hits) != 1:
             why = "matches several samples" if hits else "is not a sample of this dataset"
-            raise SearchError(f"id:{q} {why}; pass a full key (search results list each sample's key).")
+            raise SearchError(f"key {q!r} {why}; pass a full key (search results list each sample's key).")
         out.append(hits[0])
     return out
 

@@ -199,10 +199,10 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
             try:
                 full = resolve_ids(list(resources.members), [key.strip()])[0]
             except FeatxError as e:
-                raise ServiceError(str(e).replace("id:", "key "), 404) from None
+                raise ServiceError(str(e), 404) from None
             with store_lock:
                 vectors = resources.store.vectors([full])
-            queries = [f"key:{full}"]
+            queries = [f"id:{full}"]  # as featx search names a stored sample
         D, I = await run_in_threadpool(index.search, vectors, k)
         return {"dataset": resources.dataset, "exact": resources.unindexed is None,
                 "results": [{"query": q, "results": neighbour_rows(d, i, index.keys, resources.members)}

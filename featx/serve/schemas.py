@@ -49,7 +49,7 @@ class Neighbour(BaseModel):
 
 
 class QueryResult(BaseModel):
-    query: str = Field(description="the uploaded file's name, or key:KEY for a stored sample")
+    query: str = Field(description="the uploaded file's name, or id:KEY for a stored sample (as featx search takes it)")
     results: list[Neighbour]
 
 
