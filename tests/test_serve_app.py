@@ -143,7 +143,7 @@ def test_k_above_the_dataset_size_is_refused(tmp_path):
     with TestClient(create_app(tiny)) as c:
         response = c.post("/search", data={"key": next(iter(tiny.members))}, params={"k": 7})
     tiny.close()
-    assert response.status_code == 422 and "at most the dataset's size (6)" in response.json()["error"]
+    assert response.status_code == 422 and "between 1 and the dataset's size (6)" in response.json()["error"]
 
 
 def test_predict_without_a_head_and_search_without_a_dataset_say_what_to_start(served):

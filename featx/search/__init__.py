@@ -9,7 +9,7 @@ _EXPORTS = {
     "find_duplicates": "duplicates",
     "flat_search": "flat", "normalize": "flat",
     "VectorIndex": "index", "build_index": "index", "load_index": "index", "save_index": "index",
-    "SearchAnswer": "query", "neighbour_rows": "query", "resolve_ids": "query", "search_dataset": "query",
+    "SearchAnswer": "query", "answer_queries": "query", "check_k": "query", "neighbour_rows": "query", "resolve_ids": "query", "search_dataset": "query",
 }
 __all__ = sorted(_EXPORTS) + ["KINDS"]
 __getattr__ = lazy_exports(__name__, _EXPORTS)

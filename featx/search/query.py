@@ -60,8 +60,7 @@ def search_dataset(
     """
     vi, unindexed = open_index(store, dataset, use_layers)
     view = VectorView(store, dataset, use_layers)
-    if not 1 <= k <= vi.n:
-        raise ParameterError("k", f"must be between 1 and the dataset's size ({vi.n}), not {k}.")
+    check_k(k, vi.n)
     labels: list[str] = []
     vectors = []
     id_queries = [q[3:] for q in queries if q.startswith("id:")]
@@ -78,10 +77,22 @@ def search_dataset(
         X, found, failures = embed_files(files, backbone, store, strict=True)
         vectors.append(view.selection.take(X))
         labels += found
-    D, I = vi.search(np.concatenate(vectors), k)
-    results = [{"query": query, "results": neighbour_rows(scores, ids, vi.keys, info)}
-               for query, scores, ids in zip(labels, D, I)]
+    results = answer_queries(vi, np.concatenate(vectors), labels, k, info)
     return SearchAnswer(results, exact=unindexed is None, unindexed=unindexed or 0, failures=failures)
+
+
+def check_k(k: int, n: int) -> None:
+    if not 1 <= k <= n:
+        raise ParameterError("k", f"must be between 1 and the dataset's size ({n}), not {k}.")
+
+
+def answer_queries(index, vectors: np.ndarray, queries: Sequence[str], k: int,
+                   info: dict[str, tuple[str, str | None, str]]) -> list[dict]:
+    """Each query's ``k`` nearest samples as ranked rows, in the queries' order: what `featx search` prints
+    and the service's /search answers (``index``: a VectorIndex or the service's dataset index)."""
+    D, I = index.search(vectors, k)
+    return [{"query": query, "results": neighbour_rows(scores, ids, index.keys, info)}
+            for query, scores, ids in zip(queries, D, I)]
 
 
 def neighbour_rows(scores: np.ndarray, ids: np.ndarray, keys: np.ndarray,

@@ -23,7 +23,7 @@ from ..embed import Embedder
 from ..errors import FeatxError, ImageError, ParameterError
 from .errors import ServiceError, http_status
 from ..heads.workflows import top_classes
-from ..search import neighbour_rows, resolve_ids
+from ..search import answer_queries, check_k, resolve_ids
 from .batching import MicroBatcher
 from .middleware import BearerAuth, BodyLimit, error_response
 from .resources import Resources
@@ -190,8 +190,7 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
             raise ServiceError("no dataset is loaded: start featx serve with --dataset NAME.", 409)
         if bool(files) == (key is not None):
             raise ServiceError("send exactly one of 'files' (query images) or 'key' (a stored sample).", 422)
-        if k > index.n:
-            raise ServiceError(f"k must be at most the dataset's size ({index.n}), not {k}.", 422)
+        check_k(k, index.n)
         if files:
             vectors, _ = await embed_uploads(files)
             queries = [f.filename or f"upload {i + 1}" for i, f in enumerate(files)]
@@ -203,10 +202,8 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
             with store_lock:
                 vectors = resources.store.vectors([full])
             queries = [f"id:{full}"]  # as featx search names a stored sample
-        D, I = await run_in_threadpool(index.search, vectors, k)
-        return {"dataset": resources.dataset, "exact": resources.unindexed is None,
-                "results": [{"query": q, "results": neighbour_rows(d, i, index.keys, resources.members)}
-                            for q, d, i in zip(queries, D, I)]}
+        results = await run_in_threadpool(answer_queries, index, vectors, queries, k, resources.members)
+        return {"dataset": resources.dataset, "exact": resources.unindexed is None, "results": results}
 
     thumbnails = ThumbnailCache(resources)
     maps = MapCache(resources, store_lock)
