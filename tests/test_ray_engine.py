@@ -76,4 +76,15 @@ def test_without_ray_the_error_says_how_to_install(monkeypatch, tmp_path):
 
 def test_ray_options_without_the_ray_engine_are_refused(tmp_path):
     result = run_cli("embed", "digits", "--address", "127.0.0.1:6379", "--cache", tmp_path, ok=False)
-    assert result.exit_code == 2 and "--engine ray" in result.output
+    # refused by the library, as every other bad setting is (exit 1), and said in the CLI's words
+    assert result.exit_code == 1 and "--address goes with --engine ray" in result.output
+
+
+def test_the_library_refuses_an_address_without_the_ray_engine_too(tmp_path):
+    from featx.data import open_source
+    from featx.embed.runner import embed_into_store
+    from featx.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="address goes with engine=ray") as e:
+        embed_into_store(open_source("digits"), address="127.0.0.1:6379", cache=tmp_path)
+    assert e.value.params == ("address", "engine")

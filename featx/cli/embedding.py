@@ -96,8 +96,6 @@ def embed(source, backbone, weights, image_size, precision, runtime, cache, laye
     from ..data import open_source
     from ..embed.runner import embed_into_store
 
-    if engine == "local" and address:
-        raise click.UsageError("--address goes with --engine ray.")
     src = open_source(source, name=name, data_dir=data_dir)
     with Bars() as bars:
         result = embed_into_store(src, backbone=backbone, weights=weights, image_size=image_size,

@@ -192,6 +192,8 @@ def embed_into_store(
 
     if engine not in ENGINES:
         raise ParameterError("engine", f"must be one of {', '.join(ENGINES)}, not {engine!r}.")
+    if address and engine != "ray":
+        raise ParameterError("address", "goes with engine=ray (the Ray cluster to join).", also=("engine",))
     check_batch_size(batch_size)
     if engine == "local":
         check_workers(workers)
