@@ -94,6 +94,16 @@ def test_bundles_hold_no_pickle_and_refuse_other_configurations(tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))  # the temporary file was renamed, not left behind
 
 
+def _saved_head(head: str, tmp_path):
+    """A head of kind ``head`` fitted on 60 random rows of two layers (4 + 8 columns) and saved: (X, head, path)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 12)).astype(np.float32)
+    y = np.array(["a", "b", "c"])[np.argmax(X[:, :3], axis=1)]
+    cfg = BackboneConfig("fake", "0" * 64, PreprocessConfig(32), dim=12)
+    estimator = HEADS[head](layer_widths=(4, 8)).fit(X, y)
+    return X, estimator, save_bundle(HeadBundle(estimator, head, cfg, "ds"), tmp_path / "b.npz")
+
+
 @pytest.mark.parametrize("head", ["logreg", "ridge", "linear-svm"])
 def test_a_saved_linear_head_predicts_without_scikit_learn_and_answers_as_the_estimator(head, tmp_path):
     """Predicting is numpy only (scikit-learn and scipy cost `featx predict` a second of imports), and the
@@ -101,12 +111,7 @@ def test_a_saved_linear_head_predicts_without_scikit_learn_and_answers_as_the_es
     import subprocess
     import sys
 
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((60, 12)).astype(np.float32)
-    y = np.array(["a", "b", "c"])[np.argmax(X[:, :3], axis=1)]
-    cfg = BackboneConfig("fake", "0" * 64, PreprocessConfig(32), dim=12)
-    estimator = HEADS[head](layer_widths=(4, 8)).fit(X, y)
-    path = save_bundle(HeadBundle(estimator, head, cfg, "ds"), tmp_path / "b.npz")
+    X, estimator, path = _saved_head(head, tmp_path)
     np.save(tmp_path / "X.npy", X)
     script = (
         "import sys, json, numpy as np\n"
@@ -218,12 +223,7 @@ def test_bundles_from_before_the_scaling_option_keep_standardising(tmp_path):
 
 @pytest.mark.parametrize("head", ["logreg", "mlp"])
 def test_a_head_saved_when_layer_widths_were_called_blocks_still_loads_and_answers_alike(head, tmp_path):
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((60, 12)).astype(np.float32)
-    y = np.array(["a", "b", "c"])[np.argmax(X[:, :3], axis=1)]
-    cfg = BackboneConfig("fake", "0" * 64, PreprocessConfig(32), dim=12)
-    estimator = HEADS[head](layer_widths=(4, 8)).fit(X, y)
-    path = save_bundle(HeadBundle(estimator, head, cfg, "ds"), tmp_path / "b.npz")
+    X, estimator, path = _saved_head(head, tmp_path)
     with np.load(path) as data:  # rewrite it as featx wrote it before the rename
         arrays = {k: data[k] for k in data.files}
     meta = json.loads(bytes(arrays.pop("__meta__")).decode())
