@@ -12,14 +12,11 @@ the chosen C with the test accuracy, which must not move.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
-from bench_revisions import REPO, base_worktree
+from bench_revisions import REPO, base_worktree, run_code
 
 FIT = """
 import json, sys, time
@@ -51,13 +48,6 @@ print(json.dumps(out))
 """
 
 
-def run(tree: Path, cache: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    out = subprocess.run([sys.executable, "-c", FIT, str(cache)], env=env, cwd=tree, check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the earlier revision (a commit or tag)")
@@ -70,7 +60,7 @@ def main() -> None:
         runs: dict[str, list[dict]] = {"base": [], "head": []}
         for r in range(args.rounds):
             for name, tree in (("base", base), ("head", REPO)):
-                runs[name].append(run(tree, cache))
+                runs[name].append(run_code(FIT, tree, str(cache)))
                 print(f"round {r + 1} {name}: " + ", ".join(f"{k} {v['seconds']:.3f} s"
                                                            for k, v in runs[name][-1].items()), flush=True)
     for name, values in runs.items():

@@ -12,16 +12,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from bench_revisions import REPO, base_worktree
+from bench_revisions import REPO, base_worktree, run_code
 
 DECODE = """
 import json, sys, time
@@ -73,13 +69,6 @@ print(json.dumps(out))
 """
 
 
-def run(code: str, tree: Path, *args: str):
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    out = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=tree, check=True, capture_output=True,
-                         text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the revision the probe is compared with")
@@ -91,7 +80,7 @@ def main() -> None:
             for how in speeds:
                 cache = Path(tmp) / "decode"
                 shutil.rmtree(cache, ignore_errors=True)
-                speeds[how].append(run(DECODE, REPO, how, str(cache)))
+                speeds[how].append(run_code(DECODE, REPO, how, str(cache)))
         for how, values in speeds.items():
             print(f"decoding, {how}: {statistics.median(values):.1f} images/s "
                   f"({', '.join(f'{v:.1f}' for v in values)})", flush=True)
@@ -99,7 +88,7 @@ def main() -> None:
         seconds: dict[str, list[dict]] = {"base": [], "head": []}
         for _ in range(args.rounds):
             for name, tree in (("base", base), ("head", REPO)):
-                seconds[name].append(run(PROBE, tree, str(tmp / f"probe-{name}")))
+                seconds[name].append(run_code(PROBE, tree, str(tmp / f"probe-{name}")))
         for name, runs in seconds.items():
             sizes = runs[0].keys()
             line = " / ".join(f"{statistics.median(r[n] for r in runs):.2f}" for n in sizes)

@@ -48,6 +48,15 @@ def store_task_with(tree: Path, task: str, cache: Path, dataset: str) -> float:
     return report["train_seconds"] if task == "train" else report["build_seconds"]
 
 
+
+def run_code(code: str, tree: Path, *args: str):
+    """Run ``code`` in a fresh interpreter importing featx from ``tree``; the JSON of its last output line."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=tree, check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 @contextmanager
 def base_worktree(revision: str) -> Iterator[tuple[Path, Path]]:
     """A temporary folder and, inside it, a git worktree of ``revision``."""

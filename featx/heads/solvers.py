@@ -264,10 +264,16 @@ def cross_entropy(t: np.ndarray, k: int):
     return loss_and_grad
 
 
+def _signed_targets(t: np.ndarray, k: int) -> np.ndarray:
+    """±1 class indicators: +1 in each row's target column, −1 elsewhere."""
+    Y = -np.ones((len(t), k), np.float32)
+    Y[np.arange(len(t)), t] = 1.0
+    return Y
+
+
 def squared_hinge(t: np.ndarray, k: int):
     """One-vs-rest squared hinge of the scores of rows a:b: summed loss and gradient."""
-    sign = -np.ones((len(t), k), np.float32)
-    sign[np.arange(len(t)), np.asarray(t, dtype=np.int64)] = 1.0
+    sign = _signed_targets(np.asarray(t, dtype=np.int64), k)
 
     def loss_and_grad(S, a, b):
         sign_ab = sign[a:b]
@@ -275,12 +281,6 @@ def squared_hinge(t: np.ndarray, k: int):
         return float(np.sum(np.square(margin, dtype=np.float64))), -2.0 * sign_ab * margin
 
     return loss_and_grad
-
-
-def _signed_targets(t: np.ndarray, k: int) -> np.ndarray:
-    Y = -np.ones((len(t), k), np.float32)
-    Y[np.arange(len(t)), t] = 1.0
-    return Y
 
 
 def ridge_moments(rows, t, k):

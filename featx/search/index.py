@@ -225,20 +225,15 @@ def tune_index(vi: VectorIndex, queries: np.ndarray, truth: np.ndarray, *,
     if vi.kind == "flat":
         vi.recall_at_10 = 1.0
         return
-    if vi.kind == "ivf":
-        knob = "nprobe"
-        values = [v for v in SEARCH_EFFORTS[knob] if v <= vi.index.nlist] or [vi.index.nlist]
-        set_knob = lambda v: setattr(vi.index, "nprobe", v)  # noqa: E731
-    else:
-        knob, values = "efSearch", list(SEARCH_EFFORTS["efSearch"])
-        set_knob = lambda v: setattr(vi.index.hnsw, "efSearch", v)  # noqa: E731
+    knob, holder = ("nprobe", vi.index) if vi.kind == "ivf" else ("efSearch", vi.index.hnsw)
+    values = [v for v in SEARCH_EFFORTS[knob] if knob != "nprobe" or v <= vi.index.nlist] or [vi.index.nlist]
 
     def recall_at(i: int, m: int) -> float:
-        set_knob(values[i])
+        setattr(holder, knob, values[i])
         return recall_of(vi.index.search(queries[:m], truth.shape[1])[1], truth[:m])
 
     i, recall = least_effort(recall_at, len(values), len(queries), target_recall)
-    set_knob(values[i])
+    setattr(holder, knob, values[i])
     vi.params[knob] = values[i]
     vi.recall_at_10 = round(recall, 4)
 
