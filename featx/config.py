@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from .errors import BackboneError
+from .errors import BackboneError, ParameterError
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # what a backbone can be asked to run at (int8: OpenVINO only)
@@ -47,6 +47,14 @@ def split_grid(name: str) -> tuple[str, int]:
     if not (x and rows.isdigit() and rows == cols and 1 <= int(rows) <= 8):
         raise ValueError(f"{name!r}: a layer's grid is written NAME@NxN with N from 1 to 8, e.g. {grid_name(tap)}")
     return tap, int(rows)
+
+
+def check_recipe(crop: str, store_dtype: str) -> None:
+    """Refuse a crop or store dtype featx does not know (before any model is built or remembered one used)."""
+    if store_dtype not in STORE_DTYPES:
+        raise ParameterError("store_dtype", f"must be one of {', '.join(STORE_DTYPES)}, not {store_dtype!r}.")
+    if crop not in CROPS:
+        raise ParameterError("crop", f"must be one of {', '.join(CROPS)}, not {crop!r}.")
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,14 @@ class BackboneConfig:
             out[name] = (start, start + width)
             start += width
         return out
+
+    def network(self, precision: str | None = None) -> "BackboneConfig":
+        """This configuration less what happens outside the network (the crop, how the store keeps vectors):
+        what a converted model and auto's measured choice depend on, so recipes that differ only there share
+        them. ``precision`` replaces the configuration's (a converted model is fp32 whatever runs it)."""
+        preprocess = dataclasses.replace(self.preprocess, crop="center")
+        return dataclasses.replace(self, preprocess=preprocess, store_dtype="float32",
+                                   precision=precision or self.precision)
 
     def final_only(self) -> "BackboneConfig":
         """The configuration of the final layer's columns alone: the store ``--layers final`` embeds into."""

@@ -98,6 +98,36 @@ def test_featx_runtimes_shares_one_conversion_and_one_measurement_between_caches
     assert not (tmp_path / "a" / "runtimes").exists() and not (tmp_path / "b" / "runtimes").exists()
 
 
+def test_recipes_that_differ_outside_the_network_share_its_conversion_and_measurement(tmp_path, monkeypatch, lite0_small):
+    """The crop and the store dtype happen outside the network: a new one of either converts nothing, measures
+    nothing and builds no torch model, yet its store's configuration is the one create_backbone makes."""
+    from featx import backbones
+    from featx.backbones import create_backbone
+    from featx.store import FeatureStore
+
+    shared = tmp_path / "machine-runtimes"
+    monkeypatch.setenv("FEATX_RUNTIMES", str(shared))
+    folder = write_class_folder(tmp_path / "colours", per_class=2)
+    args = ("embed", folder, "--image-size", SMALL, "--layers", "final", "--workers", 0, "--json",
+            "--cache", tmp_path / "cache")
+    center = json.loads(run_cli(*args).stdout)
+
+    def no_torch_model(*a, **k):
+        raise AssertionError("built the torch model for a network already converted")
+
+    monkeypatch.setattr(backbones, "create_backbone", no_torch_model)
+    full = json.loads(run_cli(*args, "--crop", "full", "--store-dtype", "float16").stdout)
+    monkeypatch.undo()
+    assert center["runtime"]["how"] == "measured" and full["runtime"]["how"] == "remembered"
+    assert len(list(shared.glob("efficientnet_lite0-*/openvino.xml"))) == 1
+    assert full["store"] != center["store"] and full["n_embedded"] == 4
+    made = create_backbone("efficientnet_lite0", image_size=SMALL, crop="full", store_dtype="float16").config
+    assert FeatureStore(full["store"]).config.key == made.key
+    X_center, *_ = FeatureStore(center["store"]).load("colours")
+    X_full, *_ = FeatureStore(full["store"]).load("colours")
+    assert not np.allclose(X_center, X_full, atol=1e-2)  # the crop was applied
+
+
 @pytest.mark.own_runtime_files
 def test_auto_falls_back_to_torch_when_openvino_is_absent(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # what `import openvino` does when it is not installed

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import CROPS, DEFAULT_BACKBONE, FINAL, STORE_DTYPES, BackboneConfig, PreprocessConfig
+from ..config import DEFAULT_BACKBONE, FINAL, BackboneConfig, PreprocessConfig, check_recipe
 from ..errors import BackboneError, ParameterError
 from ..hardware import default_device, resolve_precision
 from .fold import fold_batch_norms
@@ -113,10 +113,7 @@ def create_backbone(
     if precision == "int8":
         raise ParameterError("precision", "int8 runs on OpenVINO: use featx.runtimes.load_runtime (the CLI's "
                                           "`featx embed` with precision=int8), which quantises this backbone.")
-    if store_dtype not in STORE_DTYPES:
-        raise ParameterError("store_dtype", f"must be one of {', '.join(STORE_DTYPES)}, not {store_dtype!r}.")
-    if crop not in CROPS:
-        raise ParameterError("crop", f"must be one of {', '.join(CROPS)}, not {crop!r}.")
+    check_recipe(crop, store_dtype)
     device = torch.device(device) if device is not None else default_device()
     precision = resolve_precision(precision, device)
     if name.startswith("timm:"):

@@ -24,7 +24,8 @@ def machine_id() -> str:
 
 
 def choice_key(config: BackboneConfig, batch_size: int) -> str:
-    return f"{machine_id()} | {config.key} | batch {batch_size}"
+    """A measured choice holds for the network at its precision, whatever the crop or store dtype."""
+    return f"{machine_id()} | {config.network().key} | batch {batch_size}"
 
 
 def remembered_choice(cache, config: BackboneConfig, batch_size: int) -> RuntimeChoice | None:

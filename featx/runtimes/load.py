@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import DEFAULT_BACKBONE, FINAL, BackboneConfig, PreprocessConfig, layer_names
+from ..config import DEFAULT_BACKBONE, FINAL, BackboneConfig, PreprocessConfig, check_recipe, layer_names
 from ..errors import BackboneError, DamagedModelError, ParameterError
 from ..hardware import Progress, gpu_may_be_present, resolve_precision_without_torch
 from . import RUNTIMES
@@ -67,6 +67,7 @@ def load_runtime(
 
     if runtime not in RUNTIMES:
         raise ParameterError("runtime", f"must be one of {', '.join(RUNTIMES)}, not {runtime!r}.")
+    check_recipe(crop, store_dtype)
     int8 = precision == "int8"
     if int8:
         if runtime == "torch":
@@ -82,9 +83,9 @@ def load_runtime(
         use_openvino = False  # a GPU: torch runs there, OpenVINO would run on the CPU
     build_precision = "fp32" if int8 else precision
     resolved = resolve_precision_without_torch(build_precision) if use_openvino else None
-    request = _request(name, weights, image_size, resolved, layers, crop, store_dtype) if resolved else None
+    request = _request(name, weights, image_size, resolved, layers) if resolved else None
     known = read_table(cache, CONFIGS).get(request) if request else None
-    config = BackboneConfig.from_dict(known) if known else None
+    config = _with_recipe(BackboneConfig.from_dict(known), crop, store_dtype) if known else None
     backbone = None
 
     def build():
@@ -97,14 +98,14 @@ def load_runtime(
                                        store_dtype=store_dtype)
             config = backbone.config
             if request and not known:
-                remember(cache, CONFIGS, request, config.to_dict())
+                network = config.network().to_dict()
+                remember(cache, CONFIGS, request, network)
                 # Also under the words a store's configuration gives (its size, its layers by name): `featx
                 # search` or `predict` right after `featx embed` of a new recipe asks that way, and without this
                 # built the torch model to learn what it already knew (4.2 s instead of 0.5)
-                named = _request(name, weights, config.preprocess.input_size, config.precision, config.layers,
-                                 config.preprocess.crop, config.store_dtype)
+                named = _request(name, weights, config.preprocess.input_size, config.precision, config.layers)
                 if named and named != request:
-                    remember(cache, CONFIGS, named, config.to_dict())
+                    remember(cache, CONFIGS, named, network)
         return backbone
 
     if not use_openvino:
@@ -112,7 +113,8 @@ def load_runtime(
         return _torch(build(), how, threads)
     if config is None:
         build()
-    reference = dataclasses.replace(config, precision="fp32")  # one converted model serves fp32 and bf16
+    # one converted model serves fp32 and bf16, every crop and every store dtype
+    reference = config.network(precision="fp32")
     path = converted_model(cache, reference, lambda p: once(CONVERT, lambda: convert_backbone(build(), p)))
     if int8:
         return _int8(cache, config, path, calibrate, threads)
@@ -194,8 +196,16 @@ def _gpu_present() -> bool:
     return torch.cuda.is_available()
 
 
-def _request(name, weights, image_size, precision, layers, crop, store_dtype) -> str | None:
-    """What names a configuration before its model is built; None when only building can tell."""
+def _with_recipe(network: BackboneConfig, crop: str, store_dtype: str) -> BackboneConfig:
+    """A remembered network's configuration with the crop and store dtype asked for (create_backbone sets them
+    as given: neither changes the network)."""
+    preprocess = dataclasses.replace(network.preprocess, crop=crop)
+    return dataclasses.replace(network, preprocess=preprocess, store_dtype=store_dtype)
+
+
+def _request(name, weights, image_size, precision, layers) -> str | None:
+    """What names a network's configuration before its model is built (the crop and store dtype are applied to it
+    afterwards: _with_recipe); None when only building can tell."""
     from ..backbones.registry import HUB_PREFIXES, get_backbone_spec
     from ..backbones.weights import sha256_file
 
@@ -211,5 +221,4 @@ def _request(name, weights, image_size, precision, layers, crop, store_dtype) ->
             return None
         fingerprint = sha256_file(path)
     return json.dumps({"name": name, "weights": fingerprint, "image_size": image_size, "precision": precision,
-                       "layers": layer_names(layers or FINAL), "crop": crop, "store_dtype": store_dtype,
-                       "featx": metadata.version("featx")}, sort_keys=True)
+                       "layers": layer_names(layers or FINAL), "featx": metadata.version("featx")}, sort_keys=True)
