@@ -183,6 +183,21 @@ def test_a_converted_configuration_embeds_without_importing_torch(tmp_path):
 
 
 @pytest.mark.own_runtime_files
+def test_converting_and_measuring_sends_no_telemetry_and_forks_nothing(tmp_path):
+    """OpenVINO's usage telemetry forked the whole process for every event it tried to send."""
+    folder = write_class_folder(tmp_path / "a", per_class=1)
+    args = ["embed", str(folder), "--cache", str(tmp_path / "cache"), "--image-size", "32", "--workers", "0", "--json"]
+    probe = ("import os, sys, json\nforks = []\nos.register_at_fork(before=lambda: forks.append(1))\n"
+             "from featx.cli import main\ntry:\n"
+             f"    main({args!r})\nexcept SystemExit:\n    pass\n"
+             "print(json.dumps([len(forks), 'openvino_telemetry' in sys.modules, 'openvino' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    result, seen = out.strip().rsplit("\n", 1)
+    assert json.loads(result)["runtime"]["how"] == "measured"  # converted and measured in this process
+    assert json.loads(seen) == [0, False, True]
+
+
+@pytest.mark.own_runtime_files
 def test_auto_leaves_a_gpu_to_torch_whatever_the_precision(tmp_path, monkeypatch):
     from featx.runtimes import load as loading
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import sys
 import threading
 from pathlib import Path
 
@@ -20,9 +22,28 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+@contextlib.contextmanager
+def without_telemetry():
+    """Import OpenVINO's or NNCF's modules inside this: their usage telemetry is then not importable, and both
+    take the stub they ship for that case. featx works offline and sends nothing; and OpenVINO sends each event
+    from a forked copy of the whole process (57 forks in one test that embeds a new recipe, most of its system
+    time: every fork copies the page tables of a process holding torch). Where the program imported the
+    telemetry itself, its choice stands."""
+    if "openvino_telemetry" in sys.modules:
+        yield
+        return
+    sys.modules["openvino_telemetry"] = None  # what `import` of an absent package meets
+    try:
+        yield
+    finally:
+        if "openvino_telemetry" in sys.modules and sys.modules["openvino_telemetry"] is None:
+            del sys.modules["openvino_telemetry"]
+
+
 def import_openvino():
     try:
-        import openvino
+        with without_telemetry():
+            import openvino
     except ImportError:
         raise BackboneError(f"the openvino runtime needs OpenVINO, which is not installed: {INSTALL_HINT}.",
                             params=("runtime",)) from None

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import BackboneError
 from .base import installed_versions
-from .openvino_runtime import INSTALL_HINT, import_openvino
+from .openvino_runtime import INSTALL_HINT, import_openvino, without_telemetry
 
 CALIBRATION_SIZE = 300  # NNCF's default subset size
 
@@ -47,7 +47,8 @@ def quantize_model(fp32_path: Path, crops: np.ndarray, out_path: Path) -> None:
     """Quantise the fp32 OpenVINO model at ``fp32_path`` to INT8 with ``crops`` (uint8, N×3×H×W) as calibration."""
     ov = import_openvino()
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars must not mix into --json output
+        # NNCF's progress bars must not mix into --json output
+        with contextlib.redirect_stdout(sys.stderr), without_telemetry():
             import nncf
     except ImportError:
         raise BackboneError(f"int8 needs NNCF to calibrate the quantisation: {INSTALL_HINT}.",
