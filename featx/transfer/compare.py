@@ -18,7 +18,7 @@ from ..heads.registry import HEAD_NAMES
 from ..hardware import Progress
 from ..store import FeatureStore
 from ..store.columns import select_layers
-from .measure import Measure
+from .measure import Measure, measured_runs
 from .settings import DEFAULT_METHODS  # noqa: F401 (the library's default, named here too)
 from .settings import FINETUNE_METHODS, GRID_SUFFIX, STAGES_SUFFIX, CompareSettings, FinetuneSettings
 from ..reporting import previous_report, write_json
@@ -180,16 +180,18 @@ def run_compare(
     out.mkdir(parents=True, exist_ok=True)
     done = _previous_runs(out, report)
     total = len(settings.shots) * settings.seeds * len(settings.methods)
-    for shots in settings.shots:
-        for seed in range(settings.seeds):
-            subset = draw_shots(train, shots, seed)
-            report["subsets"][f"{shots}/{seed}"] = {"fingerprint": subset.fingerprint(), "keys": list(subset.keys)}
-            for method in settings.methods:
-                run = done.get((method, shots, seed)) or _run_one(exp, method, subset, shots, seed)
-                report["runs"].append(run)
-                write_json(report, out)  # after every run: an interrupted experiment resumes from here
-                if progress:
-                    progress("runs", 1, total)
+    with measured_runs():
+        for shots in settings.shots:
+            for seed in range(settings.seeds):
+                subset = draw_shots(train, shots, seed)
+                report["subsets"][f"{shots}/{seed}"] = {"fingerprint": subset.fingerprint(),
+                                                        "keys": list(subset.keys)}
+                for method in settings.methods:
+                    run = done.get((method, shots, seed)) or _run_one(exp, method, subset, shots, seed)
+                    report["runs"].append(run)
+                    write_json(report, out)  # after every run: an interrupted experiment resumes from here
+                    if progress:
+                        progress("runs", 1, total)
     report["complete"] = True
     report["seconds"] = round(time.perf_counter() - started, 3)
     write_report(report, out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import resource
@@ -46,6 +47,20 @@ def _release_free_memory() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):  # not glibc
             pass
+
+
+@contextlib.contextmanager
+def measured_runs():
+    """Around many measured runs in one process: what exists now (the libraries, the dataset, the store) is
+    frozen out of the garbage collector's sight (``gc.freeze``), so each run's collection before it is measured
+    walks only what the runs made. With torch, timm and scikit-learn loaded a full collection took 0.36 s,
+    5.8 s of a 23 s `featx compare`. Everything frozen outlives the runs anyway; it is unfrozen after them."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class Measure:
