@@ -145,7 +145,7 @@ def test_featx_search_reranks_a_budget_index_from_the_store(tmp_path):
     found = [[keys.index(r["key"]) for r in hit["results"]] for hit in hits]
     assert np.mean([len(set(f) & set(t.tolist())) / 5 for f, t in zip(found, truth)]) >= 0.9
     for i, (hit, f) in enumerate(zip(hits, found)):  # exact cosines from the store, best first
-        assert np.allclose([r["score"] for r in hit["results"]], X[f] @ X[i], atol=1e-5)
+        assert np.allclose([r["similarity"] for r in hit["results"]], X[f] @ X[i], atol=1e-5)
 
 
 def test_one_tuner_takes_the_least_effort_that_reaches_the_target_and_checks_it_on_every_query():

@@ -262,7 +262,7 @@ def test_index_and_search_on_some_layers_match_exact_search_on_those_columns(tmp
         take = lambda M: np.concatenate([M[:, slice(*cols["blocks.1"])], M[:, slice(*cols["blocks.2"])]], axis=1)
         row = keys.index(next(m.key for m in members if m.path == str(query)))
         D, I = flat_search(normalize(take(X), layer_widths=(24, 40)), normalize(take(X[row : row + 1]), layer_widths=(24, 40)), 10)
-    np.testing.assert_allclose([r["score"] for r in answer[0]["results"]], D[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose([r["similarity"] for r in answer[0]["results"]], D[0], rtol=1e-4, atol=1e-5)
     result = run_cli("search", "data", query, "--use-layers", "blocks.3", ok=False)
     assert result.exit_code == 1 and "'blocks.3' is not a layer" in result.output
 

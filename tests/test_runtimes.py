@@ -300,4 +300,4 @@ def test_a_search_right_after_embedding_a_new_recipe_builds_no_torch_model(tmp_p
              " '--json'])\nexcept SystemExit:\n    pass\nprint(json.dumps('torch' in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     result, imported = out.strip().rsplit("\n", 1)
-    assert json.loads(result)[0]["results"][0]["score"] > 0.999 and json.loads(imported) is False
+    assert json.loads(result)[0]["results"][0]["similarity"] > 0.999 and json.loads(imported) is False

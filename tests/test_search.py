@@ -98,8 +98,9 @@ def shapes(tmp_path, cache):
 
 def test_search_by_id_and_by_file(shapes, tmp_path):
     out = json.loads(run_cli("search", "shapes", shapes / "img03.png", "-k", 3, "--json").stdout)
-    assert out[0]["results"][0]["path"].endswith("img03.png") and out[0]["results"][0]["score"] > 0.999
+    assert out[0]["results"][0]["path"].endswith("img03.png") and out[0]["results"][0]["similarity"] > 0.999
     assert [r["rank"] for r in out[0]["results"]] == [1, 2, 3]
+    assert all(r["score"] == r["similarity"] for r in out[0]["results"])  # the old name, kept for one release
     key = out[0]["results"][0]["key"]
     by_id = json.loads(run_cli("search", "shapes", f"id:{key[:12]}", "-k", 2, "--json").stdout)
     assert by_id[0]["results"][0]["key"] == key
@@ -125,6 +126,7 @@ def test_duplicates_finds_the_copies(shapes):
     groups = json.loads(run_cli("duplicates", "shapes", "--threshold", "0.9", "--json").stdout)
     names = [sorted(i["path"].rsplit("/", 1)[-1] for i in g["items"]) for g in groups]
     assert ["copy_crop.png", "copy_q60.jpg", "copy_small.png", "img00.png"] in names
+    assert all(0.9 <= g["min_similarity"] == g["min_score"] <= 1.0 for g in groups)
     assert all("img05.png" not in n for n in names)
 
 

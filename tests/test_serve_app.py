@@ -100,7 +100,7 @@ def test_search_by_upload_and_by_key(client, served):
     (by_key,) = answer["results"]
     assert by_key["query"] == f"id:{key}" and len(by_key["results"]) == 5
     top = by_key["results"][0]
-    assert top["key"] == key and top["score"] == pytest.approx(1.0, abs=1e-4) and top["path"].startswith("digits:")
+    assert top["key"] == key and top["similarity"] == pytest.approx(1.0, abs=1e-4) and top["path"].startswith("digits:")
     # Query images go in 'files', as for /embed and /predict: one result list per image, in order.
     uploads = [("files", ("q.png", png(4), "image/png")), ("files", ("r.png", png(7), "image/png"))]
     by_upload = client.post("/search", files=uploads, params={"k": 3}).json()["results"]

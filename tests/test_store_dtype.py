@@ -92,4 +92,4 @@ def test_embed_train_and_search_a_float16_store_from_the_cli(tmp_path):
     assert trained["n_train"] > 0
     hits = json.loads(run_cli("search", "imgs", str(next(folder.rglob("*.png"))), "-k", 3, "--store-dtype", "float16",
                               "--cache", cache, "--json").output)
-    assert hits[0]["results"][0]["score"] > 0.99
+    assert hits[0]["results"][0]["similarity"] > 0.99

@@ -98,7 +98,7 @@ def search(dataset, queries, k, where, cache, use_layers, runtime, as_json):
         click.echo(f"{printable(q['query'])}:")
         for r in q["results"]:
             label = f"  [{r['label']}]" if r["label"] is not None else ""
-            click.echo(f"  {r['rank']:>3}. {r['score']:.4f}  {printable(r['path'])}{printable(label)}")
+            click.echo(f"  {r['rank']:>3}. {r['similarity']:.4f}  {printable(r['path'])}{printable(label)}")
 
 
 @click.command()
@@ -128,6 +128,6 @@ def duplicates(dataset, threshold, where, cache, use_layers, as_json):
     if not groups:
         click.echo(f"no near-duplicates at similarity >= {threshold}")
     for n, g in enumerate(groups, start=1):
-        click.echo(f"group {n}: {g['size']} images (similarity >= {g['min_score']:.4f})")
+        click.echo(f"group {n}: {g['size']} images (similarity >= {g['min_similarity']:.4f})")
         for item in g["items"]:
             click.echo(f"  {printable(item['path'])}")

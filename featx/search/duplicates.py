@@ -54,5 +54,7 @@ def find_duplicates(store: FeatureStore, dataset: str, threshold: float = 0.95, 
     for root, members in groups.items():
         items = [{"key": keys[a], "path": p, "label": lbl} for a in members for p, lbl in paths_of.get(keys[a], [])]
         if len(items) >= 2:
-            out.append({"size": len(items), "min_score": round(weakest.get(root, 1.0), 6), "items": items})
+            weakest_link = round(weakest.get(root, 1.0), 6)  # min_score: its old name, for one release
+            out.append({"size": len(items), "min_similarity": weakest_link, "min_score": weakest_link,
+                        "items": items})
     return sorted(out, key=lambda g: (-g["size"], g["items"][0]["path"]))

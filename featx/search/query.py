@@ -97,13 +97,16 @@ def answer_queries(index, vectors: np.ndarray, queries: Sequence[str], k: int,
 
 def neighbour_rows(scores: np.ndarray, ids: np.ndarray, keys: np.ndarray,
                    info: dict[str, tuple[str, str | None, str]]) -> list[dict]:
-    """One query's ranked neighbours as rows: rank, key, path, label, split, cosine score (FAISS's -1 ids dropped)."""
+    """One query's ranked neighbours as rows: rank, key, path, label, split, cosine similarity (FAISS's -1 ids
+    dropped). ``score`` repeats ``similarity`` for scripts that read it before the vocabulary was made one (audit,
+    duplicates and search all say similarity); it goes in the next release."""
     rows = []
     for rank, (score, i) in enumerate(((s, i) for s, i in zip(scores, ids) if i >= 0), start=1):
         key = str(keys[i])
         path, label, split = info.get(key, ("?", None, None))
+        similarity = round(float(score), 6)
         rows.append({"rank": rank, "key": key, "path": path, "label": label, "split": split,
-                     "score": round(float(score), 6)})
+                     "similarity": similarity, "score": similarity})
     return rows
 
 

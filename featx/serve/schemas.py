@@ -45,7 +45,8 @@ class Neighbour(BaseModel):
     path: str
     label: str | None
     split: str | None = None
-    score: float
+    similarity: float = Field(description="cosine similarity to the query")
+    score: float = Field(description="the same as similarity: its old name, removed in the next release")
 
 
 class QueryResult(BaseModel):

@@ -80,14 +80,14 @@ function showNeighbours(rows) {
     const button = document.createElement("button");
     button.type = "button";
     button.dataset.key = row.key;
-    button.setAttribute("aria-label", `search from neighbour ${row.rank}: ${row.label ?? "unlabelled"}, score ${row.score.toFixed(3)}`);
+    button.setAttribute("aria-label", `search from neighbour ${row.rank}: ${row.label ?? "unlabelled"}, similarity ${row.similarity.toFixed(3)}`);
     const img = document.createElement("img");
     img.alt = row.label ?? "unlabelled";
     const label = document.createElement("span");
     label.textContent = `${row.label ?? "–"} · ${row.split ?? ""}`;
-    const score = document.createElement("span");
-    score.textContent = `score ${row.score.toFixed(3)}`;
-    button.append(img, label, score);
+    const similarity = document.createElement("span");
+    similarity.textContent = `similarity ${row.similarity.toFixed(3)}`;
+    button.append(img, label, similarity);
     button.addEventListener("click", () => searchFromKey(row));
     item.append(button);
     list.append(item);
