@@ -38,7 +38,7 @@ def test_registry_lists_offline_lite_backbones():
     assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"} <= set(list_backbones())
     rows = {r["name"]: r for r in describe_backbones()}
     assert rows["efficientnet_lite0"] == {**rows["efficientnet_lite0"], "dim": 1280, "input_size": 224, "offline": True}
-    assert rows["efficientnet_lite2"]["input_size"] == 260
+    assert rows["efficientnet_lite2"]["image_size"] == rows["efficientnet_lite2"]["input_size"] == 260
     assert rows["timm:NAME"]["offline"] is False
 
 

@@ -134,7 +134,7 @@ def test_describe_stores_is_what_featx_stores_prints(digits_head_cache):
     from featx.store import describe_stores
 
     (summary,) = describe_stores(digits_head_cache)
-    assert summary["backbone"] == "efficientnet_lite0" and summary["input_size"] == 32
+    assert summary["backbone"] == "efficientnet_lite0" and summary["image_size"] == summary["input_size"] == 32
     (digits,) = summary["datasets"]
     assert digits["name"] == "digits" and digits["n"] == 1797 and sum(digits["splits"].values()) == 1797
     assert summary["n_vectors"] == 1797 and summary["bytes"] > 1797 * 1280 * 4

@@ -29,10 +29,11 @@ def describe_backbones() -> list[dict]:
     rows = []
     for name in list_backbones():
         spec = get_backbone_spec(name)
-        rows.append({"name": name, "dim": spec.dim, "input_size": spec.input_size,
+        # image_size, as --image-size says it; input_size, its old key, kept for one release
+        rows.append({"name": name, "dim": spec.dim, "image_size": spec.input_size, "input_size": spec.input_size,
                      "offline": spec.find_weights() is not None, "description": spec.description})
     for prefix in HUB_PREFIXES:
-        rows.append({"name": prefix + "NAME", "dim": None, "input_size": None, "offline": False,
+        rows.append({"name": prefix + "NAME", "dim": None, "image_size": None, "input_size": None, "offline": False,
                      "description": f"any {prefix[:-1]} model with pretrained weights "
                                     "(needs a network, or a local weights file)"})
     return rows

@@ -35,7 +35,7 @@ def backbones(layers_of: str | None, as_json: bool) -> None:
     click.echo(f"{'name':<22} {'dim':>5} {'size':>5}  {'offline':<8} description")
     for r in rows:
         dim = r["dim"] if r["dim"] is not None else "-"
-        size = r["input_size"] if r["input_size"] is not None else "-"
+        size = r["image_size"] if r["image_size"] is not None else "-"
         click.echo(f"{r['name']:<22} {dim:>5} {size:>5}  {'yes' if r['offline'] else 'no':<8} {r['description']}")
 
 
@@ -142,7 +142,7 @@ def stores(cache, as_json) -> None:
         click.echo(f"no feature stores under {cache}; create one with `featx embed SOURCE`.")
     for r in rows:
         stored = "" if r["store_dtype"] == "float32" else f" stored as {r['store_dtype']}"
-        click.echo(f"{r['store']}  {r['backbone']} @ {r['input_size']}px {r['precision']}, dim {r['dim']}{stored}, "
+        click.echo(f"{r['store']}  {r['backbone']} @ {r['image_size']}px {r['precision']}, dim {r['dim']}{stored}, "
                    f"{r['n_vectors']} vectors, {r['bytes'] / 1e6:.1f} MB")
         click.echo(f"  recipe: layers {', '.join(r['layers'])}; {r['crop']} crop")
         for d in r["datasets"]:

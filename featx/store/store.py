@@ -140,7 +140,8 @@ class FeatureStore(Catalog, ShardReads, StoreWriter):
         """What the store holds, as ``featx stores`` and the service's /info show it."""
         return {
             "store": str(self.path), "key": self.key, "backbone": self.config.name, "dim": self.dim,
-            "input_size": self.config.preprocess.input_size, "precision": self.config.precision,
+            "image_size": self.config.preprocess.input_size, "precision": self.config.precision,
+            "input_size": self.config.preprocess.input_size,  # image_size's key before 2026-12-07, for one release
             "store_dtype": self.config.store_dtype,
             "layers": list(self.config.layers), "crop": self.config.preprocess.crop,
             "columns": {name: list(span) for name, span in self.config.columns().items()},
