@@ -25,7 +25,8 @@ from featx.data import hash_source, open_source
 from featx.hardware import set_threads
 from featx.rank.candidates import Candidate
 from featx.rank.choice import choose_contenders, compare_to_best, forward_passes, recommend
-from featx.rank.runner import RankSettings, _create, _score, screen_rounds
+from featx.rank.groups import create_model, score_candidate
+from featx.rank.settings import RankSettings, screen_rounds
 from featx.rank.sample import stratified_sample
 from featx.store import open_store
 from featx.transfer.subsets import labelled_splits
@@ -67,7 +68,7 @@ def main() -> None:
                                               min_per_class=settings.folds, seed=seed))
         y = sample.labels.astype(str)
         for g in groups:
-            config = _create(g, recipe[g], {}).config  # the group's store holds its recipe's columns
+            config = create_model(g, recipe[g], {}).config  # the group's store holds its recipe's columns
             with open_store(config, args.cache) as store:
                 vectors[g] = (config, store.vectors(list(sample.keys)))
         for pair in args.settings:
@@ -80,7 +81,7 @@ def main() -> None:
                 scores = {}
                 for cid in alive:
                     config, X = vectors[candidates[cid].group]
-                    scores[cid] = _score(candidates[cid], config, X[where], y[where], s)
+                    scores[cid] = score_candidate(candidates[cid], config, X[where], y[where], s)
                 for g in {candidates[c].group for c in alive}:
                     cost += (len(where) - seen[g]) * per_image[g]
                     seen[g] = len(where)

@@ -33,7 +33,7 @@ def test_the_store_and_catalog_commands_never_import_torch(digits_head_cache):
 
 def test_the_ranking_comparing_and_auditing_modules_never_import_torch():
     """Naming a type (a Backbone) must not pull torch in: rank, compare and audit import it only to embed."""
-    assert not _imports_torch("import featx.rank.runner, featx.transfer.compare, featx.audit.runner")
+    assert not _imports_torch("import featx.rank.runner, featx.rank.groups, featx.transfer.compare, featx.audit.runner")
 
 
 def _imports_within_packages() -> dict[str, set[str]]:

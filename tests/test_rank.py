@@ -76,7 +76,7 @@ def test_rank_scores_every_candidate_recommends_one_and_keeps_the_sample_in_the_
 def test_an_interrupted_rank_resumes_without_scoring_again(tmp_path, monkeypatch):
     from featx.data import open_source
     from featx.rank import RankSettings, parse_candidates, rank_candidates
-    from featx.rank import runner
+    from featx.rank import groups
 
     candidates = parse_candidates("backbone=efficientnet_lite0 size=32 crop=center,full layers=final")
     settings = RankSettings(sample=60, folds=3)
@@ -91,8 +91,8 @@ def test_an_interrupted_rank_resumes_without_scoring_again(tmp_path, monkeypatch
     assert not first["complete"] and len([r for r in first["rows"] if r["status"] == "ok"]) == 1
 
     scored = []
-    real = runner.kfold_accuracy
-    monkeypatch.setattr(runner, "kfold_accuracy", lambda *a, **k: scored.append(1) or real(*a, **k))
+    real = groups.kfold_accuracy
+    monkeypatch.setattr(groups, "kfold_accuracy", lambda *a, **k: scored.append(1) or real(*a, **k))
     report = rank_candidates(open_source("digits"), candidates, settings, cache=tmp_path)
     assert report["complete"] and len(scored) == 1 and len(report["rows"]) == 2
     kept = next(r for r in report["rows"] if r["id"] == first["rows"][0]["id"])
