@@ -49,6 +49,26 @@ def test_every_kind_agrees_with_brute_force(kind):
         np.testing.assert_allclose(D, np.take_along_axis(normalize(Q) @ normalize(X).T, I, 1), atol=1e-5)
 
 
+def test_a_saved_index_and_the_rows_added_since_answer_as_one():
+    from featx.search.dataset_index import IndexAndNewRows
+
+    data = clustered(n=3300)
+    X, Q = data[:3000], data[3000:]
+    keys = np.array([f"k{i}" for i in range(len(X))])
+    saved = build_index(X[:2900], keys[:2900], "hnsw", n_queries=200)
+    both = IndexAndNewRows(saved, build_index(X[2900:], keys[2900:], "flat"))
+    assert both.n == 3000 and sorted(both.keys) == sorted(keys) and list(both.keys[2900:]) == list(keys[2900:])
+    D, I = both.search(Q, 10)
+    _, It = brute_force(X, Q, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(both.keys[I], keys[It])]) >= 0.9
+    assert np.all(np.diff(D, axis=1) <= 1e-6)  # best first across both parts
+    D, I = both.search(X[2950:], 1)  # a new row is its own nearest: the new rows are searched exactly
+    assert list(both.keys[I[:, 0]]) == list(keys[2950:])
+    assert both.search(Q[:3], 150)[1].shape == (3, 150)  # more than the new rows hold
+    with pytest.raises(IndexError_, match="between 1 and the collection size"):
+        both.search(Q[:1], 3001)
+
+
 def test_auto_picks_exact_for_small_and_tuned_hnsw_for_large():
     small = build_index(clustered(n=500), [str(i) for i in range(500)], "auto")
     assert small.kind == "flat" and small.recall_at_10 == 1.0
@@ -114,12 +134,19 @@ def test_index_then_search_and_incremental_add(shapes, tmp_path):
     assert {"dataset", "build_seconds", "bytes", "params", "path"} <= set(first)
     noisy_image((1, 2, 3), seed=777, size=(96, 80)).save(shapes / "new.png")
     run_cli("embed", shapes, "--image-size", 128, "--workers", 0)
+    # before the index holds it, the new image is searched exactly beside the index, and found
     stale = run_cli("search", "shapes", shapes / "new.png", "-k", 1)
-    assert "not searched" in stale.stderr
+    assert "1 vectors added since the index was built are searched exactly" in stale.stderr
+    assert "new.png" in stale.stdout
+    before = json.loads(run_cli("search", "shapes", shapes / "new.png", shapes / "img03.png", "-k", 5,
+                                "--json").stdout)
     again = json.loads(run_cli("index", "shapes", "--json").stdout)
     assert (again["n"], again["action"]) == (16, "added")
-    found = json.loads(run_cli("search", "shapes", shapes / "new.png", "-k", 1, "--json").stdout)
+    found = json.loads(run_cli("search", "shapes", shapes / "new.png", shapes / "img03.png", "-k", 5,
+                               "--json").stdout)
     assert found[0]["results"][0]["path"].endswith("new.png")
+    assert [[(r["key"], round(r["similarity"], 4)) for r in q["results"]] for q in before] == \
+        [[(r["key"], round(r["similarity"], 4)) for r in q["results"]] for q in found]  # the same answers
 
 
 def test_duplicates_finds_the_copies(shapes):

@@ -92,8 +92,8 @@ def search(dataset, queries, k, where, cache, use_layers, runtime, as_json):
     if answer.exact:
         click.echo("(exact search: no index yet; `featx index DATASET` builds one)", err=True)
     elif answer.unindexed:
-        click.echo(f"({answer.unindexed} vectors added since the index was built are not searched; "
-                   "run `featx index` again)", err=True)
+        click.echo(f"({answer.unindexed} vectors added since the index was built are searched exactly beside it; "
+                   "`featx index` adds them to it)", err=True)
     for q in answer.results:
         click.echo(f"{printable(q['query'])}:")
         for r in q["results"]:

@@ -149,10 +149,47 @@ def _index_within_budget(view: SearchView, keys: np.ndarray, max_bytes: int, tar
                        note=note)
 
 
+class IndexAndNewRows:
+    """A saved index and the rows its dataset gained since it was built, searched exactly, answering as one
+    index: a search right after `featx embed` finds what was just added before `featx index` adds it.
+
+    Positions index ``keys``: the saved index's keys, then the new rows'. ``kind``, ``recall_at_10`` and
+    ``params`` are the saved index's.
+    """
+
+    def __init__(self, saved: VectorIndex, new: VectorIndex):
+        self.saved, self.new = saved, new
+        self.keys = np.concatenate([saved.keys, new.keys])
+        self.kind, self.recall_at_10, self.params = saved.kind, saved.recall_at_10, saved.params
+
+    @property
+    def n(self) -> int:
+        return self.saved.n + self.new.n
+
+    @property
+    def dim(self) -> int:
+        return self.saved.dim
+
+    def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best of the saved index's k nearest and the new rows' k nearest (exact), for each query row."""
+        if not 1 <= k <= self.n:
+            raise SearchError(f"k must be between 1 and the collection size ({self.n}), not {k}.", params=("k",))
+        D_saved, I_saved = self.saved.search(Q, min(k, self.saved.n))
+        D_new, I_new = self.new.search(Q, min(k, self.new.n))
+        D = np.concatenate([D_saved, D_new], axis=1)
+        I = np.concatenate([I_saved, np.where(I_new >= 0, I_new + len(self.saved.keys), -1)], axis=1)
+        D[I < 0] = -np.inf
+        best = np.argsort(-D, axis=1, kind="stable")[:, :k]  # ties: the saved index's row first
+        D, I = np.take_along_axis(D, best, 1), np.take_along_axis(I, best, 1)
+        I[~np.isfinite(D)] = -1
+        return D, I
+
+
 def open_index(store: FeatureStore, dataset: str,
-               use_layers: str | Sequence[str] | None = None) -> tuple[VectorIndex, int | None]:
-    """The dataset's saved index (of ``use_layers``; default all) and how many of its vectors it
-    lacks; or, without a saved index, an exact one built now and None.
+               use_layers: str | Sequence[str] | None = None) -> tuple[VectorIndex | IndexAndNewRows, int | None]:
+    """The dataset's saved index (of ``use_layers``; default all) and how many of the dataset's vectors it
+    lacks; those are searched exactly beside it (IndexAndNewRows). Without a saved index: an exact one built
+    now, and None.
     """
     view = SearchView(store, dataset, use_layers)
     path = view.path
@@ -169,10 +206,16 @@ def open_index(store: FeatureStore, dataset: str,
                               f"{dataset!r} again.")
         vi.exact = view.reader(vi.keys)
         # From the catalog alone: no vector needs reading to know what the index lacks or holds too many of.
-        current = set(dataset_keys(store, dataset).tolist())
+        keys = dataset_keys(store, dataset)
         indexed = set(vi.keys.tolist())
-        if indexed <= current:
-            return vi, len(current - indexed)
+        if indexed <= set(keys.tolist()):
+            new = keys[~np.isin(keys, vi.keys)]
+            if not len(new):
+                return vi, 0
+            exact = VectorIndex(index=flat_index(view.normalised(new)), keys=new, kind="flat", recall_at_10=1.0,
+                                store_key=store.key, dataset=dataset, layer_widths=view.layer_widths,
+                                layers=view.layers)
+            return IndexAndNewRows(vi, exact), len(new)
         # Samples were removed since it was built: its answers could name them. Search exactly instead.
     keys = dataset_keys(store, dataset)
     return VectorIndex(index=flat_index(view.normalised(keys)), keys=keys, kind="flat",

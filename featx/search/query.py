@@ -20,7 +20,7 @@ class SearchAnswer:
 
     results: list[dict]
     exact: bool  # no saved index: brute force
-    unindexed: int = 0  # dataset vectors the saved index does not hold yet
+    unindexed: int = 0  # dataset vectors the saved index does not hold yet (searched exactly beside it)
     failures: list[dict] = field(default_factory=list)
 
 
