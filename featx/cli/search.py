@@ -19,10 +19,12 @@ from .output import echo_json, printable
                    "HNSW, IVF with scalar or product quantisation that fits and reaches --target-recall, else "
                    "the best recall it allows.")
 @click.option("--target-recall", type=click.FloatRange(0.0, 1.0), default=0.95, show_default=True,
-              help="With --max-memory: the recall@10 to reach.")
+              help="The recall@10 to reach: what --max-memory chooses for, and what tuning aims at.")
+@click.option("--rebuild", is_flag=True,
+              help="Build the index anew instead of adding the new vectors to it (worth it when featx index says so).")
 @use_layers_option
 @json_option
-def index(dataset, where, cache, kind, max_memory, target_recall, use_layers, as_json):
+def index(dataset, where, cache, kind, max_memory, target_recall, rebuild, use_layers, as_json):
     """Build (or update) a FAISS index over a dataset for fast similarity search.
 
     Vectors are L2-normalised, so scores are cosine similarities. Approximate
@@ -43,7 +45,7 @@ def index(dataset, where, cache, kind, max_memory, target_recall, use_layers, as
     progress = None if as_json else (lambda message: click.echo(f"{message}…", err=True))
     with find_dataset(dataset, cache, **where) as store:
         report = index_dataset(store, dataset, kind, use_layers, max_memory=max_memory, target_recall=target_recall,
-                               progress=progress)
+                               rebuild=rebuild, progress=progress)
     if as_json:
         return echo_json(report.to_dict())
     if report.choices:
@@ -54,8 +56,9 @@ def index(dataset, where, cache, kind, max_memory, target_recall, use_layers, as
             qps = f"{c['queries_per_second']:,.0f}" if c["queries_per_second"] else "-"
             click.echo(f"{c['factory']:<22} {size / 1e6:>9,.1f} {recall:>9} {c['search'] or '-':<12} {qps:>9}  "
                        f"{c['outcome']}")
-    if report.note:
-        click.echo(f"note: {report.note}")
+    if report.note:  # the library names its parameters; this says them as flags
+        note = report.note.replace("rebuild=True", "--rebuild").replace("max_memory=", "--max-memory")
+        click.echo(f"note: {printable(note)}")
     params = ", ".join(f"{k}={v}" for k, v in report.params.items())
     click.echo(f"{printable(report.dataset)}: {report.kind} index of {report.n} vectors ({report.action}) in "
                f"{report.build_seconds:.2f}s, {report.bytes / 1e6:.1f} MB, recall@10 {report.recall_at_10:.3f}"

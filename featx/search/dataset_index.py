@@ -59,11 +59,14 @@ class IndexReport:
 
 def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
                   use_layers: str | Sequence[str] | None = None, *, max_memory: int | str | None = None,
-                  target_recall: float = TARGET_RECALL, progress=None) -> IndexReport:
+                  target_recall: float = TARGET_RECALL, rebuild: bool = False, progress=None) -> IndexReport:
     """Build or update the index of a dataset (of ``use_layers`` of its recipe; default all), saved beside its store.
 
     An existing index of the same kind gains the dataset's new vectors when none were removed
-    (FAISS can add to flat, IVF and HNSW indexes); anything else rebuilds it.
+    (FAISS can add to flat, IVF and HNSW indexes); anything else, or ``rebuild``, builds it anew. Before
+    100 or more new vectors are added to an approximate index, its search effort is tuned again with them as
+    queries; when even its highest effort leaves their recall@10 below ``target_recall``, the report's
+    ``note`` says a rebuild is worth it (the index was trained on the earlier vectors).
 
     ``max_memory`` (bytes, or a size such as ``256MB``) chooses the index instead: the most faithful
     FAISS index that fits it and reaches ``target_recall`` (see ``budget.choose_index``), built from
@@ -87,9 +90,10 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
             raise ParameterError("max_memory", f"chooses the kind of index itself; leave kind=auto, not {kind!r}.",
                                  also=("kind",))
         return _index_within_budget(view, keys, parse_bytes(max_memory), target_recall, progress)
-    action = "built"
+    action, note = "built", ""
     old = None
-    if saved is not None and view.fits(saved) and saved.kind != BUDGET and kind in ("auto", saved.kind):
+    if (not rebuild and saved is not None and view.fits(saved) and saved.kind != BUDGET
+            and kind in ("auto", saved.kind)):
         old = load_index(path)
     if old is not None:
         have = set(old.keys.tolist())
@@ -103,7 +107,12 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
                     # The new vectors are outside queries for the index as it stands: retune on them.
                     indexed = (view.normalised(old.keys[a:a + BLOCK_ROWS])
                                for a in range(0, old.n, BLOCK_ROWS))
-                    tune_index(old, fresh, exact_neighbours(fresh, indexed))
+                    tune_index(old, fresh, exact_neighbours(fresh, indexed), target_recall=target_recall)
+                    if old.recall_at_10 < target_recall:
+                        note = (f"the {len(new):,} new vectors reach recall@10 {old.recall_at_10:.3f} at the index's "
+                                f"highest search effort, below {target_recall}: the index was built on the earlier "
+                                "vectors and fits the new ones poorly. Rebuilding it (rebuild=True) trains it on "
+                                "all of them.")
                 old.index.add(fresh)
                 old.keys = np.concatenate([old.keys, keys[new]])
                 action = "added"
@@ -120,7 +129,7 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
         save_index(vi, path)
     return IndexReport(dataset=dataset, kind=vi.kind, n=vi.n, dim=vi.dim, build_seconds=round(vi.build_seconds, 3),
                        bytes=vi.nbytes(), recall_at_10=vi.recall_at_10, params=vi.params, path=str(path),
-                       action=action)
+                       action=action, note=note)
 
 
 BUDGET = "budget"  # the kind of an index chosen under a memory budget
