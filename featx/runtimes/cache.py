@@ -29,7 +29,7 @@ def runtimes_root(cache: str | os.PathLike | None) -> Path:
     """Where ``cache``'s runtime files live: ``$FEATX_RUNTIMES`` when set, shared by every cache (a model is
     converted, and auto measures it, once per machine), else ``<cache>/runtimes``.
 
-    Sharing is safe: a converted model's folder is named by its configuration's key, written whole under a
+    Sharing is safe: a converted model's folder is named by its network's key, written whole under a
     temporary name and checked against its manifest on every load; the tables are only memos.
     """
     shared = os.environ.get(RUNTIMES_ENV)

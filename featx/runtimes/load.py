@@ -23,7 +23,7 @@ from .choice import choose, remembered_choice
 from .openvino_runtime import OpenVINORuntime, convert_backbone, import_openvino, openvino_available
 
 # progress stages of the once-only steps, as a user reads them
-CONVERT = "converting the model for OpenVINO (once per configuration)"
+CONVERT = "converting the model for OpenVINO (once per backbone, image size and layers)"
 MEASURE = "measuring torch against OpenVINO (once per machine and configuration)"
 
 # calibrate(preprocess) -> (fingerprint of the sample, its uint8 crops): what int8 quantises with.
