@@ -133,13 +133,17 @@ class BackboneConfig:
             start += width
         return out
 
+    def with_recipe(self, crop: str, store_dtype: str) -> "BackboneConfig":
+        """This configuration with another crop and store dtype: what happens outside the network, so the
+        network, and what it makes, stay the same (create_backbone sets both as given)."""
+        return dataclasses.replace(self, preprocess=dataclasses.replace(self.preprocess, crop=crop),
+                                   store_dtype=store_dtype)
+
     def network(self, precision: str | None = None) -> "BackboneConfig":
-        """This configuration less what happens outside the network (the crop, how the store keeps vectors):
-        what a converted model and auto's measured choice depend on, so recipes that differ only there share
-        them. ``precision`` replaces the configuration's (a converted model is fp32 whatever runs it)."""
-        preprocess = dataclasses.replace(self.preprocess, crop="center")
-        return dataclasses.replace(self, preprocess=preprocess, store_dtype="float32",
-                                   precision=precision or self.precision)
+        """This configuration less what happens outside the network (the default crop and store dtype): what a
+        converted model and auto's measured choice depend on, so recipes that differ only there share them.
+        ``precision`` replaces the configuration's (a converted model is fp32 whatever runs it)."""
+        return dataclasses.replace(self.with_recipe("center", "float32"), precision=precision or self.precision)
 
     def final_only(self) -> "BackboneConfig":
         """The configuration of the final layer's columns alone: the store ``--layers final`` embeds into."""

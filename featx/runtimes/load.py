@@ -85,7 +85,8 @@ def load_runtime(
     resolved = resolve_precision_without_torch(build_precision) if use_openvino else None
     request = _request(name, weights, image_size, resolved, layers) if resolved else None
     known = read_table(cache, CONFIGS).get(request) if request else None
-    config = _with_recipe(BackboneConfig.from_dict(known), crop, store_dtype) if known else None
+    # a remembered network, with the crop and store dtype asked for
+    config = BackboneConfig.from_dict(known).with_recipe(crop, store_dtype) if known else None
     backbone = None
 
     def build():
@@ -196,16 +197,9 @@ def _gpu_present() -> bool:
     return torch.cuda.is_available()
 
 
-def _with_recipe(network: BackboneConfig, crop: str, store_dtype: str) -> BackboneConfig:
-    """A remembered network's configuration with the crop and store dtype asked for (create_backbone sets them
-    as given: neither changes the network)."""
-    preprocess = dataclasses.replace(network.preprocess, crop=crop)
-    return dataclasses.replace(network, preprocess=preprocess, store_dtype=store_dtype)
-
-
 def _request(name, weights, image_size, precision, layers) -> str | None:
     """What names a network's configuration before its model is built (the crop and store dtype are applied to it
-    afterwards: _with_recipe); None when only building can tell."""
+    afterwards: BackboneConfig.with_recipe); None when only building can tell."""
     from ..backbones.registry import HUB_PREFIXES, get_backbone_spec
     from ..backbones.weights import sha256_file
 

@@ -15,8 +15,8 @@ from ..store.view import VectorView
 from .budget import choose_index, parse_bytes, size_text
 from .flat import flat_index
 from .index import (
-    AUTO_EXACT_BELOW, BLOCK_ROWS, TARGET_RECALL, VectorIndex, build_index, check_kind, exact_neighbours, load_index,
-    save_index, tune_index,
+    AUTO_EXACT_BELOW, BLOCK_ROWS, TARGET_RECALL, VectorIndex, build_index, check_collection_k, check_kind,
+    exact_neighbours, load_index, save_index, tune_index,
 )
 
 
@@ -31,6 +31,12 @@ class SearchView(VectorView):
     def __init__(self, store: FeatureStore, dataset: str, use_layers: str | Sequence[str] | None = None):
         super().__init__(store, dataset, use_layers)
         self.path = index_path(store, dataset, self.layers)
+
+    def exact_index(self, keys: np.ndarray) -> VectorIndex:
+        """An exact (flat) index of ``keys``' vectors, built now and never saved."""
+        return VectorIndex(index=flat_index(self.normalised(keys)), keys=keys, kind="flat", recall_at_10=1.0,
+                           store_key=self.store.key, dataset=self.dataset, layer_widths=self.layer_widths,
+                           layers=self.layers)
 
     def fits(self, vi: VectorIndex) -> bool:
         """Whether a saved index was built from this view's vectors."""
@@ -181,8 +187,7 @@ class IndexAndNewRows:
 
     def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k best of the saved index's k nearest and the new rows' k nearest (exact), for each query row."""
-        if not 1 <= k <= self.n:
-            raise SearchError(f"k must be between 1 and the collection size ({self.n}), not {k}.", params=("k",))
+        check_collection_k(k, self.n)
         D_saved, I_saved = self.saved.search(Q, min(k, self.saved.n))
         D_new, I_new = self.new.search(Q, min(k, self.new.n))
         D = np.concatenate([D_saved, D_new], axis=1)
@@ -202,6 +207,8 @@ def open_index(store: FeatureStore, dataset: str,
     """
     view = SearchView(store, dataset, use_layers)
     path = view.path
+    # From the catalog alone: no vector needs reading to know what a saved index lacks or holds too many of.
+    keys = dataset_keys(store, dataset)
     if path.is_file():
         vi = load_index(path)
         if vi.store_key != store.key:
@@ -214,19 +221,8 @@ def open_index(store: FeatureStore, dataset: str,
             raise SearchError(f"the index {str(path)!r} was built from other layers; rebuild it by indexing "
                               f"{dataset!r} again.")
         vi.exact = view.reader(vi.keys)
-        # From the catalog alone: no vector needs reading to know what the index lacks or holds too many of.
-        keys = dataset_keys(store, dataset)
-        indexed = set(vi.keys.tolist())
-        if indexed <= set(keys.tolist()):
+        if np.isin(vi.keys, keys).all():
             new = keys[~np.isin(keys, vi.keys)]
-            if not len(new):
-                return vi, 0
-            exact = VectorIndex(index=flat_index(view.normalised(new)), keys=new, kind="flat", recall_at_10=1.0,
-                                store_key=store.key, dataset=dataset, layer_widths=view.layer_widths,
-                                layers=view.layers)
-            return IndexAndNewRows(vi, exact), len(new)
+            return (IndexAndNewRows(vi, view.exact_index(new)), len(new)) if len(new) else (vi, 0)
         # Samples were removed since it was built: its answers could name them. Search exactly instead.
-    keys = dataset_keys(store, dataset)
-    return VectorIndex(index=flat_index(view.normalised(keys)), keys=keys, kind="flat",
-                       recall_at_10=1.0, store_key=store.key, dataset=dataset, layer_widths=view.layer_widths,
-                       layers=view.layers), None
+    return view.exact_index(keys), None

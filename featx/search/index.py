@@ -59,8 +59,7 @@ class VectorIndex:
 
     def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Cosine similarities D and positions I (into ``keys``) of the k nearest, for each query row."""
-        if not 1 <= k <= self.n:
-            raise SearchError(f"k must be between 1 and the collection size ({self.n}), not {k}.", params=("k",))
+        check_collection_k(k, self.n)
         if Q.shape[1] != self.dim:
             raise SearchError(f"queries have {Q.shape[1]} dimensions, but the index expects {self.dim}.")
         Q = normalize(Q, layer_widths=self.layer_widths)
@@ -71,6 +70,12 @@ class VectorIndex:
             raise SearchError("this index re-ranks its candidates from the store's vectors: open it with its store "
                               "(open_index), not on its own.")
         return reranked(self.index, Q, k, rerank, self.exact)
+
+
+def check_collection_k(k: int, n: int) -> None:
+    """Refuse a k an index of ``n`` vectors cannot answer."""
+    if not 1 <= k <= n:
+        raise SearchError(f"k must be between 1 and the collection size ({n}), not {k}.", params=("k",))
 
 
 def reranked(index, Q: np.ndarray, k: int, rerank: int, exact: Exact) -> tuple[np.ndarray, np.ndarray]:
