@@ -153,6 +153,19 @@ def test_the_row_span_preconditioner_gives_any_subsets_coordinates_without_formi
     np.testing.assert_allclose(precond.span_coordinates(other), other.dense @ V, atol=1e-3)
     W = np.random.default_rng(0).standard_normal((300, 4)).astype(np.float32)
     np.testing.assert_allclose(precond.inverse(W, 0.01), (V.T @ W) / precond.scales(0.01)[0], rtol=1e-3, atol=1e-3)
+    # A W that forward() made goes back to the coordinates it came from without a product, as a copy does with one.
+    Wp = np.random.default_rng(1).standard_normal((precond.n_rows(300), 4)).astype(np.float32)
+    made = precond.forward(Wp, 0.01)
+    np.testing.assert_allclose(precond.inverse(made, 0.01), Wp, rtol=1e-5)
+    np.testing.assert_allclose(precond.inverse(made.copy(), 0.01), Wp, rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("n", [1, 255, 256, 600])
+def test_the_tiled_gram_matrix_equals_the_product(n):
+    from featx.heads.solvers import row_gram
+
+    rows = np.random.default_rng(n).standard_normal((n, 40)).astype(np.float32)
+    np.testing.assert_allclose(row_gram(rows, tile=256), rows @ rows.T, rtol=1e-4, atol=1e-4)
 
 
 def test_a_fit_runs_one_pool_of_the_threads_set_at_start_up(monkeypatch):

@@ -31,13 +31,27 @@ def fit_temperature(scores: np.ndarray, t: np.ndarray) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(-6.0, 6.0), method="bounded").x))
 
 
-def row_gram(rows: np.ndarray) -> np.ndarray:
-    """rows·rowsᵀ (float32), in pieces of 64 rows on every core (on_cores)."""
+def row_gram(rows: np.ndarray, tile: int = 256) -> np.ndarray:
+    """rows·rowsᵀ (float32), tile by tile of the upper triangle on every core (on_cores), mirrored below.
+
+    Square tiles: pieces of 64 rows, each against all of them, re-read (and the BLAS re-packed) the whole
+    matrix per piece: 0.094 s for 1,414 × 3,328 digits against 0.039 s tiled, half the products skipped too.
+    """
     n = len(rows)
-    pieces = [(a, min(n, a + 64)) for a in range(0, n, 64)]
-    return np.concatenate(on_cores(pieces, lambda ab: rows[ab[0]:ab[1]] @ rows.T))
+    starts = range(0, n, tile)
+    gram = np.empty((n, n), np.float32)
+
+    def product(ab: tuple[int, int]) -> None:
+        a, b = ab
+        block = rows[a:a + tile] @ rows[b:b + tile].T
+        gram[a:a + tile, b:b + tile] = block
+        gram[b:b + tile, a:a + tile] = block.T
+
+    on_cores([(a, b) for a in starts for b in starts if b >= a], product)
+    return gram
 
 
+MADE_KEPT = 8  # a grid's solutions (7 values) whose coordinates a preconditioner keeps for the refit's warm start
 PRECONDITIONER_RANK = 256  # leading directions a preconditioner resolves; the rest share their mean eigenvalue
 
 
@@ -67,6 +81,7 @@ class Preconditioner:
         self.V: np.ndarray | None = None  # the directions, d × r; None: rows_ᵀ·B_, never formed (see _decompose)
         self.rows_ = self.B_ = None
         self._span: tuple | None = None  # (rows, their coordinates in V) of the last solve in V's span
+        self._made: list = []  # (W, Vᵀ·W) of the Ws forward() made lately: a grid's next solve starts from one
         self._source = None  # the StandardRows whose rows (and subsets) have their coordinates in V for free
         self._decompose(rows, all_rows, rank, seed)
 
@@ -136,7 +151,10 @@ class Preconditioner:
         """W = P·W'."""
         p, p0 = self.scales(lam)
         if self.rest is None:
-            return self._along(p * Wp)
+            coordinates = p * Wp
+            W = self._along(coordinates)
+            self._made[:] = [*self._made[-(MADE_KEPT - 1):], (W, coordinates)]
+            return W
         return self._along((p - p0) * self._onto(Wp)) + p0 * Wp
 
     def adjoint(self, G: np.ndarray, lam: float) -> np.ndarray:
@@ -150,7 +168,10 @@ class Preconditioner:
         """W' for a given W (its projection on V's span when the other directions are dropped)."""
         p, p0 = self.scales(lam)
         if self.rest is None:
-            return self._onto(W) / p
+            # Vᵀ·V = I, so a W that forward() made has the coordinates it was made from: no product with V
+            # (two passes over the rows' d columns) when a grid's solve warm-starts from the one before.
+            made = [c for w, c in self._made if w is W]
+            return (made[0] if made else self._onto(W)) / p
         return self._along((1.0 / p - 1.0 / p0) * self._onto(W)) + W / p0
 
 
