@@ -9,7 +9,7 @@ on the test split, and what the rounds cost in forward passes (images × the gro
 Needs the same --sample the rank used.
 
     .venv/bin/featx rank digits --validate --cache /tmp/rk
-    .venv/bin/python benchmarks/replay_screen.py digits /tmp/rk --settings 8:8 8:4 6:6
+    .venv/bin/python benchmarks/replay_screen.py digits /tmp/rk --settings 8:8 4:4 --dominance both
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from featx.data import hash_source, open_source
 from featx.hardware import set_threads
 from featx.rank.candidates import Candidate
-from featx.rank.choice import choose_contenders, compare_to_best, forward_passes, recommend
+from featx.rank.choice import choose_contenders, compare_to_best, forward_passes, pass_costs, recommend
 from featx.rank.groups import create_model, score_candidate
 from featx.rank.settings import RankSettings, screen_rounds
 from featx.rank.sample import stratified_sample
@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--screen", type=int, default=256)
     parser.add_argument("--settings", nargs="+", default=["8:8", "8:4"],
                         help="CONTENDERS:FINALISTS pairs (forward passes) to replay (8:8 is one round: the screen alone)")
+    parser.add_argument("--dominance", choices=("on", "off", "both"), default="both",
+                        help="pass over dominated candidates (a cheaper kept one scored as well by both), as rank does")
     args = parser.parse_args()
     set_threads()
     report = json.loads((args.report or args.cache / "rank" / args.dataset / "report.json").read_text())
@@ -60,6 +62,7 @@ def main() -> None:
     # seconds per image of each group's forward pass, as rank measured it on the sample
     per_image = {g: 1.0 / next(rows[cid]["images_per_second"] for cid, c in candidates.items() if c.group == g)
                  for g in groups}
+    costs = pass_costs(passes, report)  # rank's own estimate, so the replay chooses as rank would
     vectors = {}
     print(f"full grid's first: {probe_best}; best on the test split: {test_best}")
     for seed in args.seeds:
@@ -71,7 +74,8 @@ def main() -> None:
             config = create_model(g, recipe[g], {}).config  # the group's store holds its recipe's columns
             with open_store(config, args.cache) as store:
                 vectors[g] = (config, store.vectors(list(sample.keys)))
-        for pair in args.settings:
+        dominance = {"on": [True], "off": [False], "both": [False, True]}[args.dominance]
+        for pair, dominated in ((p, d) for p in args.settings for d in dominance):
             contenders, finalists = map(int, pair.split(":"))
             s = RankSettings(**{**asdict(settings), "contenders": contenders, "finalists": finalists})
             alive, where, cost, seen = list(rows), None, 0.0, {g: 0 for g in groups}
@@ -85,7 +89,7 @@ def main() -> None:
                 for g in {candidates[c].group for c in alive}:
                     cost += (len(where) - seen[g]) * per_image[g]
                     seen[g] = len(where)
-                alive = choose_contenders(scores, keep, passes)
+                alive = choose_contenders(scores, keep, passes, costs if dominated else None)
             for g in {candidates[c].group for c in alive}:
                 cost += (len(sample) - seen[g]) * per_image[g]
             best_kept = max(rows[c]["test_accuracy"] for c in alive)
@@ -94,7 +98,7 @@ def main() -> None:
             compare_to_best(finalists_rows, report["sample"]["n"])
             pick = rows[recommend(finalists_rows)["id"]]
             regret = 100 * (rows[test_best]["test_accuracy"] - pick["test_accuracy"])
-            print(f"seed {seed}, {contenders}:{finalists}: first kept {probe_best in alive}, test-best kept "
+            print(f"seed {seed}, {contenders}:{finalists}{' dominance' if dominated else ''}: first kept {probe_best in alive}, test-best kept "
                   f"{test_best in alive}, best test accuracy kept {best_kept:.2%}, recommends {pick['id']} "
                   f"(regret {regret:.2f} points), forward passes {cost:.0f} s", flush=True)
 

@@ -32,3 +32,18 @@ def test_a_tiny_dataset_gets_a_pca_map():
 
     layout = compute_layout(np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32))
     assert layout.method == "pca" and layout.points.shape == (5, 2)
+
+
+def test_umaps_numba_code_is_compiled_once_per_machine_not_per_process():
+    """umap's numba functions have numba's on-disk cache turned on before their first call (they compiled
+    again in every process, 13–15 s a first map), and what umap marked itself is left as it was."""
+    from numba.core.dispatcher import Dispatcher
+
+    from featx.maps.layout import import_umap
+
+    umap = import_umap()
+    import umap.umap_
+
+    compiled = umap.umap_.smooth_knn_dist  # one of the functions umap did not mark for the cache
+    assert isinstance(compiled, Dispatcher) and type(compiled._cache).__name__ != "NullCache"
+    assert import_umap() is umap  # once per process

@@ -292,6 +292,34 @@ def test_the_screen_keeps_forward_passes_with_every_candidate_riding_on_them():
     assert len(choose_contenders(screen, 2)) == 2  # without passes, each candidate is a pass of its own
 
 
+def test_the_screen_passes_over_a_costlier_candidate_that_scored_no_better_by_either_score():
+    """A pass that costs more per image than a kept one whose candidate scored at least as well by the probe and by
+    LogME is not embedded on more images; a costlier one better by either score, or a cheaper one, still is."""
+    from featx.rank.choice import choose_contenders, forward_cost
+
+    screen = {"cheap": {"accuracy": 0.97, "logme": 0.50}, "dear": {"accuracy": 0.96, "logme": 0.49},
+              "dear-but-better-logme": {"accuracy": 0.95, "logme": 0.52},
+              "cheaper-worse": {"accuracy": 0.90, "logme": 0.3}}
+    passes = {c: (c,) for c in screen}
+    costs = {("cheap",): forward_cost({"params": 3.4e6, "image_size": 112}),
+             ("dear",): forward_cost({"params": 4.9e6, "image_size": 260}),
+             ("dear-but-better-logme",): forward_cost({"params": 4.9e6, "image_size": 260}),
+             ("cheaper-worse",): forward_cost({"params": 3.4e6, "image_size": 96})}
+    assert choose_contenders(screen, 4, passes) == ["cheap", "dear-but-better-logme", "dear", "cheaper-worse"]
+    assert choose_contenders(screen, 4, passes, costs) == ["cheap", "dear-but-better-logme", "cheaper-worse"]
+    # an unknown cost (a group not built) is never passed over
+    assert "dear" in choose_contenders(screen, 4, passes, {**costs, ("dear",): None})
+    assert forward_cost({}) is None
+    # the pruned row says which kept candidate made it not worth embedding further
+    from featx.rank.candidates import Candidate
+    from featx.rank.choice import dominated_by
+    from featx.rank.groups import pruned_row
+
+    by = dominated_by("dear", ["cheap", "dear-but-better-logme"], screen, passes, costs)
+    row = pruned_row(Candidate("efficientnet_lite2", "native", "center", "grid"), screen["dear"], 256, {}, by)
+    assert by == "cheap" and row["dominated_by"] == "cheap" and "cheap costs no more per image" in row["reason"]
+
+
 def test_rounds_double_the_images_and_halve_the_candidates_down_to_the_finalists():
     from featx.rank.settings import RankSettings, screen_rounds
 

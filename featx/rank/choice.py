@@ -28,7 +28,27 @@ def forward_passes(candidates: Sequence[Candidate]) -> dict[str, tuple]:
     return {c.id: (*c.group, recipe(c)) for c in candidates}
 
 
-def choose_contenders(screen: dict[str, dict], n: int, passes: dict[str, tuple] | None = None) -> list[str]:
+def group_id(group: tuple) -> str:
+    """A forward pass's name in the report's ``groups``."""
+    backbone, size, crop, precision, recipe = group
+    return f"{backbone}@{size}/{crop}/{precision}" + (f"/{recipe}" if recipe == GRID else "")
+
+
+def forward_cost(record: dict) -> float | None:
+    """What a group's forward pass costs per image, relatively: its network's weights times its image's pixels
+    (a convolutional network's work grows with both); None before the group has been built."""
+    if not record.get("params") or not record.get("image_size"):
+        return None
+    return float(record["params"]) * float(record["image_size"]) ** 2
+
+
+def pass_costs(passes: dict[str, tuple], report: dict) -> dict[tuple, float | None]:
+    """forward_cost of each forward pass, from the report's group records."""
+    return {p: forward_cost(report["groups"].get(group_id(p), {})) for p in set(passes.values())}
+
+
+def choose_contenders(screen: dict[str, dict], n: int, passes: dict[str, tuple] | None = None,
+                      costs: dict[tuple, float | None] | None = None) -> list[str]:
     """The candidates the screen keeps: the best by the probe's accuracy and the best by LogME, nominated in turn
     until they span ``n`` forward passes (``passes``: candidate id → its forward pass; None: one each).
 
@@ -37,6 +57,11 @@ def choose_contenders(screen: dict[str, dict], n: int, passes: dict[str, tuple] 
     costs is its forward passes over more images, so ``n`` counts passes: a candidate nominated on a pass
     already kept (a final-layer candidate on its group's grid pass) is kept at no cost in embedding; one
     nominated after the ``n`` passes are filled is not (its probe would still cost seconds).
+
+    With ``costs`` (forward pass → forward_cost), a candidate that would add a pass is passed over when one
+    already kept costs no more per image and scored at least as well by both: it is dominated, and rank
+    recommends the cheapest candidate the best cannot be told from, so it could only matter by beating the
+    cheaper one clearly on more images after losing to it on both scores here.
     """
     pass_of = passes or {c: c for c in screen}
     by_probe = sorted(screen, key=lambda c: (-screen[c]["accuracy"], -screen[c]["logme"], c))
@@ -49,9 +74,23 @@ def choose_contenders(screen: dict[str, dict], n: int, passes: dict[str, tuple] 
         if pass_of[c] not in spanned:
             if len(spanned) == n:
                 break
+            if costs and dominated_by(c, chosen, screen, pass_of, costs):
+                continue
             spanned.add(pass_of[c])
         chosen.append(c)
     return chosen
+
+
+def dominated_by(c: str, kept, screen: dict[str, dict], passes: dict[str, tuple],
+                 costs: dict[tuple, float | None]) -> str | None:
+    """A candidate of ``kept`` whose forward pass costs no more than ``c``'s and that scored at least as well by
+    the probe and by LogME; None when there is none (or a cost is not known)."""
+    cost = costs.get(passes[c])
+    if cost is None:
+        return None
+    return next((k for k in kept if k != c and costs.get(passes[k]) is not None and costs[passes[k]] <= cost
+                 and screen[k]["accuracy"] >= screen[c]["accuracy"] and screen[k]["logme"] >= screen[c]["logme"]),
+                None)
 
 
 def compare_to_best(rows: Sequence[dict], n: int) -> None:

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import FINAL, GRID
+from ..config import FINAL
 from ..data import Source, SubsetSource
 from ..embed.decoders import DecoderPool, SubsetDecoders
 from ..errors import FeatxError
@@ -16,16 +16,12 @@ from ..hardware import Progress
 from ..store import open_store
 from ..store.columns import select_layers
 from .candidates import SIZE_WORDS, Candidate, image_size, native_size
+from .choice import group_id
 from .embedding import embed_group, feature_params, measure_speed
 from .logme import logme
 from .probe import kfold_accuracy
 from .settings import RankSettings
 from .validate import validate_group
-
-
-def group_id(group: tuple) -> str:
-    backbone, size, crop, precision, recipe = group
-    return f"{backbone}@{size}/{crop}/{precision}" + (f"/{recipe}" if recipe == GRID else "")
 
 
 @dataclass(frozen=True)
@@ -86,10 +82,13 @@ def failed_row(c: Candidate, reason: str) -> dict:
     return {"id": c.id, **asdict(c), "status": "failed", "reason": reason}
 
 
-def pruned_row(c: Candidate, screened: dict, images: int, record: dict) -> dict:
+def pruned_row(c: Candidate, screened: dict, images: int, record: dict, dominated_by: str | None = None) -> dict:
+    reason = (f"ranked below the candidates kept after {images} images" if dominated_by is None else
+              f"{dominated_by} costs no more per image and scored at least as well by both scores after {images} "
+              "images")
     return {"id": c.id, **asdict(c), "status": "pruned", "screen": screened, "pruned_at": images,
             "images_per_second": record.get("images_per_second"), "image_size": record.get("image_size"),
-            "reason": f"ranked below the candidates kept after {images} images"}
+            "reason": reason, **({"dominated_by": dominated_by} if dominated_by else {})}
 
 
 def reason_of(e: BaseException) -> str:

@@ -58,17 +58,22 @@ def summarize_validation(report: dict) -> dict:
 def _screen_check(report: dict, rows: list[dict], regret) -> dict:
     """What the rounds (which --validate does not prune by) would have kept, and what that would have cost."""
     from .candidates import Candidate
-    from .choice import choose_contenders, forward_passes, recommend
+    from .choice import choose_contenders, compare_to_best, forward_passes, pass_costs, recommend
 
     kept = {r["id"] for r in rows}
     passes = forward_passes([Candidate(r["backbone"], r["size"], r["crop"], r["layers"], r["precision"])
                              for r in rows])
+    costs = pass_costs(passes, report)
     for round_ in report["rounds"]:
         kept = set(choose_contenders({c: s for c, s in round_["scores"].items() if c in kept}, round_["keep"],
-                                     passes))
+                                     passes, costs))
     best = max(rows, key=lambda r: r["test_accuracy"])
     probe_best = max(rows, key=lambda r: r["accuracy"])
-    rec = recommend([r for r in rows if r["id"] in kept])
+    # among the finalists alone, as the rank would have compared them: measured against the best of every
+    # candidate, none of them might be within reach of it, and there would be nothing to recommend
+    finalists = [dict(r) for r in rows if r["id"] in kept]
+    compare_to_best(finalists, report["sample"]["n"])
+    rec = recommend(finalists)
     chosen = next((r for r in rows if rec and r["id"] == rec["id"]), None)
     return {"images": [r["images"] for r in report["rounds"]], "contenders": sorted(kept),
             "kept_test_best": best["id"] in kept, "kept_probe_best": probe_best["id"] in kept,

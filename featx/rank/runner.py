@@ -19,7 +19,7 @@ from ..store.paths import rank_dir
 from ..reporting import previous_report, write_json
 from ..transfer.subsets import labelled_splits
 from .candidates import Candidate, default_candidates
-from .choice import choose_contenders, compare_to_best, forward_passes, recommend
+from .choice import choose_contenders, compare_to_best, dominated_by, forward_passes, pass_costs, recommend
 from .groups import Run, by_group, group_id, pruned_row, run_group
 from .report import summarize_validation, write_report
 from .sample import stratified_sample
@@ -182,11 +182,14 @@ def _prune_in_rounds(run: "Run", alive: list[Candidate], positions: list[np.ndar
             save("screen", len(members), len(todo))
         if run.settings.validate:
             continue
-        kept = set(choose_contenders({c.id: scores[c.id] for c in alive if c.id in scores},
-                                     report["rounds"][r]["keep"], run.passes))
+        costs = pass_costs(run.passes, report)
+        kept = choose_contenders({c.id: scores[c.id] for c in alive if c.id in scores}, report["rounds"][r]["keep"],
+                                 run.passes, costs)
         for c in alive:
             if c.id not in kept and c.id in scores and rows.get(c.id, {}).get("status") != "failed":
-                rows[c.id] = pruned_row(c, scores[c.id], len(where), report["groups"].get(group_id(run.passes[c.id]), {}))
+                record = report["groups"].get(group_id(run.passes[c.id]), {})
+                rows[c.id] = pruned_row(c, scores[c.id], len(where), record,
+                                        dominated_by(c.id, kept, scores, run.passes, costs))
         alive = [c for c in alive if c.id in kept]
         run.keep_models(alive)
     return alive
