@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import average_precision_score
 
+from featx.config import Recipe, StoreQuery
 from featx.audit import audit_dataset, find_label_issues, out_of_fold_probabilities
 from featx.audit.confident import label_quality, neighbour_agreement
 from featx.audit.outliers import nearest_neighbours
@@ -45,10 +46,10 @@ RECIPE = {"backbone": "efficientnet_lite0", "image_size": 224, "crop": "full", "
 
 def vectors(dataset: str, cache: str, split: str | None = "train"):
     try:
-        store = find_dataset(dataset, cache, **RECIPE)
+        store = find_dataset(dataset, cache, StoreQuery(**RECIPE))
     except Exception:
-        embed_into_store(open_source(dataset), cache=cache, **RECIPE)
-        store = find_dataset(dataset, cache, **RECIPE)
+        embed_into_store(open_source(dataset), Recipe(**RECIPE), cache=cache)
+        store = find_dataset(dataset, cache, StoreQuery(**RECIPE))
     with store:
         members = store.members(dataset, split)
         X = store.vectors([m.key for m in members])
@@ -124,7 +125,7 @@ def flipped_experiment(dataset: str, cache: str, kind: str = "mixed") -> dict:
 def real_audit(dataset: str, cache: str) -> dict:
     vectors(dataset, cache, None)  # embedded first if missing, so the audit's seconds are the audit's alone
     started = time.perf_counter()
-    report = audit_dataset(dataset, cache=cache, where=RECIPE, out=Path(cache) / "audit" / f"{dataset}-bench")
+    report = audit_dataset(dataset, cache=cache, store_query=StoreQuery(**RECIPE), out=Path(cache) / "audit" / f"{dataset}-bench")
     seconds = time.perf_counter() - started
     docs = Path(__file__).resolve().parent.parent / "docs"
     docs.mkdir(exist_ok=True)

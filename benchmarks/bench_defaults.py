@@ -35,7 +35,7 @@ from PIL import Image, ImageEnhance
 
 from bench_audit import flip_labels, precision_recall
 from featx.audit import find_label_issues, out_of_fold_probabilities
-from featx.config import FINAL
+from featx.config import FINAL, Recipe, StoreQuery
 from featx.data import open_source
 from featx.embed import embed_into_store
 from featx.hardware import set_threads
@@ -56,10 +56,10 @@ def recipe(dataset: str, layers: str = "stages") -> dict:
 def stored(dataset: str, cache: str, layers: str = "stages"):
     """(config, members, vectors) of the dataset's store of ``layers``, embedding it first when missing."""
     try:
-        store = find_dataset(dataset, cache, **recipe(dataset, layers))
+        store = find_dataset(dataset, cache, StoreQuery(**recipe(dataset, layers)))
     except Exception:
-        embed_into_store(open_source(dataset), cache=cache, **recipe(dataset, layers))
-        store = find_dataset(dataset, cache, **recipe(dataset, layers))
+        embed_into_store(open_source(dataset), Recipe(**recipe(dataset, layers)), cache=cache)
+        store = find_dataset(dataset, cache, StoreQuery(**recipe(dataset, layers)))
     with store:
         members = store.members(dataset)
         return store.config, members, np.asarray(store.vectors([m.key for m in members]))
@@ -94,8 +94,8 @@ def evaluate(dataset: str, cache: str, recipes: list[str]) -> dict:
     queries = {}
     with tempfile.TemporaryDirectory() as copies_cache:
         for layers in stores:
-            embed_into_store(open_source(str(folder)), cache=copies_cache, **recipe(dataset, layers))
-            with find_dataset(folder.name, copies_cache, layers=layers) as store:
+            embed_into_store(open_source(str(folder)), Recipe(**recipe(dataset, layers)), cache=copies_cache)
+            with find_dataset(folder.name, copies_cache, StoreQuery(layers=layers)) as store:
                 copies = store.members(folder.name)
                 order = np.argsort([Path(m.path).name for m in copies])
                 queries[layers] = np.asarray(store.vectors([copies[i].key for i in order]))

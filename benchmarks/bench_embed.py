@@ -236,6 +236,7 @@ def model_only(args, tmp: Path, results: dict) -> None:
     """Each runtime and precision on the same 64 photo crops, in alternating rounds; cosine to torch fp32."""
     from featx.data import hash_source, read_input
     from featx.embed.runner import calibration_for
+    from featx.config import Recipe
     from featx.runtimes import load_runtime
 
     folder = tmp / "jpeg256-model"
@@ -245,8 +246,8 @@ def model_only(args, tmp: Path, results: dict) -> None:
     pre = create_backbone("efficientnet_lite0").config.preprocess
     crops = np.stack([read_input(source, i, pre)[1] for i in range(0, 400, 400 // args.batch_size)][:args.batch_size])
     keys, _ = hash_source(source)
-    runtimes = {f"{runtime} {precision}": load_runtime(runtime=runtime, precision=precision, cache=cache,
-                                                      calibrate=calibration_for(source, keys))
+    runtimes = {f"{runtime} {precision}": load_runtime(Recipe(precision=precision, layers="final"), runtime=runtime,
+                                                      cache=cache, calibrate=calibration_for(source, keys))
                 for runtime, precision in (("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"),
                                            ("openvino", "bf16"), ("openvino", "int8"))}
     reference = runtimes["torch fp32"](crops)

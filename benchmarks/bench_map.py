@@ -24,6 +24,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from featx.maps.layout import compute_layout
 from featx.search.flat import normalize
+from featx.config import StoreQuery
 from featx.store import find_dataset
 
 RECIPE = {"backbone": "efficientnet_lite0", "image_size": 224, "crop": "full", "layers": "stages"}
@@ -39,7 +40,7 @@ def main() -> None:
     parser.add_argument("--cache", default="cache")
     parser.add_argument("--n", type=int, default=10000)
     args = parser.parse_args()
-    with find_dataset("fashion-mnist", args.cache, **RECIPE) as store:
+    with find_dataset("fashion-mnist", args.cache, StoreQuery(**RECIPE)) as store:
         members = store.members("fashion-mnist")
         X_all = normalize(store.vectors([m.key for m in members]), layer_widths=store.config.layer_dims)
     labels_all = np.array([m.label for m in members])

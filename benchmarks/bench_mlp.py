@@ -28,11 +28,12 @@ def main() -> None:
 
     from featx.hardware import set_threads
     from featx.heads import LogisticHead, MLPHead
+    from featx.config import StoreQuery
     from featx.store import find_dataset
     from featx.store.columns import select_layers
 
     set_threads()
-    with find_dataset(args.dataset, args.cache, layers=args.layers, image_size=args.image_size) as store:
+    with find_dataset(args.dataset, args.cache, StoreQuery(layers=args.layers, image_size=args.image_size)) as store:
         members = store.members(args.dataset)
         split = {s: [m for m in members if m.split == s] for s in ("train", "test")}
         X, y = ({s: store.vectors([m.key for m in split[s]]) for s in split},

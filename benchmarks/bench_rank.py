@@ -58,10 +58,11 @@ def probe_cost(cache: str = "cache", n: int = 2000) -> None:
     from featx.rank.probe import kfold_accuracy
     from featx.rank.sample import stratified_sample
     from featx.search.flat import normalize
+    from featx.config import StoreQuery
     from featx.store import find_dataset
     from sklearn.model_selection import StratifiedKFold
 
-    with find_dataset("fashion-mnist", cache, image_size=224, crop="full", layers="stages") as store:
+    with find_dataset("fashion-mnist", cache, StoreQuery(image_size=224, crop="full", layers="stages")) as store:
         members = store.members("fashion-mnist", "train")
         keys, labels = [m.key for m in members], [m.label for m in members]
         pick = stratified_sample(keys, labels, n)

@@ -54,9 +54,10 @@ def rss_mb() -> float:
 def source_vectors(cache: str, dim: int):
     """The 70,000 real vectors (all 1,792 columns, or the 1,280 final ones), labels and splits, in a seeded
     shuffled order (so any N rows mix both splits), and the layer widths."""
+    from featx.config import StoreQuery
     from featx.store import find_dataset
 
-    with find_dataset("fashion-mnist", cache, **SOURCE) as store:
+    with find_dataset("fashion-mnist", cache, StoreQuery(**SOURCE)) as store:
         X, y, _, _ = store.load("fashion-mnist")
         splits = np.array([m.split for m in store.members("fashion-mnist")])
         start, stop = store.config.columns()["final"] if dim == 1280 else (0, store.config.dim)
@@ -66,9 +67,10 @@ def source_vectors(cache: str, dim: int):
 
 def source_blocks(cache: str, dim: int):
     """The layer widths of the dim-dimensional vectors (None for the final layer alone)."""
+    from featx.config import StoreQuery
     from featx.store import find_dataset
 
-    with find_dataset("fashion-mnist", cache, **SOURCE) as store:
+    with find_dataset("fashion-mnist", cache, StoreQuery(**SOURCE)) as store:
         return None if dim == 1280 else tuple(b - a for a, b in store.config.columns().values())
 
 

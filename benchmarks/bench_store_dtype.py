@@ -21,6 +21,7 @@ import tempfile
 import numpy as np
 
 from featx.heads import train_head
+from featx.config import StoreQuery
 from featx.store import find_dataset, open_store
 
 SOURCE = {"backbone": "efficientnet_lite0", "image_size": 224, "crop": "full", "layers": "stages"}
@@ -44,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", default="cache")
     args = parser.parse_args()
-    with find_dataset("fashion-mnist", args.cache, **SOURCE) as store:
+    with find_dataset("fashion-mnist", args.cache, StoreQuery(**SOURCE)) as store:
         X, *_ = store.load("fashion-mnist")
         X = np.asarray(X)
         members = store.members("fashion-mnist")

@@ -23,13 +23,14 @@ import numpy as np
 
 from featx.hardware import set_threads
 from featx.heads import LogisticHead
+from featx.config import StoreQuery
 from featx.store import find_dataset
 
 OUT = Path(__file__).parent / "out"
 
 
 def load(dataset: str, cache: str, backbone: str, image_size: int, layers: str):
-    with find_dataset(dataset, cache, backbone=backbone, image_size=image_size, layers=layers) as store:
+    with find_dataset(dataset, cache, StoreQuery(backbone=backbone, image_size=image_size, layers=layers)) as store:
         members = store.members(dataset)
         X = np.asarray(store.vectors([m.key for m in members]))
         widths = list(store.config.layer_dims or (store.config.dim,))

@@ -8,7 +8,7 @@ from .lazy import lazy_exports  # noqa: E402
 _EXPORTS = {
     "create_backbone": "backbones", "list_backbones": "backbones", "register_backbone": "backbones",
     "load_runtime": "runtimes", "runtime_for": "runtimes",
-    "BackboneConfig": "config", "PreprocessConfig": "config",
+    "BackboneConfig": "config", "PreprocessConfig": "config", "Recipe": "config", "StoreQuery": "config",
     "open_source": "data", "embed_source": "embed", "embed_into_store": "embed", "FeatxError": "errors",
     "FeatureStore": "store", "describe_stores": "store", "find_dataset": "store", "list_stores": "store",
     "open_store": "store",

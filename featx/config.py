@@ -58,6 +58,62 @@ def check_recipe(crop: str, store_dtype: str) -> None:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How images become vectors, as a user asks for it: the network (backbone, weights file, image size,
+    precision) and what is kept of it (layers, crop, store dtype). ``create_backbone`` resolves it into the
+    BackboneConfig a store is keyed by. None: the backbone's native image size; the crop that suits the
+    source (``for_source``: the whole image for the built-in datasets, the centre for folders and CSVs).
+
+    One object travels from the CLI's options (cli/options.py) through embed, finetune, compare, serve and
+    load_runtime, instead of the same seven keyword arguments in each.
+    """
+
+    backbone: str = DEFAULT_BACKBONE
+    weights: str | None = None
+    image_size: int | None = None
+    precision: str = "auto"
+    layers: str | tuple[str, ...] | None = DEFAULT_LAYERS
+    crop: str | None = None
+    store_dtype: str = "float32"
+
+    def for_source(self, source) -> "Recipe":
+        """This recipe with the source's own crop when it names none."""
+        return self if self.crop else dataclasses.replace(self, crop=source.crop)
+
+    def backbone_args(self) -> dict:
+        """create_backbone's keyword arguments besides the name (the centre crop when none is named)."""
+        return {"weights": self.weights, "image_size": self.image_size, "precision": self.precision,
+                "layers": self.layers, "crop": self.crop or "center", "store_dtype": self.store_dtype}
+
+
+@dataclass(frozen=True)
+class StoreQuery:
+    """Which store holds a dataset when several configurations embedded it: each setting given narrows the
+    choice; None matches any store (find_dataset). ``weights`` (a file) matches by its fingerprint, as
+    ``weights_sha256`` does; ``layers`` by recipe (``final``, ``stages``, ``grid`` or a comma list)."""
+
+    backbone: str | None = None
+    weights: str | None = None
+    weights_sha256: str | None = None
+    image_size: int | None = None
+    precision: str | None = None
+    layers: str | None = None
+    crop: str | None = None
+    store_dtype: str | None = None
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether any setting narrows the choice (``auto`` precision does not)."""
+        return any(v is not None for k, v in dataclasses.asdict(self).items() if k != "precision") or \
+            self.precision not in (None, "auto")
+
+    def recipe(self) -> Recipe:
+        """The recipe that embeds a dataset into a store this query finds: its settings over the defaults."""
+        given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "weights_sha256"}
+        return Recipe(**given)
+
+
+@dataclass(frozen=True)
 class PreprocessConfig:
     """How an image becomes the model's input: resize the short side, centre-crop (or take the whole
     image, ``crop="full"``), normalise."""
@@ -166,10 +222,10 @@ class BackboneConfig:
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def request(self) -> dict:
-        """The arguments that build this configuration again (create_backbone's and load_runtime's)."""
-        return {"image_size": self.preprocess.input_size, "precision": self.precision, "layers": self.layers,
-                "crop": self.preprocess.crop, "store_dtype": self.store_dtype}
+    def request(self, weights: str | None = None) -> Recipe:
+        """The recipe that builds this configuration again (with ``weights``, the file its weights came from)."""
+        return Recipe(self.name, weights, self.preprocess.input_size, self.precision, self.layers,
+                      self.preprocess.crop, self.store_dtype)
 
     def refuse_unlike(self, made: "BackboneConfig", weights) -> None:
         """Raise BackboneError when ``made``, what this machine re-created from ``request()``, would not

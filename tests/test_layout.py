@@ -143,10 +143,11 @@ def test_describe_stores_is_what_featx_stores_prints(digits_head_cache):
 
 
 def test_finetune_source_runs_the_whole_workflow_from_the_library(tmp_path):
+    from featx.config import Recipe
     from featx.data import open_source
     from featx.transfer import FinetuneSettings, finetune_source, load_checkpoint
 
-    result = finetune_source(open_source("digits"), image_size=32, shots=2, cache=tmp_path,
+    result = finetune_source(open_source("digits"), Recipe(image_size=32), shots=2, cache=tmp_path,
                              settings=FinetuneSettings(epochs=1, min_steps_per_epoch=1))
     assert result.n_train + result.n_val == 20 and result.n_test > 300 and 0.0 <= result.accuracy <= 1.0
     assert result.path == str(tmp_path / "finetuned" / "digits-efficientnet_lite0-last-1-2shot-seed0.pt")

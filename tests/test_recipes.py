@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featx.config import BackboneConfig
+from featx.config import BackboneConfig, StoreQuery
 from featx.errors import BundleError, ParameterError, StoreError
 
 from conftest import SMALL, noisy_image, run_cli, write_class_folder
@@ -135,10 +135,10 @@ def test_layers_and_crop_make_new_stores_that_never_mix(tmp_path, cache):
     a.close(), b.close()
 
     with pytest.raises(StoreError, match="several stores"):  # the default layers do not choose a crop
-        find_dataset("data", cache, layers="final")
-    with find_dataset("data", cache, layers="grid") as store:
+        find_dataset("data", cache, StoreQuery(layers="final"))
+    with find_dataset("data", cache, StoreQuery(layers="grid")) as store:
         assert store.path.as_posix() == stages["store"]
-    with find_dataset("data", cache, layers="final", crop="center") as store:
+    with find_dataset("data", cache, StoreQuery(layers="final", crop="center")) as store:
         assert store.path.as_posix() == plain["store"]
     listing = run_cli("stores").output
     assert "recipe: layers final; center crop" in listing and "full crop" in listing
@@ -153,9 +153,9 @@ def test_a_grid_recipe_is_a_store_of_its_own_that_trains_predicts_and_is_named_b
     assert grid["dim"] == 4 * (stages["dim"] - 1280) + 1280 and grid["layers"][0].endswith("@2x2")
     from featx.store import find_dataset
 
-    with find_dataset("data", cache, layers="grid") as store:
+    with find_dataset("data", cache, StoreQuery(layers="grid")) as store:
         assert store.path.as_posix() == grid["store"]
-    with find_dataset("data", cache, layers="stages") as store:
+    with find_dataset("data", cache, StoreQuery(layers="stages")) as store:
         assert store.path.as_posix() == stages["store"]
     trained = json.loads(run_cli("train", "data", "--layers", "grid", "--json").output)
     new = tmp_path / "new.png"
@@ -216,7 +216,7 @@ def test_a_head_of_one_recipe_refuses_vectors_of_another(tmp_path, cache):
     from featx.heads import load_bundle
     from featx.store import find_dataset
 
-    with find_dataset("data", cache, layers="final") as store, pytest.raises(BundleError, match="trained on vectors of"):
+    with find_dataset("data", cache, StoreQuery(layers="final")) as store, pytest.raises(BundleError, match="trained on vectors of"):
         load_bundle(head).check_config(store.config)
 
 
@@ -279,7 +279,7 @@ def test_a_dataset_in_two_recipes_is_read_from_the_default_one_and_the_command_s
             assert store.path.as_posix() == stages["store"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # named: no notice
-        with find_dataset("data", cache, layers="final") as store:
+        with find_dataset("data", cache, StoreQuery(layers="final")) as store:
             assert store.path.as_posix() == plain["store"]
     trained = run_cli("train", "data", "--json")
     # the JSON stays clean: the note is on stderr
@@ -287,3 +287,33 @@ def test_a_dataset_in_two_recipes_is_read_from_the_default_one_and_the_command_s
     assert "note: dataset 'data' is in 2 stores: using efficientnet_lite0" in trained.stderr
     found = run_cli("search", "data", folder / "red" / "0.png", "-k", 2)
     assert "note: dataset 'data' is in 2 stores" in found.stderr and "red" in found.stdout
+
+
+def test_the_cli_hands_the_library_one_recipe_and_a_query_that_embeds_what_it_finds(monkeypatch, tmp_path):
+    """`featx embed`'s options arrive as one Recipe (the source's crop when none is named); a StoreQuery's
+    settings over the defaults are the recipe that makes a store it finds (audit embeds a missing dataset so)."""
+    import featx.embed.runner as runner
+    from featx.config import DEFAULT_BACKBONE, DEFAULT_LAYERS, Recipe
+
+    seen = []
+
+    def capture(source, recipe, **kwargs):
+        seen.append((source.crop, recipe, kwargs["runtime"]))
+        raise KeyboardInterrupt  # stop before any model is built
+
+    monkeypatch.setattr(runner, "embed_into_store", capture)
+    run_cli("embed", "digits", "--image-size", 48, "--layers", "final", "--store-dtype", "float16",
+            "--runtime", "torch", "--cache", tmp_path, ok=False)
+    run_cli("embed", "digits", "--cache", tmp_path, ok=False)
+    assert seen[0] == ("full", Recipe(DEFAULT_BACKBONE, None, 48, "auto", "final", None, "float16"), "torch")
+    assert seen[1][1] == Recipe() and seen[1][1].for_source(_Source("full")).crop == "full"
+    assert Recipe(crop="center").for_source(_Source("full")).crop == "center"
+    query = StoreQuery(image_size=48, layers="final")
+    assert query.narrowed and not StoreQuery(precision="auto").narrowed
+    assert query.recipe() == Recipe(image_size=48, layers="final")
+    assert StoreQuery().recipe().layers == DEFAULT_LAYERS
+
+
+class _Source:
+    def __init__(self, crop):
+        self.crop = crop

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from featx.config import Recipe
 from featx.errors import BackboneError, ParameterError
 from featx.runtimes import AGREEMENT, load_runtime, runtime_for
 from featx.runtimes.openvino_runtime import openvino_available
@@ -44,16 +45,17 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("size", [224, SMALL])
 def test_every_runtime_and_precision_agrees_with_torch_fp32_within_its_tolerance(tmp_path, size):
     crops = photo_crops(size)
-    reference = load_runtime(image_size=size, precision="fp32", runtime="torch", cache=tmp_path)(crops)
+    reference = load_runtime(Recipe(image_size=size, precision="fp32", layers="final"), runtime="torch", cache=tmp_path)(crops)
     for runtime in ("torch", "openvino"):
         for precision in ("fp32", "bf16"):
-            model = load_runtime(image_size=size, precision=precision, runtime=runtime, cache=tmp_path)
+            model = load_runtime(Recipe(image_size=size, precision=precision, layers="final"), runtime=runtime, cache=tmp_path)
             assert model.name == runtime and model.config.precision == precision
             agree = cosines(model(crops), reference)
             worst, mean = AGREEMENT[precision]
             assert agree.min() >= worst and agree.mean() >= mean, (runtime, precision, agree.min(), agree.mean())
     # the tolerance can fail: a different image size is not the same model's vectors
-    other = load_runtime(image_size=size + 32, precision="fp32", runtime="openvino", cache=tmp_path)
+    other = load_runtime(Recipe(image_size=size + 32, precision="fp32", layers="final"), runtime="openvino",
+                         cache=tmp_path)
     assert cosines(other(photo_crops(size + 32)), reference).mean() < AGREEMENT["bf16"][1]
 
 
@@ -75,10 +77,10 @@ def test_openvino_and_torch_share_a_store_and_its_vectors(tmp_path, cache):
 
 @pytest.mark.own_runtime_files
 def test_auto_measures_once_remembers_and_says_which(tmp_path):
-    first = load_runtime(image_size=SMALL, cache=tmp_path, batch_size=8)
+    first = load_runtime(Recipe(image_size=SMALL, layers="final"), cache=tmp_path, batch_size=8)
     assert first.choice.how == "measured" and set(first.choice.images_per_second) == {"torch", "openvino"}
     assert first.choice.runtime == max(first.choice.images_per_second, key=first.choice.images_per_second.get)
-    again = load_runtime(image_size=SMALL, cache=tmp_path, batch_size=8)
+    again = load_runtime(Recipe(image_size=SMALL, layers="final"), cache=tmp_path, batch_size=8)
     assert again.choice.how == "remembered" and again.name == first.name and again.config.key == first.config.key
     table = json.loads((tmp_path / "runtimes" / "choices.json").read_text())
     (entry,) = table.values()
@@ -133,13 +135,14 @@ def test_recipes_that_differ_outside_the_network_share_its_conversion_and_measur
 @pytest.mark.own_runtime_files
 def test_auto_falls_back_to_torch_when_openvino_is_absent(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # what `import openvino` does when it is not installed
-    model = load_runtime(image_size=SMALL, cache=tmp_path)
+    model = load_runtime(Recipe(image_size=SMALL, layers="final"), cache=tmp_path)
     assert model.name == "torch" and model.choice.how == "fallback"
     assert "featx[openvino]" in model.choice.describe()
     with pytest.raises(BackboneError, match=r"pip install 'featx\[openvino\]'"):
-        load_runtime(image_size=SMALL, runtime="openvino", cache=tmp_path)
+        load_runtime(Recipe(image_size=SMALL, layers="final"), runtime="openvino", cache=tmp_path)
     with pytest.raises(BackboneError, match="OpenVINO"):
-        load_runtime(image_size=SMALL, precision="int8", cache=tmp_path, calibrate=lambda pre: ("", None))
+        load_runtime(Recipe(image_size=SMALL, precision="int8", layers="final"), cache=tmp_path,
+                     calibrate=lambda pre: ("", None))
 
 
 def test_int8_is_calibrated_on_the_dataset_and_gets_its_own_store(tmp_path, cache):
@@ -205,7 +208,7 @@ def test_auto_leaves_a_gpu_to_torch_whatever_the_precision(tmp_path, monkeypatch
 
     monkeypatch.setattr(loading, "_gpu_present", lambda: True)
     for precision in ("auto", "bf16", "fp32"):
-        model = load_runtime(image_size=SMALL, precision=precision, cache=tmp_path)
+        model = load_runtime(Recipe(image_size=SMALL, precision=precision, layers="final"), cache=tmp_path)
         assert model.name == "torch" and model.choice.how == "gpu", precision
     assert not (tmp_path / "runtimes" / "choices.json").exists()  # nothing measured against the CPU
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from featx.config import StoreQuery
 from featx.serve.batching import MicroBatcher
 from featx.cli import main
 from featx.embed import Embedder
@@ -148,7 +149,7 @@ def test_k_above_the_dataset_size_is_refused(tmp_path):
 
 def test_predict_without_a_head_and_search_without_a_dataset_say_what_to_start(served):
     resources, cache = served
-    bare = open_resources(backbone="efficientnet_lite0", image_size=TINY, cache=str(cache))
+    bare = open_resources(store_query=StoreQuery(backbone="efficientnet_lite0", image_size=TINY), cache=str(cache))
     with TestClient(create_app(bare)) as c:
         predict = c.post("/predict", files=files(png(6)))
         search = c.post("/search", data={"key": "abc"})

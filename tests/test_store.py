@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featx.config import BackboneConfig, PreprocessConfig
+from featx.config import BackboneConfig, PreprocessConfig, StoreQuery
 from featx.errors import StoreError
 from featx.store import FeatureStore, Member, find_dataset, list_stores, open_store
 
@@ -113,7 +113,7 @@ def test_find_dataset_across_stores(tmp_path):
     fill(open_store(config("two"), tmp_path), 3, name="only-two")
     assert len(list_stores(tmp_path)) == 2
     assert find_dataset("only-two", tmp_path).config.name == "two"
-    assert find_dataset("shared", tmp_path, backbone="one").config.name == "one"
+    assert find_dataset("shared", tmp_path, StoreQuery(backbone="one")).config.name == "one"
     with pytest.raises(StoreError, match="several stores.*backbone=NAME"):
         find_dataset("shared", tmp_path)
     with pytest.raises(StoreError, match="no dataset 'nope'"):

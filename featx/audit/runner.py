@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import FINAL
+from ..config import FINAL, StoreQuery
 from ..errors import DataError, DatasetNotStoredError, ParameterError, SourceError
 from ..hardware import Progress
 from ..store import DEFAULT_CACHE, find_dataset
@@ -32,7 +32,7 @@ def audit_dataset(
     dataset: str,
     *,
     cache: str | Path | None = None,
-    where: dict | None = None,
+    store_query: StoreQuery = StoreQuery(),
     use_layers: str | None = None,
     folds: int = 5,
     head: str = "logreg",
@@ -51,9 +51,9 @@ def audit_dataset(
 
     Parameters
     ----------
-    dataset : its name in the store; ``where`` picks the store when several hold it (``find_dataset``). When no
+    dataset : its name in the store; ``store_query`` picks the store when several hold it (``find_dataset``). When no
         store holds it and it names a source (a folder, a CSV manifest, a built-in), that source is embedded
-        first with the default recipe (or the settings in ``where``), and ``report["embedded"]`` says so.
+        first with the default recipe (or the settings ``store_query`` gives), and ``report["embedded"]`` says so.
     use_layers : audit with some of the store's layers only [default: all, each normalised on its own].
     folds, head : the out-of-fold probabilities: K folds (fewer, with a note, when a class is smaller), head.
     ranking : how label issues are ordered: ``self_confidence`` (p of the given label) or ``normalized_margin``.
@@ -74,10 +74,10 @@ def audit_dataset(
     cache = cache or DEFAULT_CACHE
     embedded = None
     try:
-        found = find_dataset(dataset, cache, **(where or {}))
+        found = find_dataset(dataset, cache, store_query)
     except DatasetNotStoredError as missing:
-        dataset, embedded = embed_missing(dataset, missing, cache, where or {}, data_dir, progress)
-        found = find_dataset(dataset, cache, **(where or {}))
+        dataset, embedded = embed_missing(dataset, missing, cache, store_query, data_dir, progress)
+        found = find_dataset(dataset, cache, store_query)
     with found as store:
         members = store.members(dataset)
         view = VectorView(store, dataset, use_layers)
@@ -169,10 +169,10 @@ def audit_dataset(
     return report
 
 
-def embed_missing(spec: str, missing: DatasetNotStoredError, cache, where: dict, data_dir: str | None,
+def embed_missing(spec: str, missing: DatasetNotStoredError, cache, store_query: StoreQuery, data_dir: str | None,
                   progress: Progress | None) -> tuple[str, dict]:
     """Embed the source ``spec`` names (a folder, a CSV manifest, a built-in) with the default recipe, or the one
-    ``where`` asks for, when no store holds it yet: its dataset name and what the embedding did. ``missing`` is
+    ``store_query`` asks for, when no store holds it yet: its dataset name and what the embedding did. ``missing`` is
     raised again when ``spec`` names no source."""
     from ..data import open_source
     from ..embed import embed_into_store
@@ -181,8 +181,7 @@ def embed_missing(spec: str, missing: DatasetNotStoredError, cache, where: dict,
         source = open_source(spec, data_dir=data_dir)
     except SourceError:
         raise missing from None
-    result = embed_into_store(source, cache=cache, progress=progress,
-                              **{k: v for k, v in where.items() if v is not None})
+    result = embed_into_store(source, store_query.recipe(), cache=cache, progress=progress)
     return result.dataset, {"dataset": result.dataset, "store": result.store, "recipe": ", ".join(result.layers),
                             "n_embedded": result.n_embedded, "n_failed": result.n_failed,
                             "seconds": round(result.seconds, 3)}

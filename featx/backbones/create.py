@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import DEFAULT_BACKBONE, FINAL, BackboneConfig, PreprocessConfig, check_recipe
+from ..config import DEFAULT_BACKBONE, FINAL, BackboneConfig, PreprocessConfig, Recipe, check_recipe
 from ..errors import BackboneError, ParameterError
 from ..hardware import default_device, resolve_precision
 from .fold import fold_batch_norms
@@ -158,9 +158,14 @@ def _feature_dim(extractor: nn.Module, pre: PreprocessConfig, device: torch.devi
         return int(extractor(x).shape[-1])
 
 
+def backbone_from(recipe: Recipe, device: str | torch.device | None = None) -> Backbone:
+    """create_backbone for a Recipe."""
+    return create_backbone(recipe.backbone, device=device, **recipe.backbone_args())
+
+
 def create_backbone_for(config: BackboneConfig, weights: str | os.PathLike | None = None) -> Backbone:
     """Re-create the backbone that made a store's (or a head's) vectors; refuses one that differs."""
-    backbone = create_backbone(config.name, weights=weights, **config.request())
+    backbone = backbone_from(config.request(weights))
     config.refuse_unlike(backbone.config, weights)
     return backbone
 

@@ -32,8 +32,8 @@ from .output import Bars, echo_json, printable
 @selection_options
 @data_dir_option
 @json_option
-def audit(dataset, folds, head, ranking, leak_threshold, k, neighbours, out, export, use_layers, where, cache, data_dir,
-          as_json):
+def audit(dataset, folds, head, ranking, leak_threshold, k, neighbours, out, export, use_layers, store_query, cache,
+          data_dir, as_json):
     """Find likely wrong labels, train/test leaks and outliers in a dataset.
 
     DATASET is a stored dataset's name, or a folder, CSV or built-in not yet
@@ -58,10 +58,9 @@ def audit(dataset, folds, head, ranking, leak_threshold, k, neighbours, out, exp
     from ..audit import audit_dataset
 
     with Bars() as bars:
-        report = audit_dataset(dataset, cache=cache, where=where, use_layers=use_layers, folds=folds, head=head,
-                               ranking=ranking, leak_threshold=leak_threshold, k=k, neighbours=neighbours,
-                               out=out, export=export,
-                               data_dir=data_dir, progress=bars)
+        report = audit_dataset(dataset, cache=cache, store_query=store_query, use_layers=use_layers, folds=folds,
+                               head=head, ranking=ranking, leak_threshold=leak_threshold, k=k, neighbours=neighbours,
+                               out=out, export=export, data_dir=data_dir, progress=bars)
     if as_json:
         return echo_json({"out": report["out"], "summary": report["summary"], "note": report["note"],
                           "recipe_note": report["recipe_note"], "embedded": report["embedded"],

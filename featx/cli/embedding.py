@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
+from ..config import Recipe
 from ..embed import ENGINES
-from .options import (backbone_options, cache_option, data_dir_option, json_option, name_option, recipe_options,
-                      runtime_option)
+from .options import (backbone_options, cache_option, data_dir_option, gathered, json_option, name_option,
+                      recipe_options, runtime_option)
 from .output import Bars, echo_json, printable
 
 
@@ -74,8 +75,8 @@ def _echo_layers(name: str, as_json: bool) -> None:
 
 
 @json_option
-def embed(source, backbone, weights, image_size, precision, runtime, cache, layers, crop, store_dtype, batch_size,
-          workers, name, data_dir, engine, address, as_json):
+@gathered("recipe", Recipe)
+def embed(source, recipe, runtime, cache, batch_size, workers, name, data_dir, engine, address, as_json):
     """Embed a dataset into the feature store, reusing every vector already there.
 
     SOURCE is a folder of images (class sub-folders give labels), a CSV manifest
@@ -98,10 +99,7 @@ def embed(source, backbone, weights, image_size, precision, runtime, cache, laye
 
     src = open_source(source, name=name, data_dir=data_dir)
     with Bars() as bars:
-        result = embed_into_store(src, backbone=backbone, weights=weights, image_size=image_size,
-                                  precision=precision, runtime=runtime, layers=layers, crop=crop,
-                                  store_dtype=store_dtype, cache=cache,
-                                  name=name, batch_size=batch_size,
+        result = embed_into_store(src, recipe, runtime=runtime, cache=cache, name=name, batch_size=batch_size,
                                   workers=workers, engine=engine, address=address, progress=bars)
     if as_json:
         return echo_json(result.to_dict())

@@ -20,7 +20,7 @@ from .output import echo_json, echo_metrics, printable
 @use_layers_option
 @click.option("--verbose", "-v", is_flag=True, help="Also print the confusion matrix.")
 @json_option
-def train(dataset, where, cache, head, out, use_layers, verbose, as_json):
+def train(dataset, store_query, cache, head, out, use_layers, verbose, as_json):
     """Train a classifier head on a stored dataset's vectors, in seconds.
 
     Fits on the train split, choosing the regularisation (logreg/linear-svm C,
@@ -37,7 +37,7 @@ def train(dataset, where, cache, head, out, use_layers, verbose, as_json):
     from ..heads import train_head
     from ..store import find_dataset
 
-    with find_dataset(dataset, cache, **where) as store:
+    with find_dataset(dataset, cache, store_query) as store:
         result = train_head(store, dataset, head, out, use_layers=use_layers)
     if as_json:
         return echo_json(result.to_dict())

@@ -14,7 +14,7 @@ from .output import Bars, echo_json, printable
 @click.argument("dataset")
 @selection_options
 @json_option
-def map_(dataset, where, cache, as_json):
+def map_(dataset, store_query, cache, as_json):
     """Compute DATASET's 2-D map (PCA to 50 dimensions, then UMAP) and keep it beside its store.
 
     `featx serve --dataset DATASET` shows it on its page; computing it here
@@ -30,7 +30,7 @@ def map_(dataset, where, cache, as_json):
     from ..store import find_dataset
 
     started = time.perf_counter()
-    with find_dataset(dataset, cache, **where) as store, Bars() as bars:
+    with find_dataset(dataset, cache, store_query) as store, Bars() as bars:
         layout, computed = dataset_map(store, dataset, progress=bars, must_save=True)
         path = map_path(store, dataset)
     result = {"dataset": dataset, "n": len(layout.keys), "method": layout.method, "computed": computed,

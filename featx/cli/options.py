@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from ..config import CROPS, DEFAULT_BACKBONE, DEFAULT_LAYERS, PRECISIONS, STORE_DTYPES, STORED_PRECISIONS
+from ..config import CROPS, DEFAULT_BACKBONE, DEFAULT_LAYERS, PRECISIONS, STORE_DTYPES, STORED_PRECISIONS, StoreQuery
 from ..runtimes import RUNTIMES
 
 
@@ -67,7 +67,7 @@ recipe_options = stack(
 )
 
 # Which existing store holds a dataset, when several configurations embedded it (train, index, search…).
-# The command receives them as one dict, ``where``, for ``find_dataset(dataset, cache, **where)``.
+# The command receives them as one StoreQuery, ``store_query``, for ``find_dataset(dataset, cache, store_query)``.
 _selection = stack(
     click.option("--backbone", default=None, help="Backbone of the store [default: the only store with DATASET]."),
     click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
@@ -84,16 +84,25 @@ _selection = stack(
                  help="How the store keeps its vectors [default: any]."),
     cache_option,
 )
-SELECTION = ("backbone", "weights", "image_size", "precision", "layers", "crop", "store_dtype")
+SETTINGS = ("backbone", "weights", "image_size", "precision", "layers", "crop", "store_dtype")
+
+
+def gathered(into: str, kind):
+    """Hand a command the recipe options it declares as one object: ``into=kind(**those options)`` (a Recipe to
+    embed with, a StoreQuery to find a store by), built here once for every command."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def command(**kwargs):
+            given = {name: kwargs.pop(name) for name in SETTINGS if name in kwargs}
+            return fn(**{into: kind(**given)}, **kwargs)
+
+        return command
+
+    return decorate
 
 
 def selection_options(fn):
-    @functools.wraps(fn)
-    def command(**kwargs):
-        where = {name: kwargs.pop(name) for name in SELECTION}
-        return fn(where=where, **kwargs)
-
-    return _selection(command)
+    return _selection(gathered("store_query", StoreQuery)(fn))
 
 
 use_layers_option = click.option(

@@ -24,7 +24,7 @@ from .output import echo_json, printable
               help="Build the index anew instead of adding the new vectors to it (worth it when featx index says so).")
 @use_layers_option
 @json_option
-def index(dataset, where, cache, kind, max_memory, target_recall, rebuild, use_layers, as_json):
+def index(dataset, store_query, cache, kind, max_memory, target_recall, rebuild, use_layers, as_json):
     """Build (or update) a FAISS index over a dataset for fast similarity search.
 
     Vectors are L2-normalised, so scores are cosine similarities. Approximate
@@ -43,7 +43,7 @@ def index(dataset, where, cache, kind, max_memory, target_recall, rebuild, use_l
     from ..store import find_dataset
 
     progress = None if as_json else (lambda message: click.echo(f"{message}…", err=True))
-    with find_dataset(dataset, cache, **where) as store:
+    with find_dataset(dataset, cache, store_query) as store:
         report = index_dataset(store, dataset, kind, use_layers, max_memory=max_memory, target_recall=target_recall,
                                rebuild=rebuild, progress=progress)
     if as_json:
@@ -74,7 +74,7 @@ def index(dataset, where, cache, kind, max_memory, target_recall, rebuild, use_l
 @use_layers_option
 @runtime_option
 @json_option
-def search(dataset, queries, k, where, cache, use_layers, runtime, as_json):
+def search(dataset, queries, k, store_query, cache, use_layers, runtime, as_json):
     """Find the images in DATASET that look most like each query.
 
     A QUERY is an image file, a folder of images, or id:KEY for a stored sample.
@@ -89,7 +89,8 @@ def search(dataset, queries, k, where, cache, use_layers, runtime, as_json):
     """
     from ..search.query import search_stored
 
-    answer = search_stored(dataset, list(queries), k, cache=cache, use_layers=use_layers, runtime=runtime, **where)
+    answer = search_stored(dataset, list(queries), k, cache=cache, store_query=store_query, use_layers=use_layers,
+                           runtime=runtime)
     if as_json:
         return echo_json(answer.results)
     if answer.exact:
@@ -111,7 +112,7 @@ def search(dataset, queries, k, where, cache, use_layers, runtime, as_json):
 @selection_options
 @use_layers_option
 @json_option
-def duplicates(dataset, threshold, where, cache, use_layers, as_json):
+def duplicates(dataset, threshold, store_query, cache, use_layers, as_json):
     """List groups of near-duplicate images in a dataset.
 
     Finds re-encoded, resized or lightly cropped copies through the index (exact
@@ -124,7 +125,7 @@ def duplicates(dataset, threshold, where, cache, use_layers, as_json):
     from ..search import find_duplicates
     from ..store import find_dataset
 
-    with find_dataset(dataset, cache, **where) as store:
+    with find_dataset(dataset, cache, store_query) as store:
         groups = find_duplicates(store, dataset, threshold, use_layers=use_layers)
     if as_json:
         return echo_json(groups)

@@ -6,8 +6,8 @@ import os
 
 import click
 
-from ..config import PRECISIONS
-from .options import cache_option, runtime_option, stack
+from ..config import PRECISIONS, StoreQuery
+from .options import cache_option, gathered, runtime_option, stack
 
 # Here the backbone options narrow the store of --dataset; alone, they choose the backbone to embed with.
 serve_backbone_options = stack(
@@ -42,8 +42,8 @@ serve_backbone_options = stack(
 @click.option("--log-level", envvar="FEATX_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"]),
               help="uvicorn's log level [env: FEATX_LOG_LEVEL].")
-def serve(dataset, head, backbone, weights, image_size, precision, runtime, cache, host, port, token, max_upload_mb,
-          max_batch, max_wait_ms, log_level):
+@gathered("store_query", StoreQuery)
+def serve(dataset, head, store_query, runtime, cache, host, port, token, max_upload_mb, max_batch, max_wait_ms, log_level):
     """Serve embedding, classification and similarity search over HTTP.
 
     \b
@@ -70,8 +70,7 @@ def serve(dataset, head, backbone, weights, image_size, precision, runtime, cach
     if token is not None and not token.strip():
         raise click.BadParameter("an empty token would turn authentication off; give a real one, or leave "
                                  "--token and FEATX_TOKEN unset.", param_hint="--token")
-    resources = open_resources(dataset=dataset, head=head, backbone=backbone, weights=weights,
-                               image_size=image_size, precision=precision, cache=cache, runtime=runtime)
+    resources = open_resources(dataset=dataset, head=head, store_query=store_query, cache=cache, runtime=runtime)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         click.echo(f"warning: serving on {host} without --token; anyone who can reach it can use it.", err=True)
     loaded = [resources.runtime.config.describe(), f"runtime {resources.runtime.choice.describe()}"]

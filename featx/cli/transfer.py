@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .options import backbone_options, json_option, training_options
-
+from ..config import Recipe
 from ..transfer.settings import DEFAULT_METHODS
+from .options import backbone_options, gathered, json_option, training_options
 from .output import Bars, echo_json, printable
 
 DEFAULT_METHODS_TEXT = ",".join(DEFAULT_METHODS)
@@ -29,8 +29,8 @@ def _overrides(**values) -> dict:
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for the checkpoint [default: <cache>/finetuned].")
 @json_option
-def finetune(source, unfreeze, backbone, weights, image_size, precision, cache, epochs, lr, batch_size, name,
-             data_dir, shots, seed, out, as_json):
+@gathered("recipe", Recipe)
+def finetune(source, unfreeze, recipe, cache, epochs, lr, batch_size, name, data_dir, shots, seed, out, as_json):
     """Fine-tune a backbone with a new linear head on a dataset's train split.
 
     SOURCE is what `featx embed` takes (a folder, a CSV manifest, digits,
@@ -52,9 +52,8 @@ def finetune(source, unfreeze, backbone, weights, image_size, precision, cache, 
     settings = FinetuneSettings(unfreeze=unfreeze, seed=seed, **_overrides(epochs=epochs, lr=lr))
     src = open_source(source, name=name, data_dir=data_dir)
     with Bars() as bars:
-        result = finetune_source(src, backbone=backbone, weights=weights, image_size=image_size, precision=precision,
-                                 settings=settings, batch_size=batch_size, shots=shots, name=name, out=out,
-                                 cache=cache, progress=bars)
+        result = finetune_source(src, recipe, settings=settings, batch_size=batch_size, shots=shots, name=name,
+                                 out=out, cache=cache, progress=bars)
     if as_json:
         return echo_json(result.to_dict())
     gap = (f", validation {result.val_accuracy:.2%}" if result.val_accuracy is not None else ", no validation split")
@@ -69,7 +68,7 @@ def finetune(source, unfreeze, backbone, weights, image_size, precision, cache, 
         for f in result.failures:
             click.echo(f"  {printable(f)}", err=True)
     click.echo(f"saved: {result.path}")
-    click.echo(f"embed with it: featx embed {source} --backbone {backbone} --weights {result.path} "
+    click.echo(f"embed with it: featx embed {source} --backbone {recipe.backbone} --weights {result.path} "
                f"--image-size {result.image_size}")
 
 
@@ -87,8 +86,8 @@ def finetune(source, unfreeze, backbone, weights, image_size, precision, cache, 
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Report folder [default: <cache>/compare/<dataset>-<size>px].")
 @json_option
-def compare(source, shots, seeds, methods, backbone, weights, image_size, precision, cache, epochs, lr, batch_size,
-            name, data_dir, out, as_json):
+@gathered("recipe", Recipe)
+def compare(source, shots, seeds, methods, recipe, cache, epochs, lr, batch_size, name, data_dir, out, as_json):
     """Compare frozen-feature heads with fine-tuning on the same few-shot subsets.
 
     For each shots-per-class value and seed, one training subset is drawn from
@@ -113,9 +112,8 @@ def compare(source, shots, seeds, methods, backbone, weights, image_size, precis
     settings.check()
     src = open_source(source, name=name, data_dir=data_dir)
     with Bars() as bars:
-        report, folder = compare_source(src, backbone=backbone, weights=weights, image_size=image_size,
-                                        precision=precision, settings=settings, batch_size=batch_size, name=name,
-                                        out=out, cache=cache, progress=bars)
+        report, folder = compare_source(src, recipe, settings=settings, batch_size=batch_size, name=name, out=out,
+                                        cache=cache, progress=bars)
     if as_json:
         return echo_json({"out": str(folder), "rows": summarize(report["runs"], settings.methods, settings.shots)})
     click.echo(render_markdown(report))

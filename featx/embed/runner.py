@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..config import DEFAULT_BACKBONE, DEFAULT_LAYERS, PreprocessConfig
+from ..config import PreprocessConfig, Recipe
 from ..data import Source, hash_source, split_from_key
 from ..errors import ParameterError, StoreError
 from ..hardware import Progress, check_batch_size, check_workers, default_workers
@@ -157,15 +157,9 @@ def calibration_for(source: Source, keys: Sequence[str | None]):
 
 def embed_into_store(
     source: Source,
+    recipe: Recipe = Recipe(),
     *,
-    backbone: str = DEFAULT_BACKBONE,
-    weights: str | os.PathLike | None = None,
-    image_size: int | None = None,
-    precision: str = "auto",
     runtime: str = "auto",
-    layers: str | None = DEFAULT_LAYERS,
-    crop: str | None = None,
-    store_dtype: str = "float32",
     cache: str | os.PathLike | None = None,
     name: str | None = None,
     batch_size: int = 64,
@@ -174,13 +168,13 @@ def embed_into_store(
     address: str | None = None,
     progress: Progress | None = None,
 ) -> EmbedResult:
-    """Load the backbone on a runtime, open (or create) its store under ``cache``, and embed ``source`` into it.
+    """Load the backbone ``recipe`` asks for on a runtime, open (or create) its store under ``cache``, and embed
+    ``source`` into it.
 
     ``engine`` is ``local`` (``workers``: decoding processes) or ``ray`` (``workers``: backbone actors;
-    ``address``: the cluster to join, default a local Ray instance). ``layers`` and ``crop`` make the
-    recipe (see ``create_backbone``): ``layers`` defaults to every stage (DEFAULT_LAYERS, measured best),
-    ``crop`` to what suits the source (``source.crop``).
-    ``store_dtype`` ``float16`` keeps the vectors in half the bytes (a store of its own). ``runtime``
+    ``address``: the cluster to join, default a local Ray instance). The recipe's layers default to every
+    stage over a 2×2 grid (DEFAULT_LAYERS, measured best), its crop to what suits the source (``source.crop``);
+    ``store_dtype="float16"`` keeps the vectors in half the bytes (a store of its own). ``runtime``
     (``auto``, ``torch``, ``openvino``) is what runs the model (see ``featx.runtimes.load_runtime``);
     ``precision="int8"`` quantises on OpenVINO, calibrated on a sample of ``source``.
 
@@ -197,27 +191,27 @@ def embed_into_store(
     check_batch_size(batch_size)
     if engine == "local":
         check_workers(workers)
-    _check_backbone_name(backbone)  # before hashing starts: a typo should not wait for a whole dataset
-    load = dict(weights=weights, image_size=image_size, precision=precision, runtime=runtime, layers=layers,
-                crop=crop or source.crop, store_dtype=store_dtype, cache=cache, batch_size=batch_size)
+    _check_backbone_name(recipe.backbone)  # before hashing starts: a typo should not wait for a whole dataset
+    recipe = recipe.for_source(source)
+    load = dict(runtime=runtime, cache=cache, batch_size=batch_size)
     if engine == "ray":
         from .ray_engine import RayEngine
 
-        hashes = hash_source(source, progress) if precision == "int8" else None
-        model = load_runtime(backbone, **load, calibrate=calibration_for(source, hashes[0]) if hashes else None)
-        runner = RayEngine(model.config, weights, address=address, num_workers=workers,
+        hashes = hash_source(source, progress) if recipe.precision == "int8" else None
+        model = load_runtime(recipe, **load, calibrate=calibration_for(source, hashes[0]) if hashes else None)
+        runner = RayEngine(model.config, recipe.weights, address=address, num_workers=workers,
                            runtime=model.choice.runtime, cache=cache)
         with open_store(model.config, cache) as store:
             return embed_source(source, model, store, name=name, batch_size=batch_size, progress=progress,
                                 engine=runner, hashes=hashes)
     decoders = DecoderPool(source, default_workers() if workers is None else workers)
     try:
-        if precision == "int8":  # calibration needs the content keys first
+        if recipe.precision == "int8":  # calibration needs the content keys first
             hashes = hash_source(source, progress)
-            model = load_runtime(backbone, **load, calibrate=calibration_for(source, hashes[0]))
+            model = load_runtime(recipe, **load, calibrate=calibration_for(source, hashes[0]))
         else:
             with ThreadPoolExecutor(1) as loader:
-                loading = loader.submit(load_runtime, backbone, **load, progress=progress)
+                loading = loader.submit(load_runtime, recipe, **load, progress=progress)
                 try:
                     hashes = hash_source(source, progress)
                 finally:

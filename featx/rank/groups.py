@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import FINAL
+from ..config import FINAL, Recipe
 from ..data import Source, SubsetSource
 from ..embed.decoders import DecoderPool, SubsetDecoders
 from ..errors import FeatxError
@@ -70,12 +70,11 @@ def by_group(candidates: Sequence[Candidate], passes: dict[str, tuple]) -> dict[
 
 
 def create_model(group: tuple, layers: str | None, weights: dict[str, str]):
-    from ..backbones import create_backbone
+    from ..backbones import backbone_from
 
     backbone, size, crop, precision = group
     pixels = image_size(size, native_size(backbone)) if size in SIZE_WORDS else int(size)
-    return create_backbone(backbone, weights=weights.get(backbone), image_size=pixels, precision=precision,
-                           layers=layers, crop=crop)
+    return backbone_from(Recipe(backbone, weights.get(backbone), pixels, precision, layers, crop))
 
 
 def failed_row(c: Candidate, reason: str) -> dict:

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import DEFAULT_BACKBONE, FINAL, BackboneConfig, PreprocessConfig, check_recipe, layer_names
+from ..config import FINAL, BackboneConfig, PreprocessConfig, Recipe, check_recipe, layer_names
 from ..errors import BackboneError, DamagedModelError, ParameterError
 from ..hardware import Progress, gpu_may_be_present, resolve_precision_without_torch
 from . import RUNTIMES
@@ -31,22 +31,17 @@ Calibrate = Callable[[PreprocessConfig], tuple[str, np.ndarray]]
 
 
 def load_runtime(
-    name: str = DEFAULT_BACKBONE,
+    recipe: Recipe = Recipe(layers=FINAL),
     *,
     runtime: str = "auto",
-    weights: str | os.PathLike | None = None,
-    image_size: int | None = None,
-    precision: str = "auto",
-    layers: str | tuple[str, ...] | None = None,
-    crop: str = "center",
-    store_dtype: str = "float32",
     cache: str | os.PathLike | None = None,
     batch_size: int = 64,
     calibrate: Calibrate | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
 ) -> Runtime:
-    """A backbone ready to embed on ``runtime``: ``torch``, ``openvino`` or ``auto``.
+    """The backbone ``recipe`` asks for (default: the default backbone's final layer), ready to embed on
+    ``runtime``: ``torch``, ``openvino`` or ``auto``.
 
     ``auto`` measures both on this machine the first time a configuration and batch size run, keeps
     the faster and remembers it under ``<cache>/runtimes`` (a GPU means torch; no OpenVINO means
@@ -55,7 +50,7 @@ def load_runtime(
     ``precision="int8"`` quantises with NNCF, calibrated by ``calibrate``, and is a configuration
     (and store) of its own. ``threads`` caps the runtime's threads (a Ray actor's one CPU);
     ``progress`` hears of the once-only steps (CONVERT, MEASURE) so a first run says what it is doing;
-    the other arguments are ``create_backbone``'s.
+    the recipe's settings are ``create_backbone``'s (a recipe without a crop takes the centre).
     """
     def once(stage: str, step):
         if progress:
@@ -67,6 +62,9 @@ def load_runtime(
 
     if runtime not in RUNTIMES:
         raise ParameterError("runtime", f"must be one of {', '.join(RUNTIMES)}, not {runtime!r}.")
+    name, weights, image_size, precision, layers = (recipe.backbone, recipe.weights, recipe.image_size,
+                                                    recipe.precision, recipe.layers)
+    crop, store_dtype = recipe.crop or "center", recipe.store_dtype
     check_recipe(crop, store_dtype)
     int8 = precision == "int8"
     if int8:
@@ -92,11 +90,10 @@ def load_runtime(
     def build():
         nonlocal backbone, config
         if backbone is None:
-            from ..backbones import create_backbone
+            from ..backbones import backbone_from
 
-            backbone = create_backbone(name, weights=weights, image_size=image_size, precision=build_precision,
-                                       device="cpu" if use_openvino else None, layers=layers, crop=crop,
-                                       store_dtype=store_dtype)
+            backbone = backbone_from(dataclasses.replace(recipe, precision=build_precision, crop=crop),
+                                     device="cpu" if use_openvino else None)
             config = backbone.config
             if request and not known:
                 network = config.network().to_dict()
@@ -148,8 +145,8 @@ def runtime_for(config: BackboneConfig, *, runtime: str = "auto", weights: str |
                                 f"{runtimes_root(cache)}; embed the dataset again with precision=int8 to calibrate "
                                 "it.", params=("precision",))
         return _chosen(OpenVINORuntime(config, path, threads), RuntimeChoice("openvino", "int8"))
-    made = load_runtime(config.name, runtime=runtime, weights=weights, cache=cache, batch_size=batch_size,
-                        threads=threads, **config.request())
+    made = load_runtime(config.request(weights), runtime=runtime, cache=cache, batch_size=batch_size,
+                        threads=threads)
     config.refuse_unlike(made.config, weights)
     return made
 

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..config import StoreQuery
 from ..embed import embed_files
 from ..errors import ParameterError, SearchError
 from ..store import FeatureStore
@@ -110,17 +111,19 @@ def neighbour_rows(scores: np.ndarray, ids: np.ndarray, keys: np.ndarray,
     return rows
 
 
-def search_stored(dataset: str, queries: Sequence[str], k: int = 10, *, cache=None, weights=None,
-                  use_layers: str | None = None, runtime: str = "auto", **where) -> SearchAnswer:
-    """Find the store holding ``dataset`` (narrowed by ``where``: find_dataset's settings) and search it.
+def search_stored(dataset: str, queries: Sequence[str], k: int = 10, *, cache=None,
+                  store_query: StoreQuery = StoreQuery(), use_layers: str | None = None,
+                  runtime: str = "auto") -> SearchAnswer:
+    """Find the store holding ``dataset`` (the one ``store_query`` narrows it to: see find_dataset) and search it.
 
-    The backbone is re-created on ``runtime`` (with ``weights`` when given) only when a query is an image file.
+    The backbone is re-created on ``runtime`` (with the query's weights file when given) only when a query is an
+    image file.
     """
     from ..runtimes import runtime_for
     from ..store import find_dataset
 
-    with find_dataset(dataset, cache, weights=weights, **where) as store:
+    with find_dataset(dataset, cache, store_query) as store:
         model = None
         if any(not q.startswith("id:") for q in queries):
-            model = runtime_for(store.config, runtime=runtime, weights=weights, cache=cache)
+            model = runtime_for(store.config, runtime=runtime, weights=store_query.weights, cache=cache)
         return search_dataset(store, dataset, list(queries), k, model, use_layers)

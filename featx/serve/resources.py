@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from ..config import DEFAULT_BACKBONE
+from ..config import FINAL, StoreQuery
 from ..heads import HeadBundle, load_bundle
 from ..runtimes import Runtime, load_runtime, runtime_for
 from ..search import VectorIndex, open_index
@@ -33,25 +33,25 @@ class Resources:
 
 
 def open_resources(
-    *, dataset: str | None = None, head: str | None = None, backbone: str | None = None,
-    weights: str | os.PathLike | None = None, image_size: int | None = None, precision: str = "auto",
+    *, dataset: str | None = None, head: str | None = None, store_query: StoreQuery = StoreQuery(),
     cache: str | os.PathLike | None = None, runtime: str = "auto",
 ) -> Resources:
-    """Load the head (its backbone configuration wins), the dataset's store and index, and the backbone
-    on ``runtime`` (chosen as ``featx embed`` chooses it: see featx.runtimes.load_runtime)."""
+    """Load the head (its backbone configuration wins), the dataset's store (the one ``store_query`` narrows it to) and
+    index, and the backbone on ``runtime`` (chosen as ``featx embed`` chooses it: see
+    featx.runtimes.load_runtime). With neither a head nor a dataset, ``store_query`` names the backbone to serve (its
+    final layer; default: the default backbone)."""
     bundle = load_bundle(head) if head else None
     store = None
     if dataset and bundle is not None:
         store = store_for_config(bundle.config, cache, dataset)
     elif dataset:
-        store = find_dataset(dataset, cache, backbone, image_size=image_size, precision=precision, weights=weights)
+        store = find_dataset(dataset, cache, store_query)
     try:
         config = bundle.config if bundle is not None else store.config if store is not None else None
         if config is not None:
-            model = runtime_for(config, runtime=runtime, weights=weights, cache=cache)
+            model = runtime_for(config, runtime=runtime, weights=store_query.weights, cache=cache)
         else:
-            model = load_runtime(backbone or DEFAULT_BACKBONE, runtime=runtime, weights=weights,
-                                 image_size=image_size, precision=precision, cache=cache)
+            model = load_runtime(replace(store_query.recipe(), layers=FINAL), runtime=runtime, cache=cache)
         resources = Resources(runtime=model, bundle=bundle, store=store, dataset=dataset)
         if store is not None:
             resources.index, resources.unindexed = open_index(store, dataset)

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from ..config import (DEFAULT_BACKBONE, DEFAULT_LAYERS, FINAL, GRID, STAGES, STORED_PRECISIONS, BackboneConfig,
-                      layer_names, split_grid)
+                      StoreQuery, layer_names, split_grid)
 from ..errors import BackboneError, DamagedStoreError, DatasetNotStoredError, StoreError
 from .store import CATALOG, DEFAULT_CACHE, FeatureStore, store_dir
 
@@ -78,45 +78,34 @@ def _holds(store: FeatureStore, dataset: str) -> bool:
         return False
 
 
-def find_dataset(
-    dataset: str,
-    cache: str | os.PathLike | None = None,
-    backbone: str | None = None,
-    *,
-    image_size: int | None = None,
-    precision: str | None = None,
-    weights: str | os.PathLike | None = None,
-    weights_sha256: str | None = None,
-    layers: str | None = None,
-    crop: str | None = None,
-    store_dtype: str | None = None,
-) -> FeatureStore:
-    """The store under ``cache`` holding ``dataset``, among those matching the given settings.
+def find_dataset(dataset: str, cache: str | os.PathLike | None = None,
+                 query: StoreQuery = StoreQuery()) -> FeatureStore:
+    """The store under ``cache`` holding ``dataset``, among those ``query`` matches (StoreQuery: any by default).
 
-    ``weights`` (a file) selects by its fingerprint, as ``weights_sha256`` does; ``layers`` (``final``,
-    ``stages`` or a comma list) and ``crop`` by recipe; ``store_dtype`` (``float32``/``float16``) by how
-    the vectors are kept. When several stores match, the one closest to the default recipe on the settings
-    not given is taken (``default_recipe_store``) and a ChosenStoreNotice says which. Raises StoreError
-    naming the candidates when none matches, or when the defaults do not settle it.
+    When several stores match, the one closest to the default recipe on the settings the query leaves open
+    is taken (``default_recipe_store``) and a ChosenStoreNotice says which. Raises StoreError naming the
+    candidates when none matches, or when the defaults do not settle it.
     """
-    if weights is not None:
+    q = query
+    weights_sha256 = q.weights_sha256
+    if q.weights is not None:
         from ..backbones.weights import sha256_file
 
-        weights_sha256 = sha256_file(weights)
+        weights_sha256 = sha256_file(q.weights)
 
     def matches(c: BackboneConfig) -> bool:
-        return ((backbone is None or c.name == backbone)
-                and (image_size is None or c.preprocess.input_size == image_size)
-                and (precision in (None, "auto") or c.precision == precision)
+        return ((q.backbone is None or c.name == q.backbone)
+                and (q.image_size is None or c.preprocess.input_size == q.image_size)
+                and (q.precision in (None, "auto") or c.precision == q.precision)
                 and (weights_sha256 is None or c.weights_sha256 == weights_sha256)
-                and (layers is None or recipe_has_layers(c, layers))
-                and (crop is None or c.preprocess.crop == crop)
-                and (store_dtype is None or c.store_dtype == store_dtype))
+                and (q.layers is None or recipe_has_layers(c, q.layers))
+                and (q.crop is None or c.preprocess.crop == q.crop)
+                and (q.store_dtype is None or c.store_dtype == q.store_dtype))
 
     stores = list_stores(cache)
     hits = [s for s in stores if matches(s.config) and _holds(s, dataset)]
-    given = {"backbone": backbone, "image_size": image_size, "layers": layers, "store_dtype": store_dtype,
-             "precision": None if precision == "auto" else precision}
+    given = {"backbone": q.backbone, "image_size": q.image_size, "layers": q.layers, "store_dtype": q.store_dtype,
+             "precision": None if q.precision == "auto" else q.precision}
     chosen = default_recipe_store([s.config for s in hits], given) if len(hits) > 1 else None
     if chosen is not None:
         def short(c: BackboneConfig) -> str:
@@ -135,11 +124,9 @@ def find_dataset(
         return hits[0]
     if not hits:
         where = str(cache or DEFAULT_CACHE)
-        narrowed = (any((backbone, image_size, weights_sha256, layers, crop, store_dtype))
-                    or precision not in (None, "auto"))
         raise DatasetNotStoredError(
             f"no dataset {dataset!r} in the feature stores under {where!r}"
-            + (" with those backbone settings" if narrowed else "")
+            + (" with those backbone settings" if q.narrowed else "")
             + f". Embed it first (name={dataset!r}), or pass cache=DIR.",
             params=("name", "cache"),
         )

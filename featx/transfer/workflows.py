@@ -7,8 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from ..backbones import Backbone, create_backbone
-from ..config import DEFAULT_BACKBONE
+from ..backbones import Backbone, backbone_from
+from ..config import Recipe
 from ..data import Source, hash_source
 from ..errors import ParameterError
 from ..hardware import Progress, default_device
@@ -21,19 +21,17 @@ from .settings import CompareSettings, FinetuneSettings, store_layers
 from .subsets import draw_shots, labelled_splits
 
 
-def training_backbone(backbone: str = DEFAULT_BACKBONE, *, weights: str | os.PathLike | None = None,
-                      image_size: int | None = None, precision: str = "auto", crop: str = "center",
-                      ) -> tuple[Callable[..., Backbone], dict]:
-    """A factory of fresh backbones for training (``make(layers=None)``), and the defaults that fit this hardware.
+def training_backbone(recipe: Recipe = Recipe()) -> tuple[Callable[..., Backbone], dict]:
+    """A factory of fresh backbones of ``recipe``'s network for training (``make(layers=None)``: what is read of
+    it depends on the methods, not on the recipe's layers), and the defaults that fit this hardware.
 
-    Without ``image_size`` a CPU trains at 96 px and a GPU at the backbone's native size.
+    Without an image size a CPU trains at 96 px and a GPU at the backbone's native size.
     """
     defaults = device_defaults(default_device())
-    size = image_size or defaults["image_size"]
+    network = replace(recipe, image_size=recipe.image_size or defaults["image_size"], store_dtype="float32")
 
     def make(layers: str | None = None) -> Backbone:
-        return create_backbone(backbone, weights=weights, image_size=size, precision=precision, layers=layers,
-                               crop=crop)
+        return backbone_from(replace(network, layers=layers))
 
     return make, defaults
 
@@ -47,11 +45,8 @@ def _hardware_settings(settings, defaults: dict, batch_size: int | None):
 
 def finetune_source(
     source: Source,
+    recipe: Recipe = Recipe(),
     *,
-    backbone: str = DEFAULT_BACKBONE,
-    weights: str | os.PathLike | None = None,
-    image_size: int | None = None,
-    precision: str = "auto",
     settings: FinetuneSettings = FinetuneSettings(),
     batch_size: int | None = None,
     shots: int | None = None,
@@ -66,7 +61,8 @@ def finetune_source(
     Parameters
     ----------
     source : a labelled source with train and test splits (as ``featx embed`` records them).
-    backbone, weights, image_size, precision : the backbone to start from (image_size: 96 px on CPU by default).
+    recipe : the network to start from: its backbone, weights, image size (96 px on CPU by default), precision
+        and crop (the source's by default).
     settings : the optimisation; ``batch_size`` overrides its batch size (default: the hardware's).
     shots : train on this many images per class of the train split (None: all of it).
     name : the dataset's name [default: the source's].
@@ -74,8 +70,7 @@ def finetune_source(
     """
     if shots is not None and shots < 1:
         raise ParameterError("shots", f"must be at least 1 image per class, not {shots}.")
-    make, defaults = training_backbone(backbone, weights=weights, image_size=image_size, precision=precision,
-                                       crop=source.crop)
+    make, defaults = training_backbone(recipe.for_source(source))
     settings = _hardware_settings(settings, defaults, batch_size)
     settings.check()
     dataset = name or source.name
@@ -84,17 +79,14 @@ def finetune_source(
     train = draw_shots(splits["train"], shots, settings.seed) if shots else splits["train"]
     root = Path(out) if out else finetuned_dir(cache or DEFAULT_CACHE)
     root.mkdir(parents=True, exist_ok=True)
-    path = default_checkpoint_path(root, dataset, backbone, settings, shots)
+    path = default_checkpoint_path(root, dataset, recipe.backbone, settings, shots)
     return finetune(make(), source, train, splits["test"], settings, dataset=dataset, out=path, progress=progress)
 
 
 def compare_source(
     source: Source,
+    recipe: Recipe = Recipe(),
     *,
-    backbone: str = DEFAULT_BACKBONE,
-    weights: str | os.PathLike | None = None,
-    image_size: int | None = None,
-    precision: str = "auto",
     settings: CompareSettings = CompareSettings(),
     batch_size: int | None = None,
     name: str | None = None,
@@ -107,10 +99,10 @@ def compare_source(
     The dataset is embedded into the store of the chosen configuration under ``cache`` (reused when
     there), with every stage's layer when a ``*-stages`` (or ``*-grid``) method asks for them (the plain frozen
     methods then read the final layer's columns: one forward pass serves both). Every method sees
-    the source's crop. ``out`` defaults to ``<cache>/compare/<dataset>-<size>px``.
+    the source's crop. ``recipe`` gives the network (backbone, weights, image size, precision); the layers
+    come from the methods. ``out`` defaults to ``<cache>/compare/<dataset>-<size>px``.
     """
-    make, defaults = training_backbone(backbone, weights=weights, image_size=image_size, precision=precision,
-                                       crop=source.crop)
+    make, defaults = training_backbone(recipe.for_source(source))
     settings = _hardware_settings(settings, defaults, batch_size)
     settings.check()
     model = make(store_layers(settings.methods))
