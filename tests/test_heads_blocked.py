@@ -66,3 +66,42 @@ def test_a_float16_memory_map_trains_without_a_copy_of_it(tmp_path):
     assert (peaks[80000] - peaks[20000]) / 60000 < 64, peaks
     reference = LogisticHead(C=1.0).fit(X.astype(np.float16).astype(np.float32), y)
     assert np.mean(head.predict(X[:2000]) == reference.predict(X[:2000])) > 0.995
+
+
+@pytest.mark.parametrize("head", [LogisticHead, RidgeHead])
+def test_a_fit_on_rows_of_x_equals_the_fit_on_their_copy_and_does_not_copy_x(head):
+    """fit(X, y, rows=...) trains on X's rows at ``rows`` (repeats allowed) exactly as on X[rows], and, streamed,
+    holds no copy of X: what a fold of a million stored vectors trains with."""
+    X, labels = labelled(n=4000, d=48)
+    rows = np.random.default_rng(1).choice(len(X), 3000)  # with repeats, as members reading distinct vectors
+    copied = head().fit(X[rows], labels[rows])
+    read = head().fit(X, labels[rows], rows=rows)
+    reg = "alpha_" if head is RidgeHead else "C_"
+    assert getattr(read, reg) == getattr(copied, reg)
+    np.testing.assert_array_equal(read.coef_, copied.coef_)
+    with pytest.raises(ValueError, match="one index into X's 4000 rows for each of the 2 labels"):
+        head().fit(X, labels[:2], rows=[0, 4000])
+
+    big, y = labelled(n=60000, d=64)
+    half = np.arange(0, 60000, 2)
+    LogisticHead(C=1.0).fit(*labelled(n=200, d=64))  # imports and thread start-up out of the measurement
+    tracemalloc.start()
+    LogisticHead(C=1.0, block_rows=2048).fit(big, y[half], rows=half)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 0.25 * big.nbytes, f"peak {peak / 1e6:.1f} MB fitting half of {big.nbytes / 1e6:.0f} MB"
+
+
+def test_out_of_fold_probabilities_read_the_distinct_vectors_through_the_members_rows():
+    """Audit's folds: members that share a vector read it through ``rows``, with the same probabilities as from a
+    copy of the vectors per member."""
+    from featx.audit.oof import out_of_fold_probabilities
+
+    X, labels = labelled(n=600, d=32)
+    rows = np.concatenate([np.arange(600), np.arange(0, 600, 7)])  # every 7th image listed twice
+    keys = [f"k{r}" for r in rows]
+    copied = out_of_fold_probabilities(X[rows], labels[rows], folds=3, groups=keys)
+    read = out_of_fold_probabilities(X, labels[rows], folds=3, groups=keys, rows=rows)
+    np.testing.assert_array_equal(read.proba, copied.proba)
+    knn = out_of_fold_probabilities(X, labels[rows], folds=3, groups=keys, rows=rows, head="knn")
+    assert knn.proba.shape == copied.proba.shape  # a head without rows= reads its fold's rows as an array

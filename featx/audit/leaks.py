@@ -38,10 +38,11 @@ def exact_findings(keys: Sequence[str], splits: Sequence[str], labels: Sequence[
 
 
 def near_leaks(vectors: np.ndarray, keys: Sequence[str], splits: Sequence[str], labels: Sequence[str | None],
-               paths: Sequence[str], threshold: float = LEAK_THRESHOLD) -> list[dict]:
+               paths: Sequence[str], threshold: float = LEAK_THRESHOLD, rows: np.ndarray | None = None) -> list[dict]:
     """Each test or val image whose most similar training image (another content key) reaches ``threshold``.
 
-    ``vectors`` are the members' rows, L2-normalised (cosine similarity). Most similar first.
+    ``vectors`` are L2-normalised (cosine similarity): the members' rows, or with ``rows`` the distinct vectors
+    that member i reads at ``rows[i]`` (only each side of the split is gathered). Most similar first.
     """
     if not 0.0 < threshold <= 1.0:
         raise ParameterError("leak_threshold", f"must be in (0, 1], not {threshold}.")
@@ -50,7 +51,8 @@ def near_leaks(vectors: np.ndarray, keys: Sequence[str], splits: Sequence[str], 
     held = np.flatnonzero(splits != "train")
     if len(train) == 0 or len(held) == 0:
         return []
-    D, I = flat_search(vectors[train], vectors[held], min(2, len(train)))
+    at = np.arange(len(splits)) if rows is None else np.asarray(rows)
+    D, I = flat_search(vectors[at[train]], vectors[at[held]], min(2, len(train)))
     found = []
     for q, (sims, ids) in enumerate(zip(D, I)):
         i = held[q]
@@ -67,6 +69,7 @@ def near_leaks(vectors: np.ndarray, keys: Sequence[str], splits: Sequence[str], 
     return found
 
 
-def find_leaks(vectors, keys, splits, labels, paths, threshold: float = LEAK_THRESHOLD) -> list[dict]:
-    """Exact leaks, conflicting labels, then near leaks (most similar first)."""
-    return exact_findings(keys, splits, labels, paths) + near_leaks(vectors, keys, splits, labels, paths, threshold)
+def find_leaks(vectors, keys, splits, labels, paths, threshold: float = LEAK_THRESHOLD, rows=None) -> list[dict]:
+    """Exact leaks, conflicting labels, then near leaks (most similar first); ``rows`` as near_leaks takes them."""
+    return (exact_findings(keys, splits, labels, paths)
+            + near_leaks(vectors, keys, splits, labels, paths, threshold, rows))

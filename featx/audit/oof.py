@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,11 +45,12 @@ def choose_folds(labels: np.ndarray, folds: int) -> tuple[int, str | None]:
 
 def out_of_fold_probabilities(X: np.ndarray, labels, *, folds: int = 5, head: str = "logreg",
                               layer_widths: tuple[int, ...] | None = None, groups=None, seed: int = 0,
-                              progress: Progress | None = None) -> OutOfFold:
-    """K-fold (stratified) probabilities of each class for every row, each fold's head fitted on the others.
+                              rows: np.ndarray | None = None, progress: Progress | None = None) -> OutOfFold:
+    """K-fold (stratified) probabilities of each class for every labelled row, each fold's head fitted on the others.
 
     ``groups`` (content keys) keep copies of one image in the same fold, so no head has seen a row's
-    twin either.
+    twin either. ``rows``: label i belongs to X's row ``rows[i]`` (default: X's rows in order); the folds
+    read X through them instead of copying it (the linear heads fit on rows where they lie).
     """
     if head not in HEAD_NAMES:
         raise ParameterError("head", f"must be one of {', '.join(HEAD_NAMES)}, not {head!r}.")
@@ -64,9 +66,15 @@ def out_of_fold_probabilities(X: np.ndarray, labels, *, folds: int = 5, head: st
             k, note = n_groups, f"{n_groups} folds: the {len(labels)} images hold only {n_groups} distinct ones"
     from ..heads.registry import HEADS
 
-    def fit(X_fold, labels_fold):
-        return HEADS[head](layer_widths=layer_widths, random_state=seed).fit(X_fold, labels_fold)
+    def fit(X_all, labels_fold, rows_fold=None):
+        estimator = HEADS[head](layer_widths=layer_widths, random_state=seed)
+        if rows_fold is None:
+            return estimator.fit(X_all, labels_fold)
+        if "rows" in inspect.signature(estimator.fit).parameters:
+            return estimator.fit(X_all, labels_fold, rows=rows_fold)
+        return estimator.fit(X_all[rows_fold], labels_fold)  # a head that reads only arrays of its rows
 
     splits = stratified_folds(labels, k, seed, groups if grouped else None)
-    proba, classes = out_of_fold(X, labels, splits, fit, progress=progress)
+    proba, classes = out_of_fold(X, labels, splits, fit, rows=None if rows is None else np.asarray(rows),
+                                 progress=progress)
     return OutOfFold(proba, classes, k, note)

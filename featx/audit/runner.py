@@ -97,7 +97,8 @@ def audit_dataset(
     seconds = {}
     started = time.perf_counter()
     given_text = np.array([labels[i] for i in labelled], dtype=str)
-    oof = out_of_fold_probabilities(X[rows[labelled]], given_text, folds=folds, head=head, seed=seed,
+    # the folds read the distinct vectors through the labelled members' rows: no copy of the collection per member
+    oof = out_of_fold_probabilities(X, given_text, folds=folds, head=head, seed=seed, rows=rows[labelled],
                                     groups=[keys[i] for i in labelled], progress=progress)
     seconds["folds"] = time.perf_counter() - started
 
@@ -128,7 +129,7 @@ def audit_dataset(
     seconds["ranking"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    leaks = find_leaks(X[rows], keys, splits, labels, paths, leak_threshold)
+    leaks = find_leaks(X, keys, splits, labels, paths, leak_threshold, rows=rows)
     seconds["leaks"] = time.perf_counter() - started
     started = time.perf_counter()
     distance, z = find_outliers(X, k, near)

@@ -19,16 +19,24 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int, groups=None) -> 
     return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(labels, labels))
 
 
-def out_of_fold(X: np.ndarray, labels: np.ndarray, splits, fit: Callable, *,
+def out_of_fold(X: np.ndarray, labels: np.ndarray, splits, fit: Callable, *, rows: np.ndarray | None = None,
                 progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``proba[i, j]``, the probability of ``classes[j]`` for row i from ``fit(X[train], labels[train])`` (a fitted
     head) of the fold that held row i out; and ``classes``, the sorted labels. ``fit`` may carry what one fold
-    learnt to the next (rank's probe chooses C on its first fold only)."""
+    learnt to the next (rank's probe chooses C on its first fold only).
+
+    With ``rows`` (label i is X's row ``rows[i]``), each fold is fitted as ``fit(X, labels[train], rows[train])``:
+    X is never copied whole for a fold (a head that takes ``rows=`` reads them where they lie), and only the held
+    fold's rows are gathered to be scored.
+    """
     classes = np.unique(labels)
     proba = np.zeros((len(labels), len(classes)), dtype=np.float32)
     for train, held in splits:
-        head = fit(X[train], labels[train])
-        proba[np.ix_(held, np.searchsorted(classes, head.classes_))] = head.predict_proba(X[held])
+        if rows is None:
+            head, X_held = fit(X[train], labels[train]), X[held]
+        else:
+            head, X_held = fit(X, labels[train], rows[train]), X[rows[held]]
+        proba[np.ix_(held, np.searchsorted(classes, head.classes_))] = head.predict_proba(X_held)
         if progress:
             progress("folds", 1, len(splits))
     return proba, classes

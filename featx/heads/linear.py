@@ -34,17 +34,25 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
     _grid = "Cs"
     _native_proba = False
 
-    def fit(self, X, y):
+    def fit(self, X, y, rows=None):
+        """Fit on X and its labels y; with ``rows`` (indices), on X's rows at ``rows`` only, y holding their labels:
+        X is read where it lies, never copied (a fold of a million stored vectors trains without a second copy)."""
         # BLAS single-threaded throughout: the passes over the rows share the cores through on_cores, and
         # the rest is small; a BLAS pool of its own would only wait on a busy core (hardware.on_cores).
         with single_threaded_blas():
-            return self._fit(X, y)
+            return self._fit(X, y, rows)
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, rows=None):
         # float16 (a float16 store's memory map) is read as it is: StandardRows converts block by block.
         # Finiteness is checked block by block (StandardRows.fit): scikit-learn's own check of a float16
         # array makes a boolean array of X's size.
-        X, y = validate_data(self, X, y, dtype=[np.float32, np.float16], ensure_all_finite=False)
+        if rows is None:
+            X, y = validate_data(self, X, y, dtype=[np.float32, np.float16], ensure_all_finite=False)
+        else:
+            X = validate_data(self, X, dtype=[np.float32, np.float16], ensure_all_finite=False)
+            rows, y = np.asarray(rows), np.asarray(y)
+            if len(rows) != len(y) or (len(rows) and (rows.min() < 0 or rows.max() >= len(X))):
+                raise ValueError(f"rows must hold one index into X's {len(X)} rows for each of the {len(y)} labels.")
         check_classification_targets(y)
         # Codes by a binary search in the sorted classes: np.unique's return_inverse sorts the labels with an
         # index alongside (73 bytes a row for short string labels at its peak, against about 30 here).
@@ -52,7 +60,8 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
         t = np.searchsorted(self.classes_, y)
         if self.scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}, not {self.scaling!r}.")
-        Z = StandardRows.fit(X, l2=self.scaling == "l2", layer_widths=self.layer_widths, block_rows=self.block_rows)
+        Z = StandardRows.fit(X, l2=self.scaling == "l2", layer_widths=self.layer_widths, block_rows=self.block_rows,
+                             index=rows)
         self.mean_, self.scale_ = Z.mean, Z.scale
         k = len(self.classes_)
         value = getattr(self, self._reg)

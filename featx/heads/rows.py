@@ -35,12 +35,13 @@ class StandardRows:
 
     @classmethod
     def fit(cls, X: np.ndarray, *, l2: bool, layer_widths: tuple[int, ...] | None = None,
-            block_rows: int | None = None) -> "StandardRows":
-        """Standardise X: the mean and scale from passes over it; Z kept whole unless ``block_rows``
-        is given or it would take more than IN_MEMORY_BYTES."""
-        n, d = X.shape
+            block_rows: int | None = None, index: np.ndarray | None = None) -> "StandardRows":
+        """Standardise X (its rows at ``index`` only, when given: X is not copied): the mean and scale from passes
+        over it; Z kept whole unless ``block_rows`` is given or it would take more than IN_MEMORY_BYTES."""
+        d = X.shape[1]
         rows = cls(X, l2=l2, layer_widths=layer_widths, mean=np.zeros(d, np.float32), scale=np.ones(d, np.float32),
-                   block_rows=block_rows)
+                   index=None if index is None else np.asarray(index), block_rows=block_rows)
+        n = rows.n
         if block_rows is None and 4 * n * d <= IN_MEMORY_BYTES:
             return rows._fit_in_memory()
         total = np.zeros(d, np.float64)
