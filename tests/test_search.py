@@ -50,13 +50,13 @@ def test_every_kind_agrees_with_brute_force(kind):
 
 
 def test_a_saved_index_and_the_rows_added_since_answer_as_one():
-    from featx.search.dataset_index import IndexAndNewRows
+    from featx.search.dataset_index import LiveIndex
 
     data = clustered(n=3300)
     X, Q = data[:3000], data[3000:]
     keys = np.array([f"k{i}" for i in range(len(X))])
     saved = build_index(X[:2900], keys[:2900], "hnsw", n_queries=200)
-    both = IndexAndNewRows(saved, build_index(X[2900:], keys[2900:], "flat"))
+    both = LiveIndex(saved, build_index(X[2900:], keys[2900:], "flat"))
     assert both.n == 3000 and sorted(both.keys) == sorted(keys) and list(both.keys[2900:]) == list(keys[2900:])
     D, I = both.search(Q, 10)
     _, It = brute_force(X, Q, 10)
@@ -171,6 +171,49 @@ def test_index_then_search_and_incremental_add(shapes, tmp_path):
     assert found[0]["results"][0]["path"].endswith("new.png")
     assert [[(r["key"], round(r["similarity"], 4)) for r in q["results"]] for q in before] == \
         [[(r["key"], round(r["similarity"], 4)) for r in q["results"]] for q in found]  # the same answers
+
+
+def test_removed_images_stay_out_of_answers_without_a_rebuild(shapes):
+    """Files removed from a folder since its index was built: `featx search` answers from the saved index
+    without them (not by exact search), and `featx index` keeps the index, saying so, instead of rebuilding."""
+    run_cli("index", "shapes", "--json")
+    every = json.loads(run_cli("search", "shapes", shapes / "img03.png", "-k", 15, "--json").stdout)[0]["results"]
+    gone = [r for r in every if r["path"].endswith(("img05.png", "copy_small.png"))]
+    for r in gone:
+        os.remove(r["path"])
+    run_cli("embed", shapes, "--image-size", 128, "--workers", 0)
+    after = run_cli("search", "shapes", shapes / "img03.png", "-k", 13, "--json")
+    results = json.loads(after.stdout)[0]["results"]
+    assert "exact search" not in after.stderr
+    assert [r["key"] for r in results] == [r["key"] for r in every if r not in gone]  # the others, in order
+    kept = json.loads(run_cli("index", "shapes", "--json").stdout)
+    assert kept["action"] == "unchanged" and kept["n"] == 15 and "2 vectors no longer in 'shapes'" in kept["note"]
+    again = json.loads(run_cli("search", "shapes", shapes / "img03.png", "-k", 13, "--json").stdout)[0]["results"]
+    assert [r["key"] for r in again] == [r["key"] for r in results]
+    assert run_cli("search", "shapes", shapes / "img03.png", "-k", 14, ok=False).exit_code != 0  # 13 are left
+    groups = json.loads(run_cli("duplicates", "shapes", "--json").stdout)
+    paths = [i["path"] for g in groups for i in g["items"]]
+    assert any(p.endswith("copy_q60.jpg") for p in paths) and not any(p.endswith("copy_small.png") for p in paths)
+    rebuilt = json.loads(run_cli("index", "shapes", "--rebuild", "--json").stdout)
+    assert (rebuilt["action"], rebuilt["n"]) == ("built", 13)
+
+
+def test_a_saved_index_leaves_removed_rows_out_of_its_answers():
+    """LiveIndex asks the saved index for as many more as it holds removed rows and drops them: the answers are
+    the exact ones over the rows left (for an exact index), also for a query that is a removed row itself."""
+    from featx.search.dataset_index import LiveIndex
+
+    X = clustered(n=500)
+    keys = np.array([f"k{i}" for i in range(len(X))])
+    removed = np.arange(0, 500, 9)
+    live = LiveIndex(build_index(X, keys, "flat"), None, removed)
+    left = np.setdiff1d(np.arange(500), removed)
+    assert live.n == len(left)
+    D, I = live.search(X[:40], 10)
+    Dt, It = brute_force(X[left], X[:40], 10)
+    assert (live.keys[I] == keys[left][It]).all()
+    np.testing.assert_allclose(D, Dt, atol=1e-5)
+    assert not np.isin(I, removed).any()
 
 
 def test_duplicates_finds_the_copies(shapes):

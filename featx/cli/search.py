@@ -30,8 +30,9 @@ def index(dataset, store_query, cache, kind, max_memory, target_recall, rebuild,
     Vectors are L2-normalised, so scores are cosine similarities. Approximate
     indexes are tuned and report their recall@10 against exact search on up to
     1,000 sampled queries. Run it again after embedding new files: they are
-    added to the index (rebuilt when files were removed; an index chosen under
-    --max-memory is chosen again under the same budget).
+    added to the index; up to 1,000 removed files stay in it, left out of its
+    answers (beyond that, or with --rebuild, it is built anew; an index chosen
+    under --max-memory is chosen again under the same budget).
 
     \b
     Examples:

@@ -19,6 +19,8 @@ from .index import (
     exact_neighbours, load_index, save_index, tune_index,
 )
 
+REMOVED_KEPT = 1000  # rows removed from a dataset that its saved index keeps, left out of its answers
+
 
 def dataset_keys(store: FeatureStore, dataset: str) -> np.ndarray:
     """Unique keys of a dataset in the order their vectors lie in the shards (VectorView.keys)."""
@@ -68,8 +70,10 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
                   target_recall: float = TARGET_RECALL, rebuild: bool = False, progress=None) -> IndexReport:
     """Build or update the index of a dataset (of ``use_layers`` of its recipe; default all), saved beside its store.
 
-    An existing index of the same kind gains the dataset's new vectors when none were removed
-    (FAISS can add to flat, IVF and HNSW indexes); anything else, or ``rebuild``, builds it anew. Before
+    An existing index of the same kind gains the dataset's new vectors (FAISS can add to flat, IVF and HNSW
+    indexes); up to REMOVED_KEPT vectors the dataset no longer holds stay in it, left out of its answers
+    (open_index), and the report's ``note`` says so. More removed than that, or ``rebuild``, builds it anew.
+    Before
     100 or more new vectors are added to an approximate index, its search effort is tuned again with them as
     queries; when even its highest effort leaves their recall@10 below ``target_recall``, the report's
     ``note`` says a rebuild is worth it (the index was trained on the earlier vectors).
@@ -104,8 +108,8 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
     if old is not None:
         have = set(old.keys.tolist())
         new = [i for i, k in enumerate(keys.tolist()) if k not in have]
-        if have <= set(keys.tolist()) and not (kind == "auto" and old.kind == "flat"
-                                                  and len(keys) >= AUTO_EXACT_BELOW):
+        removed = len(have - set(keys.tolist()))
+        if removed <= REMOVED_KEPT and not (kind == "auto" and old.kind == "flat" and len(keys) >= AUTO_EXACT_BELOW):
             if new:
                 # Only the new vectors are read, unless retuning needs the indexed ones too.
                 fresh = view.normalised(keys[new])
@@ -124,6 +128,10 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
                 action = "added"
             else:
                 action = "unchanged"
+            if removed:
+                note = " ".join(filter(None, [note, (
+                    f"{removed:,} vectors no longer in {dataset!r} stay in the index and are left out of its answers; "
+                    f"past {REMOVED_KEPT:,} of them, or with rebuild=True, it is built anew without them.")]))
             vi = old
             vi.build_seconds = time.perf_counter() - start
     if action == "built":
@@ -164,31 +172,49 @@ def _index_within_budget(view: SearchView, keys: np.ndarray, max_bytes: int, tar
                        note=note)
 
 
-class IndexAndNewRows:
-    """A saved index and the rows its dataset gained since it was built, searched exactly, answering as one
-    index: a search right after `featx embed` finds what was just added before `featx index` adds it.
+class LiveIndex:
+    """A saved index as its dataset is now, answering as one index: the rows the dataset gained since it was
+    built are searched exactly beside it (a search right after `featx embed` finds what was just added before
+    `featx index` adds it), and the rows it lost (``removed``: positions in the saved index, at most
+    REMOVED_KEPT) are left out of its answers, by asking it for that many more and dropping them.
 
-    Positions index ``keys``: the saved index's keys, then the new rows'. ``kind``, ``recall_at_10`` and
-    ``params`` are the saved index's.
+    Positions index ``keys``: the saved index's keys, then the new rows'. ``n`` counts the dataset's rows;
+    ``kind``, ``recall_at_10`` and ``params`` are the saved index's.
     """
 
-    def __init__(self, saved: VectorIndex, new: VectorIndex):
+    def __init__(self, saved: VectorIndex, new: VectorIndex | None, removed: np.ndarray | None = None):
         self.saved, self.new = saved, new
-        self.keys = np.concatenate([saved.keys, new.keys])
+        self.removed = np.zeros(0, np.int64) if removed is None else np.asarray(removed, np.int64)
+        self.keys = saved.keys if new is None else np.concatenate([saved.keys, new.keys])
         self.kind, self.recall_at_10, self.params = saved.kind, saved.recall_at_10, saved.params
 
     @property
     def n(self) -> int:
-        return self.saved.n + self.new.n
+        return self.saved.n - len(self.removed) + (0 if self.new is None else self.new.n)
 
     @property
     def dim(self) -> int:
         return self.saved.dim
 
+    def _search_saved(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The saved index's k nearest among the rows still in the dataset (-1 where it has fewer)."""
+        live = self.saved.n - len(self.removed)
+        if live <= 0:
+            return np.full((len(Q), k), -np.inf, np.float32), np.full((len(Q), k), -1, np.int64)
+        D, I = self.saved.search(Q, min(self.saved.n, k + len(self.removed)))
+        if len(self.removed):
+            I = np.where(np.isin(I, self.removed), -1, I)
+        D = np.where(I < 0, -np.inf, D)
+        best = np.argsort(-D, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(D, best, 1), np.take_along_axis(I, best, 1)
+
     def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k best of the saved index's k nearest and the new rows' k nearest (exact), for each query row."""
+        """The k best of the saved index's k nearest live rows and the new rows' k nearest (exact), per query."""
         check_collection_k(k, self.n)
-        D_saved, I_saved = self.saved.search(Q, min(k, self.saved.n))
+        D_saved, I_saved = self._search_saved(Q, min(k, self.saved.n))
+        if self.new is None:
+            I_saved = np.where(np.isfinite(D_saved), I_saved, -1)
+            return D_saved, I_saved
         D_new, I_new = self.new.search(Q, min(k, self.new.n))
         D = np.concatenate([D_saved, D_new], axis=1)
         I = np.concatenate([I_saved, np.where(I_new >= 0, I_new + len(self.saved.keys), -1)], axis=1)
@@ -200,10 +226,11 @@ class IndexAndNewRows:
 
 
 def open_index(store: FeatureStore, dataset: str,
-               use_layers: str | Sequence[str] | None = None) -> tuple[VectorIndex | IndexAndNewRows, int | None]:
+               use_layers: str | Sequence[str] | None = None) -> tuple[VectorIndex | LiveIndex, int | None]:
     """The dataset's saved index (of ``use_layers``; default all) and how many of the dataset's vectors it
-    lacks; those are searched exactly beside it (IndexAndNewRows). Without a saved index: an exact one built
-    now, and None.
+    lacks; those are searched exactly beside it, and up to REMOVED_KEPT rows it holds that the dataset no
+    longer does are left out of its answers (LiveIndex). Without a saved index, or with more removed rows
+    than that: an exact index built now, and None.
     """
     view = SearchView(store, dataset, use_layers)
     path = view.path
@@ -221,8 +248,14 @@ def open_index(store: FeatureStore, dataset: str,
             raise SearchError(f"the index {str(path)!r} was built from other layers; rebuild it by indexing "
                               f"{dataset!r} again.")
         vi.exact = view.reader(vi.keys)
-        if np.isin(vi.keys, keys).all():
+        removed = np.flatnonzero(~np.isin(vi.keys, keys))
+        # a re-ranking index reads its candidates' vectors, removed ones too: they must still be in the store
+        readable = not (len(removed) and vi.params.get("rerank")
+                        and len(store.present(vi.keys[removed].tolist())) < len(removed))
+        if len(removed) <= REMOVED_KEPT and readable:
             new = keys[~np.isin(keys, vi.keys)]
-            return (IndexAndNewRows(vi, view.exact_index(new)), len(new)) if len(new) else (vi, 0)
-        # Samples were removed since it was built: its answers could name them. Search exactly instead.
+            if not len(new) and not len(removed):
+                return vi, 0
+            return LiveIndex(vi, view.exact_index(new) if len(new) else None, removed), len(new)
+        # Many samples were removed since it was built: search exactly rather than ask it for thousands more.
     return view.exact_index(keys), None

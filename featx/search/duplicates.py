@@ -31,10 +31,14 @@ def find_duplicates(store: FeatureStore, dataset: str, threshold: float = 0.95, 
         return a
 
     best: dict[tuple[int, int], float] = {}
-    for start in range(0, len(keys), BLOCK_ROWS):  # a block of queries at a time: never every vector at once
-        vectors = view.vectors(keys[start:start + BLOCK_ROWS])
+    # the index may still hold rows the dataset lost (LiveIndex leaves them out of answers): not queried either
+    present = set(view.keys().tolist())
+    queries = [a for a, key in enumerate(keys) if key in present]
+    for start in range(0, len(queries), BLOCK_ROWS):  # a block of queries at a time: never every vector at once
+        block = queries[start:start + BLOCK_ROWS]
+        vectors = view.vectors([keys[a] for a in block])
         D, I = vi.search(vectors, min(k + 1, vi.n))  # it normalises as it was built
-        for a, (scores, ids) in enumerate(zip(D.tolist(), I.tolist()), start):
+        for a, scores, ids in zip(block, D.tolist(), I.tolist()):
             for s, b in zip(scores, ids):
                 if b >= 0 and b != a and s >= threshold:
                     parent[find(a)] = find(b)
