@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from conftest import noisy_image, run_cli, write_class_folder
 
@@ -47,3 +48,22 @@ def test_umaps_numba_code_is_compiled_once_per_machine_not_per_process():
     compiled = umap.umap_.smooth_knn_dist  # one of the functions umap did not mark for the cache
     assert isinstance(compiled, Dispatcher) and type(compiled._cache).__name__ != "NullCache"
     assert import_umap() is umap  # once per process
+
+
+def test_the_packed_map_round_trips_in_seven_bytes_a_point():
+    from featx.serve.packed_map import pack_map, unpack_map
+
+    rng = np.random.default_rng(0)
+    points = rng.random((1001, 2)).astype(np.float32)
+    labels = [None if i % 10 == 0 else f"class {i % 7}" for i in range(1001)]
+    splits = ["train" if i % 3 else None for i in range(1001)]
+    data = pack_map("photos", "pca50-umap", points, labels, splits)
+    back = unpack_map(data)
+    assert len(data) < 7 * 1001 + 200
+    assert (back["dataset"], back["method"], back["n"]) == ("photos", "pca50-umap", 1001)
+    assert back["labels"] == labels and back["splits"] == splits
+    assert np.abs(back["x"] - points[:, 0]).max() <= 0.5 / 65535 + 1e-7
+    assert np.abs(back["y"] - points[:, 1]).max() <= 0.5 / 65535 + 1e-7
+    assert unpack_map(pack_map("empty", "pca", np.zeros((0, 2)), [], []))["n"] == 0
+    with pytest.raises(ValueError, match="not a packed featx map"):
+        unpack_map(b"{}" + data)

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from featx.serve.packed_map import unpack_map
+
 from conftest import run_cli, start_serve, stop_serve
 
 TOKEN = "page-t0ken"
@@ -72,6 +74,34 @@ NEIGHBOURS_LOADED = """(k) => {
 }"""
 
 
+MILLION_POINTS = """() => {
+  const n = 1000000;
+  let header = JSON.stringify({dataset: "synthetic", method: "pca", n, labels: ["a", "b", "c"], splits: ["train"]});
+  if (header.length % 2) header += " ";
+  const h = new TextEncoder().encode(header);
+  const buffer = new ArrayBuffer(16 + h.length + 7 * n);
+  new Uint8Array(buffer).set(new TextEncoder().encode("FXMAP001"), 0);
+  const view = new DataView(buffer);
+  view.setUint32(8, n, true);
+  view.setUint32(12, h.length, true);
+  new Uint8Array(buffer, 16, h.length).set(h);
+  const xs = new Uint16Array(buffer, 16 + h.length, n), ys = new Uint16Array(buffer, 16 + h.length + 2 * n, n);
+  const labels = new Uint16Array(buffer, 16 + h.length + 4 * n, n);
+  for (let i = 0; i < n; i++) { xs[i] = (i * 7919) % 65536; ys[i] = (i * 104729) % 65536; labels[i] = i % 3; }
+  const before = state.map, started = performance.now();
+  state.map = unpackMap(buffer);
+  drawMap();
+  const ms = performance.now() - started, canvas = $("map");
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let lit = 0;
+  for (let i = 3; i < pixels.length; i += 4) if (pixels[i]) lit++;
+  const drawn = {n: Number(canvas.dataset.points), lit, ms};
+  state.map = before;
+  drawMap();
+  return drawn;
+}"""
+
+
 def test_the_page_asks_for_the_token_then_predicts_and_finds_neighbours(server, tmp_path):
     sync_playwright, executable = _browser()
     digit = _digit_png(tmp_path)
@@ -122,8 +152,24 @@ def test_the_page_asks_for_the_token_then_predicts_and_finds_neighbours(server, 
         assert answer.headers.get("content-encoding") == "gzip"  # a map is large: it travels compressed
         mapped = answer.json()
         assert mapped["n"] == len(set(mapped["keys"])) == 1797 and len(mapped["x"]) == 1797
+        # what the page reads: the packed map, 7 bytes a point, and a point's key when it is asked for
+        packed = httpx.get(f"{server}/map?format=binary", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
+        assert packed.headers["content-type"] == "application/octet-stream" and len(packed.content) < 8 * 1797 + 400
+        unpacked = unpack_map(packed.content)
+        assert unpacked["n"] == 1797 and unpacked["labels"] == mapped["labels"] and unpacked["splits"] == mapped["splits"]
+        assert np.abs(unpacked["x"] - np.array(mapped["x"])).max() < 1e-4
+        point = httpx.get(f"{server}/map/point/100", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
+        assert point["key"] == mapped["keys"][100] and point["label"] == mapped["labels"][100]
         page.locator("#map").scroll_into_view_if_needed()
         page.wait_for_selector("#map[data-points='1797']", timeout=120_000)
+        # the page decoded the same points from the bytes
+        seen = page.evaluate("[state.map.n, state.map.x[100], state.map.y[100], valueOf(state.map, 'labels', 100)]")
+        assert seen[0] == 1797 and seen[3] == mapped["labels"][100]
+        assert abs(seen[1] - mapped["x"][100]) < 1e-4 and abs(seen[2] - mapped["y"][100]) < 1e-4
+        # a million points (packed here as the service packs them) are decoded and drawn into the canvas's pixels
+        drawn = page.evaluate(MILLION_POINTS)
+        assert drawn["n"] == 1_000_000 and drawn["lit"] > 10_000, drawn
+        print(f"a million points decoded and drawn in {drawn['ms']:.0f} ms")
         box = page.locator("#map").bounding_box()
         i = 100
         x = box["x"] + 8 + mapped["x"][i] * (box["width"] - 16)

@@ -51,6 +51,7 @@ def serve(dataset, head, store_query, runtime, cache, host, port, token, max_upl
       POST /embed    images (multipart field 'files') -> vectors and store key
       POST /predict  images ('files') -> top-k classes from --head    (?top_k=3)
       POST /search   images ('files') or a stored 'key' -> neighbours in --dataset (?k=10)
+      GET  /map      the dataset's 2-D map (?format=binary: packed; /map/point/{i})
       GET  /health   liveness;   GET /info  what is loaded
     Concurrent requests share forward passes (micro-batching). SIGTERM or
     Ctrl-C finishes the requests in flight, then stops.

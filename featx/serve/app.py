@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
@@ -26,6 +26,7 @@ from ..heads.workflows import top_classes
 from ..search import answer_queries, check_k, resolve_ids
 from .batching import MicroBatcher
 from .middleware import BearerAuth, BodyLimit, error_response
+from .packed_map import pack_map
 from .resources import Resources
 from .thumbnails import STATIC, MapCache, ThumbnailCache, audit_findings
 from .budget import DecodeBudget
@@ -214,16 +215,35 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
         data = await run_in_threadpool(thumbnails.get, key)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
-    @app.get("/map", summary="The loaded dataset's 2-D map: a point per sample with its key, label and split")
-    async def dataset_map() -> dict:
+    async def loaded_map():
         if resources.store is None:
             raise ServiceError("no dataset is loaded: start featx serve with --dataset NAME.", 409)
-        layout = await run_in_threadpool(maps.get)
+        return await run_in_threadpool(maps.get)
+
+    @app.get("/map", summary="The loaded dataset's 2-D map: a point per sample with its key, label and split",
+             responses={200: {"content": {"application/json": {}, "application/octet-stream": {}}}, **ERRORS})
+    async def dataset_map(packing: Annotated[Literal["json", "binary"], Query(
+            alias="format", description="json: every point with its key; binary: coordinates and label codes packed in 7 bytes a "
+                        "point, keys from /map/point/{i} (featx.serve.packed_map; what the page reads)")] = "json"):
+        layout = await loaded_map()
         info = [resources.members.get(str(k), ("?", None, None)) for k in layout.keys]
+        if packing == "binary":
+            data = await run_in_threadpool(pack_map, resources.dataset, layout.method, layout.points,
+                                           [i[1] for i in info], [i[2] for i in info])
+            return Response(data, media_type="application/octet-stream")
         return {"dataset": resources.dataset, "method": layout.method, "n": len(layout.keys),
                 "keys": layout.keys.tolist(), "x": np.round(layout.points[:, 0], 4).tolist(),
                 "y": np.round(layout.points[:, 1], 4).tolist(),
                 "labels": [i[1] for i in info], "splits": [i[2] for i in info]}
+
+    @app.get("/map/point/{i}", summary="One point of the map: its sample's key, path, label and split")
+    async def map_point(i: Annotated[int, Path(ge=0, description="the point's position in the map")]) -> dict:
+        layout = await loaded_map()
+        if i >= len(layout.keys):
+            raise ServiceError(f"the map has {len(layout.keys)} points; there is no point {i}.", 404)
+        key = str(layout.keys[i])
+        path, label, split = resources.members.get(key, ("?", None, None))
+        return {"i": i, "key": key, "path": path, "label": label, "split": split}
 
     @app.get("/audit", summary="The loaded dataset's `featx audit` findings (the top ones of each kind)")
     async def audit(top: Annotated[int, Query(ge=1, le=MAX_K, description="findings per kind")] = 48) -> dict:
