@@ -130,11 +130,31 @@ def test_compressed_codes_reranked_from_the_exact_vectors_answer_as_exact_search
     assert np.allclose(scores, exact_scores, atol=1e-5) and (np.diff(scores, axis=1) <= 1e-7).all()
 
 
+def test_one_bit_codes_are_chosen_between_the_4_bit_codes_and_keep_their_query_bits(tmp_path):
+    """RaBitQ, a bit a dimension re-ranked from the store, is tried after the largest 4-bit codes: under a budget
+    they do not fit it reaches the target, and the query bits it was tuned with come back with the saved index."""
+    from featx.search.index import VectorIndex, save_index
+
+    X = clustered(n=4000, d=64)
+    lists = budget.coarse_lists(len(X))
+    factories = [c.factory for c in budget.candidates(len(X), 64)]
+    assert factories.index(f"IVF{lists},RaBitQ") == factories.index(f"IVF{lists},PQ32x4fs") + 1
+    cap = estimate_bytes(f"IVF{lists},PQ32x4fs", len(X), 64) - 1
+    index, order, chosen, tried = choose_index(lambda rows: X[rows], len(X), 64, cap, target_recall=0.95)
+    assert chosen.factory == f"IVF{lists},RaBitQ" and chosen.rerank and chosen.recall_at_10 >= 0.95
+    assert chosen.bytes <= cap
+    vi = VectorIndex(index=index, keys=np.array([str(i) for i in order]), kind="budget",
+                     params={"rerank": chosen.rerank})
+    save_index(vi, tmp_path / "i.npz")
+    loaded = load_index(tmp_path / "i.npz")  # held: the IVF part below lives inside it
+    assert faiss.downcast_index(faiss.extract_index_ivf(loaded.index)).qb == budget.RABITQ_QUERY_BITS
+
+
 def test_featx_search_reranks_a_budget_index_from_the_store(tmp_path):
     X, keys = stored_dataset(tmp_path)
     report = json.loads(run_cli("index", "ds", "--cache", tmp_path, "--max-memory", "60KB", "--json").output)
     assert report["bytes"] <= 60_000 and report["params"]["rerank"] and report["recall_at_10"] >= 0.95
-    assert "x4fs" in report["kind"]
+    assert report["kind"].endswith(("x4fs", "RaBitQ"))  # compressed codes: 4-bit PQ or one bit a dimension
     # The saved index alone cannot answer: it needs the store's vectors, which featx search opens with it.
     bare = load_index(report["path"])
     with pytest.raises(SearchError, match="re-ranks"):
