@@ -19,11 +19,12 @@ memory-mapped shards included) with a time limit:
   duplicates  `featx duplicates` through that index
   audit       `featx audit`'s out-of-fold probabilities (5 folds of logreg over every image)
   budget      `featx index --max-memory 256MB --target-recall 0.9`: every candidate's recall, bytes, queries/s
+  map         `featx map` (PCA and UMAP fitted on up to 100,000 points, the rest placed by transform)
 Results accumulate in benchmarks/out/scale.json (a rerun skips what is there; --fresh starts over); the
 table is printed and the log-log figure with each curve's slope drawn to docs/scale.png.
 
     .venv/bin/python benchmarks/bench_scale.py [--sizes 10000,100000,1000000] [--dims 1280,1792]
-        [--stages write,load,train,index,duplicates,audit,budget] [--limit 1800] [--work /tmp/featx-scale]
+        [--stages write,load,train,index,duplicates,audit,budget,map] [--limit 1800] [--work /tmp/featx-scale]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("write", "load", "train", "index", "duplicates", "audit", "budget")
+STAGES = ("write", "load", "train", "index", "duplicates", "audit", "budget", "map")
 SOURCE = {"backbone": "efficientnet_lite0", "image_size": 224, "crop": "full", "layers": "stages"}
 NOISE = 0.5  # of each feature's standard deviation
 DATASET = "scale"
@@ -206,6 +207,18 @@ def stage_budget(n: int, dim: int, work: Path, cache: str) -> dict:
         report = index_dataset(store, DATASET, max_memory="256MB", target_recall=0.9)
     return {"seconds": report.build_seconds, "kind": report.kind, "recall_at_10": report.recall_at_10,
             "index_bytes": report.bytes, "choices": report.choices, "note": report.note}
+
+
+def stage_map(n: int, dim: int, work: Path, cache: str) -> dict:
+    from featx.maps import dataset_map
+    from featx.maps.layout import import_umap
+
+    import_umap().UMAP(n_components=2).fit_transform(np.random.default_rng(0).random((200, 8)))  # compiled first
+    with open_scale_store(work, n, dim, cache) as store:
+        started = time.perf_counter()
+        layout, _ = dataset_map(store, DATASET)
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "method": layout.method, "points": len(layout.keys)}
 
 
 def run_stage(stage: str, n: int, dim: int, work: Path, cache: str) -> dict:

@@ -67,3 +67,22 @@ def test_the_packed_map_round_trips_in_seven_bytes_a_point():
     assert unpack_map(pack_map("empty", "pca", np.zeros((0, 2)), [], []))["n"] == 0
     with pytest.raises(ValueError, match="not a packed featx map"):
         unpack_map(b"{}" + data)
+
+
+def test_a_map_beyond_its_sample_places_the_rest_by_transform(tmp_path, monkeypatch):
+    """Past FIT_SAMPLE points, PCA and UMAP are fitted on a sample and the other points placed by UMAP's
+    transform, reading the store block by block: every point is there, in the unit square, and the method says
+    how it was made."""
+    from featx.maps import layout
+
+    monkeypatch.setattr(layout, "FIT_SAMPLE", 20)
+    monkeypatch.setattr(layout, "BLOCK_ROWS", 7)
+    folder = write_class_folder(tmp_path / "photos", per_class=15)
+    cache = tmp_path / "cache"
+    run_cli("embed", folder, "--image-size", 32, "--workers", 0, "--cache", cache)
+    made = json.loads(run_cli("map", "photos", "--cache", cache, "--json").output)
+    assert made["computed"] and made["n"] == 30 and made["method"].endswith("fitted on 20, the rest placed by transform)")
+    with np.load(made["path"]) as saved:
+        points = saved["points"]
+    assert points.shape == (30, 2) and np.isfinite(points).all() and points.min() >= 0 and points.max() <= 1
+    assert len({tuple(p) for p in points.round(4).tolist()}) > 20  # placed, not piled on one spot

@@ -31,22 +31,52 @@ class Layout:
     method: str
 
 
-def compute_layout(X: np.ndarray, layer_widths: tuple[int, ...] | None = None, seed: int = 0) -> Layout:
-    """PCA to 50 dimensions, then UMAP to 2 (PCA alone below 16 points); ``keys`` left empty."""
+FIT_SAMPLE = 100_000  # points UMAP is fitted on; the others are placed by its transform
+BLOCK_ROWS = 50_000  # rows read, normalised and projected at a time
+
+
+def compute_layout(X, layer_widths: tuple[int, ...] | None = None, seed: int = 0,
+                   fit_sample: int | None = None) -> Layout:
+    """PCA to 50 dimensions, then UMAP to 2 (PCA alone below 16 points); ``keys`` left empty.
+
+    ``X``: an array, or anything that gives rows for ``X[slice]`` and ``X[positions]`` (a dataset's stored
+    vectors read on demand). Beyond ``fit_sample`` points (default FIT_SAMPLE) memory stays bounded: PCA and
+    UMAP are fitted on a random sample, every row is projected block by block, and UMAP's ``transform``
+    places the rows outside the sample (``method`` says so); only n × 50 numbers are held.
+    """
     from sklearn.decomposition import PCA
 
-    X = normalize(X, layer_widths=layer_widths)
     n = len(X)
+    fit_sample = fit_sample or FIT_SAMPLE
     if n < 16:
+        X = normalize(np.asarray(X[0:n]), layer_widths=layer_widths)
         Y = PCA(2).fit_transform(X) if n > 2 else np.zeros((n, 2))
         method = "pca"
     else:
         umap = import_umap()
-        Z = PCA(min(50, n - 1, X.shape[1]), random_state=seed).fit_transform(X)
+        sample = np.arange(n) if n <= fit_sample else np.sort(
+            np.random.default_rng(seed).choice(n, fit_sample, replace=False))
+        fitted = normalize(np.asarray(X[sample] if n > fit_sample else X[0:n]), layer_widths=layer_widths)
+        pca = PCA(min(50, len(sample) - 1, fitted.shape[1]), random_state=seed).fit(fitted)
+        if n <= fit_sample:
+            Z = pca.transform(fitted).astype(np.float32)
+        else:
+            del fitted
+            Z = np.empty((n, pca.n_components_), np.float32)
+            for a in range(0, n, BLOCK_ROWS):
+                Z[a:a + BLOCK_ROWS] = pca.transform(normalize(np.asarray(X[a:a + BLOCK_ROWS]),
+                                                              layer_widths=layer_widths))
         with warnings.catch_warnings():  # "n_jobs value 1 overridden to 1 by setting random_state": no news
             warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
-            Y = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed).fit_transform(Z)
-        method = METHOD
+            # import_umap turned numba's cache on for every function; the few it cannot cache say so: no news
+            warnings.filterwarnings("ignore", message="Cannot cache compiled function")
+            reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(sample) - 1), random_state=seed)
+            Y = np.empty((n, 2), np.float64)
+            Y[sample] = reducer.fit_transform(Z[sample])
+            if n > fit_sample:
+                rest = np.setdiff1d(np.arange(n), sample)
+                Y[rest] = reducer.transform(Z[rest])
+        method = METHOD if n <= fit_sample else f"{METHOD} (fitted on {fit_sample:,}, the rest placed by transform)"
     Y = np.asarray(Y, dtype=np.float64)
     low, span = Y.min(axis=0), np.maximum(np.ptp(Y, axis=0), 1e-12)
     return Layout(np.array([], dtype=str), ((Y - low) / span).astype(np.float32), method)
@@ -83,6 +113,21 @@ def import_umap():
 _UMAP_CACHED = False
 
 
+class StoredRows:
+    """A dataset's vectors in ``keys``' order, read from the store when asked for (``rows[a:b]``,
+    ``rows[positions]``), under ``guard`` (the service's store lock)."""
+
+    def __init__(self, view: VectorView, keys: np.ndarray, guard):
+        self.view, self.keys, self.guard = view, keys, guard
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        with self.guard:
+            return self.view.vectors(self.keys[rows])
+
+
 def _fingerprint(keys) -> str:
     """The membership the layout was made for: a dataset that changed gets a new layout."""
     return hashlib.sha256(("\n".join(sorted(keys)) + "|" + METHOD).encode()).hexdigest()
@@ -106,7 +151,8 @@ def dataset_map(store: FeatureStore, dataset: str, *, progress: Progress | None 
         if saved is not None:
             return saved, False
         view = VectorView(store, dataset)
-        X = view.vectors(keys)
+        # read as the layout asks: a million rows are never all in memory at once
+        X = StoredRows(view, np.array(keys), guard)
     if progress:
         progress("map", 0, len(keys))
     layout = compute_layout(X, layer_widths=view.layer_widths)
