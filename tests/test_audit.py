@@ -245,6 +245,42 @@ def test_outliers_of_a_large_collection_come_from_candidates_reranked_exactly(mo
     assert np.mean(np.abs(approx - exact) < 1e-5) > 0.95
 
 
+def test_near_leaks_of_a_large_collection_come_from_candidates_and_equal_the_exact_ones(monkeypatch):
+    """Above EXACT_BELOW training images, each test image's nearest training image comes from candidates re-ranked
+    by exact cosine (all against all took hours at a million): the planted near-twins are the ones found exactly,
+    members sharing one vector (``rows``) included, and an exact copy stays an exact leak, not a near one."""
+    from featx.audit import leaks, outliers
+    from featx.search.flat import normalize
+
+    rng = np.random.default_rng(1)
+    basis = rng.standard_normal((24, 256)) * np.linspace(3, 1, 24)[:, None]
+    latent = rng.standard_normal((20, 24))[rng.integers(0, 20, 3000)] + 0.5 * rng.standard_normal((3000, 24))
+    X = normalize(latent @ basis + 0.3 * rng.standard_normal((3000, 256)))
+    splits = np.where(np.arange(3000) % 7 == 0, "test", "train")
+    held = np.flatnonzero(splits == "test")
+    X[held[:12]] = normalize(X[held[:12] + 1] + 0.004 * rng.standard_normal((12, 256)))  # twins of a training image
+    rows = np.concatenate([np.arange(3000), [held[20], 5]])  # a test image listed twice, a training one in test
+    keys = [f"k{r}" for r in rows]
+    member_splits = np.concatenate([splits, ["test", "test"]])
+    args = (X, keys, member_splits, [None] * len(rows), [f"p{i}" for i in range(len(rows))], 0.99)
+    exact = leaks.near_leaks(*args, rows=rows)
+    monkeypatch.setattr(outliers, "EXACT_BELOW", 500)
+    monkeypatch.setattr(outliers, "REDUCED_DIMS", 32)
+    searched = []
+
+    def spy(vectors, among, queries, k, seed=0):
+        searched.append((len(among), len(queries)))
+        return outliers.nearest_among(vectors, among, queries, k, seed)
+
+    monkeypatch.setattr(leaks, "nearest_among", spy)
+    approx = leaks.near_leaks(*args, rows=rows)
+    assert searched == [(2571, 430)]  # distinct vectors: 2,571 training ones, 429 test ones and one on both sides
+    assert {(f["key"], f["train_key"]) for f in exact} >= {(f"k{h}", f"k{h + 1}") for h in held[:12]}
+    assert [(f["key"], f["train_key"], f["similarity"]) for f in approx] == \
+        [(f["key"], f["train_key"], f["similarity"]) for f in exact]
+    assert all(f["key"] != "k5" for f in approx)  # the training image also in test: an exact leak
+
+
 def test_an_audit_of_a_final_layer_store_says_the_default_recipe_would_audit_better(tmp_path, audited):
     _, _, _, _, _, result = audited
     assert result["recipe_note"] is None  # the default recipe: every stage over a 2×2 grid

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ParameterError
-from ..search.flat import flat_search
+from .outliers import nearest_among
 
 # Cosine similarity from which two images count as near-twins. Measured on Fashion-MNIST (lite0, 224 px,
 # every stage): 7,952 of 10,000 test images have a training image at ≥ 0.95 (same style, another item),
@@ -52,15 +52,17 @@ def near_leaks(vectors: np.ndarray, keys: Sequence[str], splits: Sequence[str], 
     if len(train) == 0 or len(held) == 0:
         return []
     at = np.arange(len(splits)) if rows is None else np.asarray(rows)
-    D, I = flat_search(vectors[at[train]], vectors[at[held]], min(2, len(train)))
+    # searched among the distinct vectors of each side (nearest_among: exact, or candidates re-ranked at scale)
+    train_rows, first_train = np.unique(at[train], return_index=True)
+    held_rows, held_of = np.unique(at[held], return_inverse=True)
+    D, I = nearest_among(vectors, train_rows, held_rows, min(2, len(train_rows)))
     found = []
-    for q, (sims, ids) in enumerate(zip(D, I)):
-        i = held[q]
-        for s, j in zip(sims, ids):
-            if j < 0 or keys[train[j]] == keys[i]:
+    for q, i in enumerate(held):
+        for s, j in zip(D[held_of[q]], I[held_of[q]]):
+            if j < 0 or keys[train[first_train[j]]] == keys[i]:
                 continue  # the same content: an exact leak, reported as such
             if s >= threshold:
-                t = train[j]
+                t = train[first_train[j]]
                 found.append({"kind": "near_leak", "key": keys[i], "path": paths[i], "split": str(splits[i]),
                               "label": labels[i], "train_key": keys[t], "train_path": paths[t],
                               "train_label": labels[t], "similarity": round(float(s), 5)})

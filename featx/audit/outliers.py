@@ -38,38 +38,58 @@ PROBES = 48  # inverted lists searched per row (of 4·sqrt(n))
 
 def nearest_neighbours(vectors: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k nearest rows (the row itself included) by cosine: D (similarities, descending), I.
+    See nearest_among."""
+    everything = np.arange(len(vectors))
+    return nearest_among(vectors, everything, everything, k, seed)
 
-    Up to EXACT_BELOW rows: exact search. Above: all-against-all in full dimension is O(n²·d) (96 s at
-    70,000 × 1,280), so candidates come from an exact search in the rows' leading principal components
-    (REDUCED_DIMS, fitted on a sample), and the CANDIDATES nearest there are re-ranked by their exact
-    cosine. An outlier's far neighbours are still found: distances shrink under projection, so the true
+
+RERANK_BYTES = 256 << 20  # the candidates' vectors gathered at a time to re-rank them
+
+
+def nearest_among(vectors: np.ndarray, among: np.ndarray, queries: np.ndarray, k: int,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """For each row at ``queries``, its k nearest rows at ``among`` by cosine (L2-normalised ``vectors``):
+    D (similarities, descending) and I (positions in ``among``).
+
+    Up to EXACT_BELOW rows among: exact search. Above: all-against-all in full dimension is O(n²·d) (96 s at
+    70,000 × 1,280; at a million, the test images against the training ones would take hours), so candidates
+    come from an inverted file over the rows' leading principal components (REDUCED_DIMS, fitted on a
+    sample), and the CANDIDATES nearest there are re-ranked by their exact cosine, a bounded block of them at
+    a time. An outlier's far neighbours are still found: distances shrink under projection, so the true
     neighbours rank near the top of the candidates.
     """
-    n, d = vectors.shape
+    among, queries = np.asarray(among), np.asarray(queries)
+    n, d = len(among), vectors.shape[1]
     if n <= EXACT_BELOW or d <= REDUCED_DIMS:
-        return flat_search(vectors, vectors, k)
+        return flat_search(vectors[among], vectors[queries], k)
     import faiss
 
     rng = np.random.default_rng(seed)
-    sample = vectors[np.sort(rng.choice(n, min(n, 10000), replace=False))].astype(np.float32)
+    sample = vectors[np.sort(rng.choice(among, min(n, 10000), replace=False))].astype(np.float32)
     mean = sample.mean(axis=0)
     centred = sample - mean
     _, V = np.linalg.eigh(centred.T @ centred)
     basis = np.ascontiguousarray(V[:, ::-1][:, :REDUCED_DIMS], dtype=np.float32)
-    reduced = np.ascontiguousarray((vectors - mean) @ basis, dtype=np.float32)
+
+    def reduced(rows: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((vectors[rows] - mean) @ basis, dtype=np.float32)
+
     # an inverted file over the reduced rows: a full scan's top-k selection would cost n² heap steps
     lists = int(4 * np.sqrt(n))
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(REDUCED_DIMS), REDUCED_DIMS, lists)
-    index.train(reduced[np.sort(rng.choice(n, min(n, 40 * lists), replace=False))])
-    index.add(reduced)
+    index.train(reduced(np.sort(rng.choice(among, min(n, 40 * lists), replace=False))))
+    for a in range(0, n, 50000):
+        index.add(reduced(among[a:a + 50000]))
     index.nprobe = PROBES
     m = min(n, max(k, CANDIDATES))
-    D = np.empty((n, k), np.float32)
-    I = np.empty((n, k), np.int64)
-    for a in range(0, n, 4096):  # re-ranked block by block: the candidates' vectors are gathered once each
-        _, C = index.search(reduced[a:a + 4096], m)
-        exact = np.einsum("qd,qcd->qc", vectors[a:a + 4096], vectors[C])
+    D = np.empty((len(queries), k), np.float32)
+    I = np.empty((len(queries), k), np.int64)
+    step = max(64, RERANK_BYTES // (4 * m * d))
+    for a in range(0, len(queries), step):  # re-ranked block by block: the candidates' vectors gathered once each
+        rows = queries[a:a + step]
+        _, C = index.search(reduced(rows), m)
+        exact = np.einsum("qd,qcd->qc", vectors[rows], vectors[among[C]])
         top = np.argsort(-exact, axis=1, kind="stable")[:, :k]
-        D[a:a + 4096] = np.take_along_axis(exact, top, axis=1)
-        I[a:a + 4096] = np.take_along_axis(C, top, axis=1)
+        D[a:a + step] = np.take_along_axis(exact, top, axis=1)
+        I[a:a + step] = np.take_along_axis(C, top, axis=1)
     return D, I
