@@ -66,11 +66,13 @@ def out_of_fold_probabilities(X: np.ndarray, labels, *, folds: int = 5, head: st
             k, note = n_groups, f"{n_groups} folds: the {len(labels)} images hold only {n_groups} distinct ones"
     from ..heads.registry import HEADS
 
+    reads_rows = "rows" in inspect.signature(HEADS[head].fit).parameters  # the linear heads do
+
     def fit(X_all, labels_fold, rows_fold=None):
         estimator = HEADS[head](layer_widths=layer_widths, random_state=seed)
         if rows_fold is None:
             return estimator.fit(X_all, labels_fold)
-        if "rows" in inspect.signature(estimator.fit).parameters:
+        if reads_rows:
             return estimator.fit(X_all, labels_fold, rows=rows_fold)
         return estimator.fit(X_all[rows_fold], labels_fold)  # a head that reads only arrays of its rows
 

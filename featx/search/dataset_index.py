@@ -73,8 +73,7 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
     An existing index of the same kind gains the dataset's new vectors (FAISS can add to flat, IVF and HNSW
     indexes); up to REMOVED_KEPT vectors the dataset no longer holds stay in it, left out of its answers
     (open_index), and the report's ``note`` says so. More removed than that, or ``rebuild``, builds it anew.
-    Before
-    100 or more new vectors are added to an approximate index, its search effort is tuned again with them as
+    Before 100 or more new vectors are added to an approximate index, its search effort is tuned again with them as
     queries; when even its highest effort leaves their recall@10 below ``target_recall``, the report's
     ``note`` says a rebuild is worth it (the index was trained on the earlier vectors).
 
@@ -106,9 +105,9 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
             and kind in ("auto", saved.kind)):
         old = load_index(path)
     if old is not None:
-        have = set(old.keys.tolist())
-        new = [i for i, k in enumerate(keys.tolist()) if k not in have]
-        removed = len(have - set(keys.tolist()))
+        have, current = set(old.keys.tolist()), keys.tolist()
+        new = [i for i, k in enumerate(current) if k not in have]
+        removed = len(have - set(current))
         if removed <= REMOVED_KEPT and not (kind == "auto" and old.kind == "flat" and len(keys) >= AUTO_EXACT_BELOW):
             if new:
                 # Only the new vectors are read, unless retuning needs the indexed ones too.
@@ -213,8 +212,7 @@ class LiveIndex:
         check_collection_k(k, self.n)
         D_saved, I_saved = self._search_saved(Q, min(k, self.saved.n))
         if self.new is None:
-            I_saved = np.where(np.isfinite(D_saved), I_saved, -1)
-            return D_saved, I_saved
+            return D_saved, I_saved  # -1 where fewer live rows than k: _search_saved marks them
         D_new, I_new = self.new.search(Q, min(k, self.new.n))
         D = np.concatenate([D_saved, D_new], axis=1)
         I = np.concatenate([I_saved, np.where(I_new >= 0, I_new + len(self.saved.keys), -1)], axis=1)

@@ -26,7 +26,6 @@ from ..heads.workflows import top_classes
 from ..search import answer_queries, check_k, resolve_ids
 from .batching import MicroBatcher
 from .middleware import BearerAuth, BodyLimit, error_response
-from .packed_map import pack_map
 from .resources import Resources
 from .thumbnails import STATIC, MapCache, ThumbnailCache, audit_findings
 from .budget import DecodeBudget
@@ -215,22 +214,21 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
         data = await run_in_threadpool(thumbnails.get, key)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
-    async def loaded_map():
+    async def loaded_map(what=maps.get):
         if resources.store is None:
             raise ServiceError("no dataset is loaded: start featx serve with --dataset NAME.", 409)
-        return await run_in_threadpool(maps.get)
+        return await run_in_threadpool(what)
 
     @app.get("/map", summary="The loaded dataset's 2-D map: a point per sample with its key, label and split",
              responses={200: {"content": {"application/json": {}, "application/octet-stream": {}}}, **ERRORS})
     async def dataset_map(packing: Annotated[Literal["json", "binary"], Query(
-            alias="format", description="json: every point with its key; binary: coordinates and label codes packed in 7 bytes a "
-                        "point, keys from /map/point/{i} (featx.serve.packed_map; what the page reads)")] = "json"):
-        layout = await loaded_map()
-        info = [resources.members.get(str(k), ("?", None, None)) for k in layout.keys]
+                alias="format", description="json: every point with its key; binary: coordinates and label codes packed "
+                                         "in 7 bytes a point, keys from /map/point/{i} (featx.serve.packed_map; what "
+                                         "the page reads)")] = "json"):
         if packing == "binary":
-            data = await run_in_threadpool(pack_map, resources.dataset, layout.method, layout.points,
-                                           [i[1] for i in info], [i[2] for i in info])
-            return Response(data, media_type="application/octet-stream")
+            return Response(await loaded_map(maps.packed), media_type="application/octet-stream")
+        layout = await loaded_map()
+        info = maps.point_info(layout)
         return {"dataset": resources.dataset, "method": layout.method, "n": len(layout.keys),
                 "keys": layout.keys.tolist(), "x": np.round(layout.points[:, 0], 4).tolist(),
                 "y": np.round(layout.points[:, 1], 4).tolist(),

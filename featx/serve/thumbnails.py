@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..data.thumbnails import Thumbnails
 from .errors import ServiceError
+from .packed_map import pack_map
 from ..data.sources import read_regular_file
 from ..store.atomic import atomic_write
 from ..store.paths import thumbnails_dir
@@ -80,6 +81,7 @@ class MapCache:
     def __init__(self, resources, store_lock: threading.Lock):
         self.resources, self.store_lock = resources, store_lock
         self.layout = None
+        self._packed: bytes | None = None  # packed() of the layout, made once: a million points cost seconds
         self.lock = threading.Lock()
 
     def get(self):
@@ -89,6 +91,20 @@ class MapCache:
             if self.layout is None:
                 self.layout, _ = dataset_map(self.resources.store, self.resources.dataset, lock=self.store_lock)
             return self.layout
+
+    def point_info(self, layout) -> list[tuple]:
+        """(path, label, split) of each point of ``layout``, from the loaded members."""
+        return [self.resources.members.get(str(k), ("?", None, None)) for k in layout.keys]
+
+    def packed(self) -> bytes:
+        """The layout as /map?format=binary sends it (serve.packed_map), packed once per process."""
+        layout = self.get()
+        with self.lock:
+            if self._packed is None:
+                info = self.point_info(layout)
+                self._packed = pack_map(self.resources.dataset, layout.method, layout.points,
+                                        [i[1] for i in info], [i[2] for i in info])
+            return self._packed
 
 
 def audit_findings(resources, top: int) -> dict:
