@@ -17,7 +17,8 @@ memory-mapped shards included) with a time limit:
   index       `featx index` (auto: exact below 20,000 vectors, HNSW tuned to recall@10 >= 0.95 above), then
               1,000 queries in one batch and 200 one at a time at that recall
   duplicates  `featx duplicates` through that index
-  audit       `featx audit`'s out-of-fold probabilities (5 folds of logreg over every image)
+  audit       `featx audit`: out-of-fold probabilities (5 folds of logreg over every image), neighbours and
+              outliers, leaks, the report
   budget      `featx index --max-memory 256MB --target-recall 0.9`: every candidate's recall, bytes, queries/s
   map         `featx map` (PCA and UMAP fitted on up to 100,000 points, the rest placed by transform)
 Results accumulate in benchmarks/out/scale.json (a rerun skips what is there; --fresh starts over); the
@@ -44,6 +45,7 @@ STAGES = ("write", "load", "train", "index", "duplicates", "audit", "budget", "m
 SOURCE = {"backbone": "efficientnet_lite0", "image_size": 224, "crop": "full", "layers": "stages"}
 NOISE = 0.5  # of each feature's standard deviation
 DATASET = "scale"
+STORE_DTYPE = "float32"  # --store-dtype: how the scale stores keep their vectors
 OUT = Path(__file__).parent / "out" / "scale.json"
 
 
@@ -80,13 +82,18 @@ def scale_config(dim: int, blocks):
 
     layers = ("final",) if blocks is None else tuple(f"layer{i}" for i in range(len(blocks) - 1)) + ("final",)
     return BackboneConfig(name=f"scale-{dim}", weights_sha256="0" * 64, preprocess=PreprocessConfig(224), dim=dim,
-                          layers=layers, layer_dims=blocks or ())
+                          layers=layers, layer_dims=blocks or (), store_dtype=STORE_DTYPE)
+
+
+def scale_folder(work: Path, n: int, dim: int) -> Path:
+    """Where the store of n × dim vectors lives (a float16 one beside the float32 one, not in its place)."""
+    return work / (f"{n}-{dim}" + ("" if STORE_DTYPE == "float32" else f"-{STORE_DTYPE}"))
 
 
 def open_scale_store(work: Path, n: int, dim: int, cache: str):
     from featx.store import open_store
 
-    return open_store(scale_config(dim, source_blocks(cache, dim)), work / f"{n}-{dim}")
+    return open_store(scale_config(dim, source_blocks(cache, dim)), scale_folder(work, n, dim))
 
 
 # --- the stages, each run in its own process ---------------------------------------------------------
@@ -121,7 +128,7 @@ def stage_write(n: int, dim: int, work: Path, cache: str) -> dict:
                 embedded.update(store_batch(store, keys, list(idx), [keys[i] for i in idx], X, failed))
             return embedded, failed
 
-    folder = work / f"{n}-{dim}"
+    folder = scale_folder(work, n, dim)
     shutil.rmtree(folder, ignore_errors=True)
     config = scale_config(dim, blocks)
     keys = [f"{i:064x}" for i in range(n)]
@@ -187,17 +194,18 @@ def stage_duplicates(n: int, dim: int, work: Path, cache: str) -> dict:
 
 
 def stage_audit(n: int, dim: int, work: Path, cache: str) -> dict:
-    from featx.audit.oof import out_of_fold_probabilities
-    from featx.search.flat import normalize
+    import tempfile
+
+    from featx.audit import audit_dataset
 
     with open_scale_store(work, n, dim, cache) as store:
-        X, y, keys, _ = store.load(DATASET)
-        blocks = tuple(b - a for a, b in store.config.columns().values())
+        store_cache = store.path.parent
+    with tempfile.TemporaryDirectory() as out:  # the report (its contact sheet finds no images: none are files)
         started = time.perf_counter()
-        X = normalize(X, layer_widths=blocks if len(blocks) > 1 else None)  # as featx audit does
-        oof = out_of_fold_probabilities(X, y, folds=5)
+        report = audit_dataset(DATASET, cache=store_cache, out=out)
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "folds": oof.folds}
+    return {"seconds": seconds, "folds": report["settings"]["folds"], "stages": report["seconds"],
+            "summary": report["summary"], "store_dtype": STORE_DTYPE}
 
 
 def stage_budget(n: int, dim: int, work: Path, cache: str) -> dict:
@@ -240,7 +248,7 @@ def run_stage(stage: str, n: int, dim: int, work: Path, cache: str) -> dict:
 
 def measure(stage: str, n: int, dim: int, args) -> dict:
     cmd = [sys.executable, __file__, "--run-stage", stage, "--n", str(n), "--dim", str(dim), "--work", args.work,
-           "--cache", args.cache]
+           "--cache", args.cache, "--store-dtype", args.store_dtype]
     started = time.perf_counter()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.limit)
@@ -254,6 +262,10 @@ def measure(stage: str, n: int, dim: int, args) -> dict:
     row = json.loads(done.stdout.strip().splitlines()[-1])
     row["status"] = "ok"
     return row
+
+
+def result_key(stage: str, n: int, dim: int) -> str:
+    return f"{stage}/{n}/{dim}" + ("" if STORE_DTYPE == "float32" else f"/{STORE_DTYPE}")
 
 
 def slope(points: list[tuple[int, float]]) -> float | None:
@@ -271,7 +283,7 @@ def table(results: dict, sizes, dims) -> str:
         for dim in dims:
             cells, points = [], []
             for n in sizes:
-                row = results.get(f"{stage}/{n}/{dim}")
+                row = results.get(result_key(stage, n, dim))
                 if row is None:
                     cells.append("not run")
                 elif row["status"] != "ok":
@@ -298,7 +310,7 @@ def figure(results: dict, sizes, dims, path: Path) -> None:
     colours = dict(zip(STAGES, plt.cm.tab10.colors))
     for stage in STAGES:
         for dim, style in zip(dims, ("-", "--")):
-            rows = [(n, results.get(f"{stage}/{n}/{dim}")) for n in sizes]
+            rows = [(n, results.get(result_key(stage, n, dim))) for n in sizes]
             ok = [(n, r) for n, r in rows if r and r["status"] == "ok"]
             if not ok:
                 continue
@@ -332,11 +344,15 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/featx-scale", help="where the scale stores are written")
     parser.add_argument("--cache", default="cache", help="the cache holding Fashion-MNIST's source vectors")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
+    parser.add_argument("--store-dtype", default="float32", choices=("float32", "float16"),
+                        help="how the stores keep the vectors; float16 results are kept under keys ending /float16")
     parser.add_argument("--figure", default="docs/scale.png")
     parser.add_argument("--run-stage", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--dim", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global STORE_DTYPE
+    STORE_DTYPE = args.store_dtype
     if args.run_stage:
         print(json.dumps(run_stage(args.run_stage, args.n, args.dim, Path(args.work), args.cache), default=str))
         return
@@ -346,7 +362,7 @@ def main() -> None:
     for dim in dims:
         for n in sizes:
             for stage in args.stages.split(","):
-                key = f"{stage}/{n}/{dim}"
+                key = result_key(stage, n, dim)
                 if key in results and results[key]["status"] == "ok" and not (stage == "write" and args.fresh):
                     continue
                 print(f"{key} …", file=sys.stderr, flush=True)
@@ -357,7 +373,7 @@ def main() -> None:
     print(table(results, sizes, dims))
     # A curve needs two sizes that ran: a run of one size, or of failed stages, must not overwrite the README's figure
     curves = [(stage, dim) for stage in STAGES for dim in dims
-              if sum(results.get(f"{stage}/{n}/{dim}", {}).get("status") == "ok" for n in sizes) >= 2]
+              if sum(results.get(result_key(stage, n, dim), {}).get("status") == "ok" for n in sizes) >= 2]
     if curves:
         figure(results, sizes, dims, Path(args.figure))
         print(f"figure: {args.figure}")

@@ -281,6 +281,65 @@ def test_near_leaks_of_a_large_collection_come_from_candidates_and_equal_the_exa
     assert all(f["key"] != "k5" for f in approx)  # the training image also in test: an exact leak
 
 
+def test_a_large_collection_is_audited_from_the_store_without_a_copy(audited, monkeypatch, tmp_path):
+    """Past COPY_BYTES the audit reads the distinct vectors where they lie (NormalisedRows): no stage reads more
+    than a block of them at once, nothing normalises them all, and the report is the one the copy gives."""
+    from featx.audit import outliers, runner
+    from featx.heads import folds, rows
+    from featx.store import view
+
+    _, cache, _, _, _, _ = audited
+    # every stage at its large-collection setting, on this small dataset: streamed heads, bounded blocks
+    monkeypatch.setattr(rows, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(rows, "BLOCK_BYTES", 64 * 1280 * 4)
+    monkeypatch.setattr(folds, "HELD_BYTES", 32 * 1280 * 4)
+    monkeypatch.setattr(outliers, "EXACT_BELOW", 100)
+    monkeypatch.setattr(outliers, "RERANK_BYTES", 16 * 32 * 1280 * 4)
+    copied = runner.audit_dataset("digits", cache=cache, out=tmp_path / "copy")
+    reads, whole = [], []
+    read = view.NormalisedRows.__getitem__
+    monkeypatch.setattr(view.NormalisedRows, "__getitem__", lambda self, i: reads.append(np.size(i)) or read(self, i))
+    normalised = view.VectorView.normalised
+    monkeypatch.setattr(view.VectorView, "normalised", lambda self, keys: whole.append(len(keys)) or normalised(self, keys))
+    monkeypatch.setattr(runner, "COPY_BYTES", 0)
+    streamed = runner.audit_dataset("digits", cache=cache, out=tmp_path / "streamed")
+    n = streamed["summary"]["distinct"]
+    # blocks as the knobs bound them (re-ranking gathers at least 64 queries' 32 candidates), never all rows normalised
+    assert reads and max(reads) <= 64 * 32 and not [k for k in whole if k >= n // 2]
+    for part in ("label_issues", "leaks", "outliers"):
+        assert [f.get("key") for f in streamed[part]] == [f.get("key") for f in copied[part]]
+    assert np.allclose([f["quality"] for f in streamed["label_issues"]], [f["quality"] for f in copied["label_issues"]],
+                       atol=1e-5)
+    assert np.allclose([f["distance"] for f in streamed["outliers"]], [f["distance"] for f in copied["outliers"]],
+                       atol=1e-5)
+
+
+def test_normalised_rows_read_as_the_normalised_copy(tmp_path):
+    """Indexing NormalisedRows (a slice, positions, a 2-D array of them, a mask) gives the normalised copy's rows."""
+    from featx.config import BackboneConfig, PreprocessConfig
+    from featx.store import Member, open_store
+    from featx.store.view import VectorView
+
+    config = BackboneConfig(name="fake", weights_sha256="0" * 64, preprocess=PreprocessConfig(32), dim=24,
+                            layers=("a", "final"), layer_dims=(8, 16))
+    X = np.random.default_rng(0).standard_normal((50, 24)).astype(np.float32) * 3
+    keys = [f"{i:064x}" for i in range(50)]
+    with open_store(config, tmp_path) as store:
+        with store.writing():
+            store.add(keys[:30], X[:30])
+            store.record_dataset("ds", "t", [Member(k, f"/p/{i}", "x", "train") for i, k in enumerate(keys[:30])])
+        with store.writing():  # a second shard
+            store.add(keys[30:], X[30:])
+            store.record_dataset("ds", "t", [Member(k, f"/p/{i}", "x", "train") for i, k in enumerate(keys)])
+        view = VectorView(store, "ds")
+        order = keys[::-1]
+        copy, rows = view.normalised(order), view.rows(order)
+        assert rows.shape == copy.shape and len(rows) == 50
+        for index in (slice(3, 40, 2), np.array([49, 0, 31, 30]), np.array([[1, 2], [45, 3]]), np.arange(50) % 3 == 0):
+            assert np.array_equal(rows[index], copy[index])
+        assert np.allclose(np.linalg.norm(rows[:5], axis=1), 1.0, atol=1e-6)
+
+
 def test_an_audit_of_a_final_layer_store_says_the_default_recipe_would_audit_better(tmp_path, audited):
     _, _, _, _, _, result = audited
     assert result["recipe_note"] is None  # the default recipe: every stage over a 2×2 grid

@@ -13,7 +13,7 @@ from featx.config import BackboneConfig, PreprocessConfig
 from featx.errors import ParameterError, SearchError
 from featx.search import budget
 from featx.search.budget import choose_index, estimate_bytes, parse_bytes
-from featx.search.index import load_index, reranked
+from featx.search.index import index_nbytes, load_index, reranked
 from featx.search.flat import flat_search, normalize
 from featx.store import Member, open_store
 
@@ -152,8 +152,10 @@ def test_one_bit_codes_are_chosen_between_the_4_bit_codes_and_keep_their_query_b
 
 def test_featx_search_reranks_a_budget_index_from_the_store(tmp_path):
     X, keys = stored_dataset(tmp_path)
-    report = json.loads(run_cli("index", "ds", "--cache", tmp_path, "--max-memory", "60KB", "--json").output)
-    assert report["bytes"] <= 60_000 and report["params"]["rerank"] and report["recall_at_10"] >= 0.95
+    report = json.loads(run_cli("index", "ds", "--cache", tmp_path, "--max-memory", "140KB", "--json").output)
+    assert report["bytes"] <= 140_000 and report["params"]["rerank"] and report["recall_at_10"] >= 0.95
+    # the key table (2,500 digests of 32 bytes) is part of what the budget held
+    assert report["bytes"] == index_nbytes(load_index(report["path"]).index) + 32 * len(keys)
     assert report["kind"].endswith(("x4fs", "RaBitQ"))  # compressed codes: 4-bit PQ or one bit a dimension
     # The saved index alone cannot answer: it needs the store's vectors, which featx search opens with it.
     bare = load_index(report["path"])
@@ -203,3 +205,54 @@ def test_an_index_saved_when_layer_widths_were_called_blocks_still_loads_with_th
         for name, data in members.items():
             zf.writestr(name, data)
     assert load_index(path).layer_widths == (4, 8)
+
+
+def test_the_budget_counts_the_key_table():
+    """A budget the codes alone fit but not beside their keys chooses a smaller index, and never exceeds it."""
+    X = clustered()
+    keys = 32 * len(X)
+    free, *_ = choose_index(lambda rows: X[rows], len(X), D, 150_000, target_recall=0.9)[2:]
+    assert free.bytes > 150_000 - keys  # the codes chosen without keys would not fit with them
+    index, order, chosen, tried = choose_index(lambda rows: X[rows], len(X), D, 150_000, target_recall=0.9,
+                                               key_bytes=keys)
+    assert chosen.bytes == index_nbytes(index) + keys <= 150_000
+    assert chosen.factory != free.factory
+    assert all(c.estimated_bytes > keys for c in tried)
+
+
+def test_projected_one_bit_codes_fit_where_the_full_width_does_not(tmp_path):
+    """Under a budget the full width's RaBitQ codes and the keys do not fit together, RaBitQ over fewer dimensions
+    (inner-product-preserving projection, randomly rotated) reaches the target, and answers the same when saved."""
+    from featx.search.index import VectorIndex, save_index
+
+    X = clustered(n=20000, d=128)
+    keys = 32 * len(X)
+    lists = budget.coarse_lists(len(X))
+    cap = estimate_bytes(f"IVF{lists},RaBitQ", len(X), 128) + keys - 1
+    index, order, chosen, tried = choose_index(lambda rows: X[rows], len(X), 128, cap, target_recall=0.95,
+                                               key_bytes=keys)
+    assert chosen.factory == f"PCAR96,IVF{lists},RaBitQ" and chosen.recall_at_10 >= 0.95 and chosen.bytes <= cap
+    vi = VectorIndex(index=index, keys=np.array([f"{i:064x}" for i in order]), kind="budget",
+                     params={"rerank": chosen.rerank, "search": chosen.search})
+    vi.exact = lambda ids: X[order[ids]]
+    save_index(vi, tmp_path / "i.npz")
+    loaded = load_index(tmp_path / "i.npz")
+    loaded.exact = vi.exact
+    assert loaded.keys.nbytes == keys and loaded.nbytes() == index_nbytes(index) + keys
+    D1, I1 = vi.search(X[:50], 10)
+    D2, I2 = loaded.search(X[:50], 10)
+    assert (I1 == I2).all() and np.allclose(D1, D2)
+
+
+def test_the_projection_keeps_inner_products_not_distances_from_the_mean():
+    """Projected to all its dimensions the map is a rotation: inner products are kept exactly. FAISS's PCA would
+    subtract the mean first and shift every inner product by a term of its own."""
+    X = clustered(n=2000, d=D) + 0.5  # far from centred: a mean-subtracting PCA would change every score
+    projection = budget.inner_product_projection(X, D)
+    A = faiss.vector_to_array(projection.A).reshape(D, D)
+    assert np.allclose((X[:20] @ A.T) @ (X[:50] @ A.T).T, X[:20] @ X[:50].T, atol=1e-4)
+    half = budget.inner_product_projection(X, D // 2)
+    Y = half.apply(X)
+    assert Y.shape == (len(X), D // 2)
+    # the kept half holds most of the second moment
+    assert (Y ** 2).sum() > 0.9 * (X ** 2).sum()

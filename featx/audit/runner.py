@@ -26,6 +26,9 @@ REPORT_FORMAT = "featx-audit-1"
 # label: on 5% mixed and 8% partner-class flips, precision 0.58 → 0.62 and 0.61 → 0.67 on Fashion-MNIST,
 # 0.81 → 0.85 and 0.74 → 0.82 on digits, recall within 0.02 (README "Does audit find wrong labels?").
 NEIGHBOUR_AGREEMENT = 0.5
+# Up to this, the distinct vectors are normalised into one copy, read fastest; past it (1M × 1,792 would take
+# 7.2 GB) every stage reads them from the store's memory maps, normalising each block it reads (NormalisedRows).
+COPY_BYTES = 1 << 30
 
 
 def audit_dataset(
@@ -82,92 +85,93 @@ def audit_dataset(
         members = store.members(dataset)
         view = VectorView(store, dataset, use_layers)
         unique = list(dict.fromkeys(m.key for m in members))
-        X = view.normalised(unique)
+        # read where they lie when a normalised copy would be large (each stage below reads X by rows)
+        X = view.rows(unique) if 4 * len(unique) * view.dim > COPY_BYTES else view.normalised(unique)
         config = store.config
-    if not members:
-        raise DataError(f"dataset {dataset!r} has no images.")
-    row_of = {key: r for r, key in enumerate(unique)}
-    rows = np.array([row_of[m.key] for m in members])
-    keys, paths = [m.key for m in members], [m.path for m in members]
-    labels, splits = [m.label for m in members], [m.split for m in members]
-    labelled = np.array([i for i, label in enumerate(labels) if label is not None])
-    if len(labelled) == 0:
-        raise DataError(f"dataset {dataset!r} has no labels to audit; embed a folder with class sub-folders or a "
-                        "CSV with a label column.")
-    seconds = {}
-    started = time.perf_counter()
-    given_text = np.array([labels[i] for i in labelled], dtype=str)
-    # the folds read the distinct vectors through the labelled members' rows: no copy of the collection per member
-    oof = out_of_fold_probabilities(X, given_text, folds=folds, head=head, seed=seed, rows=rows[labelled],
-                                    groups=[keys[i] for i in labelled], progress=progress)
-    seconds["folds"] = time.perf_counter() - started
+        if not members:
+            raise DataError(f"dataset {dataset!r} has no images.")
+        row_of = {key: r for r, key in enumerate(unique)}
+        rows = np.array([row_of[m.key] for m in members])
+        keys, paths = [m.key for m in members], [m.path for m in members]
+        labels, splits = [m.label for m in members], [m.split for m in members]
+        labelled = np.array([i for i, label in enumerate(labels) if label is not None])
+        if len(labelled) == 0:
+            raise DataError(f"dataset {dataset!r} has no labels to audit; embed a folder with class sub-folders or a "
+                            "CSV with a label column.")
+        seconds = {}
+        started = time.perf_counter()
+        given_text = np.array([labels[i] for i in labelled], dtype=str)
+        # the folds read the distinct vectors through the labelled members' rows: no copy of the collection per member
+        oof = out_of_fold_probabilities(X, given_text, folds=folds, head=head, seed=seed, rows=rows[labelled],
+                                        groups=[keys[i] for i in labelled], progress=progress)
+        seconds["folds"] = time.perf_counter() - started
 
-    started = time.perf_counter()
-    # one neighbour search serves the outliers and the labels' neighbour check
-    near = nearest_neighbours(X, min(len(X), max(k, neighbours) + 1))
-    seconds["neighbours"] = time.perf_counter() - started
-    started = time.perf_counter()
-    given = np.searchsorted(oof.classes, given_text)
-    issues = find_label_issues(oof.proba, given, ranking)
-    agreement = np.ones(len(labelled))
-    if neighbours:
-        # an image's neighbours among the labelled ones (a distinct image stands for its first labelled copy)
-        first_labelled = np.full(len(X), -1)
-        distinct, first = np.unique(rows[labelled], return_index=True)
-        first_labelled[distinct] = first
-        agreement = neighbour_agreement(first_labelled[near[1][rows[labelled]]][:, :neighbours + 1], given)
-    flagged = [r for r in issues.rows if not neighbours or agreement[r] < NEIGHBOUR_AGREEMENT]
-    label_issues = []
-    for r in flagged:
-        i = int(labelled[r])
-        s = int(issues.suggested[r])
-        label_issues.append({"key": keys[i], "path": paths[i], "split": splits[i], "given": labels[i],
-                             "suggested": str(oof.classes[s]), "quality": round(float(issues.quality[r]), 5),
-                             "p_given": round(float(oof.proba[r, given[r]]), 5),
-                             "p_suggested": round(float(oof.proba[r, s]), 5),
-                             "neighbours_agreeing": round(float(agreement[r]), 3)})
-    seconds["ranking"] = time.perf_counter() - started
+        started = time.perf_counter()
+        # one neighbour search serves the outliers and the labels' neighbour check
+        near = nearest_neighbours(X, min(len(X), max(k, neighbours) + 1))
+        seconds["neighbours"] = time.perf_counter() - started
+        started = time.perf_counter()
+        given = np.searchsorted(oof.classes, given_text)
+        issues = find_label_issues(oof.proba, given, ranking)
+        agreement = np.ones(len(labelled))
+        if neighbours:
+            # an image's neighbours among the labelled ones (a distinct image stands for its first labelled copy)
+            first_labelled = np.full(len(X), -1)
+            distinct, first = np.unique(rows[labelled], return_index=True)
+            first_labelled[distinct] = first
+            agreement = neighbour_agreement(first_labelled[near[1][rows[labelled]]][:, :neighbours + 1], given)
+        flagged = [r for r in issues.rows if not neighbours or agreement[r] < NEIGHBOUR_AGREEMENT]
+        label_issues = []
+        for r in flagged:
+            i = int(labelled[r])
+            s = int(issues.suggested[r])
+            label_issues.append({"key": keys[i], "path": paths[i], "split": splits[i], "given": labels[i],
+                                 "suggested": str(oof.classes[s]), "quality": round(float(issues.quality[r]), 5),
+                                 "p_given": round(float(oof.proba[r, given[r]]), 5),
+                                 "p_suggested": round(float(oof.proba[r, s]), 5),
+                                 "neighbours_agreeing": round(float(agreement[r]), 3)})
+        seconds["ranking"] = time.perf_counter() - started
 
-    started = time.perf_counter()
-    leaks = find_leaks(X, keys, splits, labels, paths, leak_threshold, rows=rows)
-    seconds["leaks"] = time.perf_counter() - started
-    started = time.perf_counter()
-    distance, z = find_outliers(X, k, near)
-    first = {}
-    for i, m in enumerate(members):
-        first.setdefault(m.key, i)
-    order = np.argsort(-distance, kind="stable")[:top_outliers]
-    outliers = [{"key": unique[r], "path": paths[first[unique[r]]], "label": labels[first[unique[r]]],
-                 "split": splits[first[unique[r]]], "distance": round(float(distance[r]), 5),
-                 "z": round(float(z[r]), 2)} for r in order]
-    seconds["outliers"] = time.perf_counter() - started
+        started = time.perf_counter()
+        leaks = find_leaks(X, keys, splits, labels, paths, leak_threshold, rows=rows)
+        seconds["leaks"] = time.perf_counter() - started
+        started = time.perf_counter()
+        distance, z = find_outliers(X, k, near)
+        first = {}
+        for i, m in enumerate(members):
+            first.setdefault(m.key, i)
+        order = np.argsort(-distance, kind="stable")[:top_outliers]
+        outliers = [{"key": unique[r], "path": paths[first[unique[r]]], "label": labels[first[unique[r]]],
+                     "split": splits[first[unique[r]]], "distance": round(float(distance[r]), 5),
+                     "z": round(float(z[r]), 2)} for r in order]
+        seconds["outliers"] = time.perf_counter() - started
 
-    kinds = [f["kind"] for f in leaks]
-    report = {
-        "format": REPORT_FORMAT, "dataset": dataset, "store": str(store.path), "backbone": config.describe(),
-        "layers": list(view.selection.layers),
-        "settings": {"folds": oof.folds, "folds_asked": folds, "head": head, "ranking": ranking,
-                     "leak_threshold": leak_threshold, "k": k, "neighbours": neighbours, "seed": seed},
-        "note": oof.note,
-        "recipe_note": recipe_note(dataset, config, use_layers),
-        "embedded": embedded,
-        "summary": {"images": len(members), "labelled": len(labelled), "distinct": len(unique),
-                    "classes": len(oof.classes), "label_issues": len(label_issues),
-                    "exact_leaks": kinds.count("exact_leak"), "near_leaks": kinds.count("near_leak"),
-                    "conflicting_labels": kinds.count("conflicting_labels"),
-                    "outliers_z_over_5": int(np.sum(z > 5))},
-        "noise_rate": {str(c): round(float(v), 5) for c, v in zip(oof.classes, issues.noise_rate)},
-        "confused_pairs": confused_pairs(issues, oof.classes),
-        "label_issues": label_issues, "leaks": leaks, "outliers": outliers,
-        "seconds": {k_: round(v, 3) for k_, v in seconds.items()},
-    }
-    out = Path(out) if out else audit_dir(cache, dataset)
-    out.mkdir(parents=True, exist_ok=True)
-    write_report(report, out, data_dir=data_dir)
-    report["out"] = str(out)
-    if export:
-        report["export"] = str(export_csv(report, members, export))
-    return report
+        kinds = [f["kind"] for f in leaks]
+        report = {
+            "format": REPORT_FORMAT, "dataset": dataset, "store": str(store.path), "backbone": config.describe(),
+            "layers": list(view.selection.layers),
+            "settings": {"folds": oof.folds, "folds_asked": folds, "head": head, "ranking": ranking,
+                         "leak_threshold": leak_threshold, "k": k, "neighbours": neighbours, "seed": seed},
+            "note": oof.note,
+            "recipe_note": recipe_note(dataset, config, use_layers),
+            "embedded": embedded,
+            "summary": {"images": len(members), "labelled": len(labelled), "distinct": len(unique),
+                        "classes": len(oof.classes), "label_issues": len(label_issues),
+                        "exact_leaks": kinds.count("exact_leak"), "near_leaks": kinds.count("near_leak"),
+                        "conflicting_labels": kinds.count("conflicting_labels"),
+                        "outliers_z_over_5": int(np.sum(z > 5))},
+            "noise_rate": {str(c): round(float(v), 5) for c, v in zip(oof.classes, issues.noise_rate)},
+            "confused_pairs": confused_pairs(issues, oof.classes),
+            "label_issues": label_issues, "leaks": leaks, "outliers": outliers,
+            "seconds": {k_: round(v, 3) for k_, v in seconds.items()},
+        }
+        out = Path(out) if out else audit_dir(cache, dataset)
+        out.mkdir(parents=True, exist_ok=True)
+        write_report(report, out, data_dir=data_dir)
+        report["out"] = str(out)
+        if export:
+            report["export"] = str(export_csv(report, members, export))
+        return report
 
 
 def embed_missing(spec: str, missing: DatasetNotStoredError, cache, store_query: StoreQuery, data_dir: str | None,

@@ -8,6 +8,8 @@ import numpy as np
 
 from ..hardware import Progress
 
+HELD_BYTES = 256 << 20  # a held fold's rows gathered at a time to be scored
+
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int, groups=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, held) row indices of ``folds`` stratified folds, shuffled by ``seed``; with ``groups`` (content keys),
@@ -26,17 +28,22 @@ def out_of_fold(X: np.ndarray, labels: np.ndarray, splits, fit: Callable, *, row
     learnt to the next (rank's probe chooses C on its first fold only).
 
     With ``rows`` (label i is X's row ``rows[i]``), each fold is fitted as ``fit(X, labels[train], rows[train])``:
-    X is never copied whole for a fold (a head that takes ``rows=`` reads them where they lie), and only the held
-    fold's rows are gathered to be scored.
+    X is never copied whole for a fold (a head that takes ``rows=`` reads them where they lie), and the held fold's
+    rows are gathered HELD_BYTES at a time to be scored.
     """
     classes = np.unique(labels)
     proba = np.zeros((len(labels), len(classes)), dtype=np.float32)
     for train, held in splits:
         if rows is None:
-            head, X_held = fit(X[train], labels[train]), X[held]
+            head = fit(X[train], labels[train])
+            proba[np.ix_(held, np.searchsorted(classes, head.classes_))] = head.predict_proba(X[held])
         else:
-            head, X_held = fit(X, labels[train], rows[train]), X[rows[held]]
-        proba[np.ix_(held, np.searchsorted(classes, head.classes_))] = head.predict_proba(X_held)
+            head = fit(X, labels[train], rows[train])
+            columns = np.searchsorted(classes, head.classes_)
+            step = max(1, HELD_BYTES // (4 * X.shape[1]))
+            for a in range(0, len(held), step):  # the held rows gathered a block at a time, not as one copy
+                part = held[a:a + step]
+                proba[np.ix_(part, columns)] = head.predict_proba(X[rows[part]])
         if progress:
             progress("folds", 1, len(splits))
     return proba, classes

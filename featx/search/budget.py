@@ -65,8 +65,9 @@ def coarse_lists(n: int) -> int:
     return int(max(16, min(1024, lists, 2 ** int(np.log2(max(n // 39, 16))))))
 
 
-def candidates(n: int, d: int) -> list[Candidate]:
-    """Indexes worth trying for n vectors of d dimensions, most faithful first, with estimated sizes."""
+def candidates(n: int, d: int, key_bytes: int = 0) -> list[Candidate]:
+    """Indexes worth trying for n vectors of d dimensions, most faithful first, with estimated sizes (the key
+    table's ``key_bytes`` included)."""
     lists = coarse_lists(n)
     factories = ["Flat"] if n < AUTO_EXACT_BELOW else []
     factories += ["HNSW32,Flat", f"IVF{lists},Flat", f"IVF{lists},SQ8"]
@@ -80,10 +81,16 @@ def candidates(n: int, d: int) -> list[Candidate]:
     # like the 4-bit codes; between PQ(d/2) and PQ(d/4) in bytes, and on Fashion-MNIST's 70,000 × 1,280 as
     # faithful as PQ(d/2)x4fs at half its bytes (recall@10 0.986 with the top 40 re-ranked, nprobe 16)
     rabitq = [f"IVF{lists},RaBitQ"] if d % 8 == 0 else []
+    # RaBitQ on fewer dimensions (principal components, randomly rotated so that every bit carries as much):
+    # at 1M × 1,792 the full width's 247 MB and the key table's 32 MB do not fit in 256 MB together
+    rabitq += [f"PCAR{r},IVF{lists},RaBitQ" for r in dict.fromkeys((d * 3 // 4 // 32 * 32, d // 2 // 32 * 32))
+               if r >= 64]
     out += [Candidate(f, estimate_bytes(f, n, d), rerank=RERANKS[0]) for f in fast_scan[:1] + rabitq + fast_scan[1:]]
     # "np": no polysemous training, which the factory otherwise adds and which costs minutes per index.
     out += [Candidate(f, estimate_bytes(f, n, d)) for f in dict.fromkeys(
         f"IVF{lists},PQ{m}np" for m in (d // 4, d // 8, d // 16, d // 32) if m >= 4 and d % m == 0)]
+    for c in out:
+        c.estimated_bytes += key_bytes
     return out
 
 
@@ -93,6 +100,10 @@ def estimate_bytes(factory: str, n: int, d: int) -> int:
         return 4 * n * d
     if factory.startswith("HNSW32"):
         return n * (4 * d + 2 * 32 * 4 + 40)  # vectors, level-0 links (2M), upper levels and offsets
+    if factory.startswith("PCAR"):  # the projection (d × r, the mean), then codes of r dimensions
+        transform, factory = factory.split(",", 1)
+        r = int(transform[4:])
+        return 4 * (d * r + d) + estimate_bytes(factory, n, r)
     lists, code = factory.split(",")
     centroids = 4 * d * int(lists[3:])
     if code == "Flat":
@@ -109,16 +120,18 @@ def estimate_bytes(factory: str, n: int, d: int) -> int:
 
 
 def choose_index(read: Reader, n: int, d: int, max_bytes: int, *, target_recall: float = 0.95,
-                 n_queries: int = 1000, seed: int = 0, progress: Callable[[str], None] | None = None):
+                 n_queries: int = 1000, seed: int = 0, key_bytes: int = 0,
+                 progress: Callable[[str], None] | None = None):
     """The most faithful candidate that fits ``max_bytes`` and reaches ``target_recall`` (recall@10 of
-    held-back vectors against exact search), else the fitting one of best recall.
+    held-back vectors against exact search), else the fitting one of best recall. ``key_bytes``: what the
+    index's key table takes, counted in every candidate's size.
 
     Vectors are read in blocks through ``read`` (positions → normalised rows), never all at once.
     Returns ``(index, order, chosen, tried)``: the FAISS index with its search settings applied,
     the positions in id order, the chosen Candidate and every Candidate considered.
     """
     say = progress or (lambda message: None)
-    tried = candidates(n, d)
+    tried = candidates(n, d, key_bytes)
     if not any(c.estimated_bytes <= max_bytes for c in tried):
         smallest = min(tried, key=lambda c: c.estimated_bytes)
         raise SearchError(f"no index of {n:,} vectors of {d} dimensions fits in {size_text(max_bytes)}: the "
@@ -141,7 +154,7 @@ def choose_index(read: Reader, n: int, d: int, max_bytes: int, *, target_recall:
         if c.estimated_bytes > max_bytes:
             c.outcome = "over budget (estimated)"
             continue
-        if c.factory.startswith("IVF") and centroids is None:
+        if ",IVF" in f",{c.factory}" and centroids is None:  # a projected candidate projects them
             say(f"clustering {len(train):,} vectors into {lists} lists")
             centroids = _coarse_centroids(train, lists, seed)
         say(f"building {c.factory}")
@@ -149,7 +162,7 @@ def choose_index(read: Reader, n: int, d: int, max_bytes: int, *, target_recall:
         index, empty = _build(c.factory, d, train, centroids, read, base)
         # Its size once the held-back vectors join too: sizes grow linearly in vectors, plus 1% to spare.
         held_bytes = (index_nbytes(index) - empty) * len(held) / max(len(base), 1)
-        c.bytes = int(1.01 * (index_nbytes(index) + held_bytes))
+        c.bytes = int(1.01 * (index_nbytes(index) + held_bytes)) + key_bytes
         c.build_seconds = round(time.perf_counter() - start, 2)
         if c.bytes > max_bytes:
             c.outcome = "over budget"
@@ -159,7 +172,7 @@ def choose_index(read: Reader, n: int, d: int, max_bytes: int, *, target_recall:
             c.outcome = "chosen"
             if best is not None:
                 best[0].outcome = "below target"
-            return _finish(index, c, queries, held, base, tried)
+            return _finish(index, c, queries, held, base, tried, key_bytes)
         c.outcome = "below target"
         if best is None or c.recall_at_10 > best[0].recall_at_10:
             best = (c, index)
@@ -170,7 +183,7 @@ def choose_index(read: Reader, n: int, d: int, max_bytes: int, *, target_recall:
                           params=("max_memory",))
     c, index = best
     c.outcome = "chosen (best the budget allows)"  # _tune left its best setting on it
-    return _finish(index, c, queries, held, base, tried)
+    return _finish(index, c, queries, held, base, tried, key_bytes)
 
 
 def _coarse_centroids(train: np.ndarray, lists: int, seed: int) -> np.ndarray:
@@ -181,6 +194,22 @@ def _coarse_centroids(train: np.ndarray, lists: int, seed: int) -> np.ndarray:
 
 
 def _build(factory: str, d: int, train: np.ndarray, centroids, read: Reader, base: np.ndarray):
+    index = _trained(factory, d, train, centroids)
+    empty = index_nbytes(index)
+    for a in range(0, len(base), BLOCK_ROWS):  # the build never holds all the vectors
+        index.add(read(base[a:a + BLOCK_ROWS]))
+    return index, empty
+
+
+def _trained(factory: str, d: int, train: np.ndarray, centroids):
+    """The empty index ``factory`` names, trained on ``train``; an IVF one takes the shared ``centroids``."""
+    if factory.startswith("PCAR"):
+        transform, inner = factory.split(",", 1)
+        projection = inner_product_projection(train, int(transform[4:]))
+        A = faiss.vector_to_array(projection.A).reshape(projection.d_out, d)
+        index = faiss.IndexPreTransform(projection, _trained(inner, projection.d_out, train @ A.T, centroids @ A.T))
+        index.is_trained = True
+        return index
     index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
     if factory.startswith("IVF"):
         ivf = faiss.extract_index_ivf(index)
@@ -192,17 +221,31 @@ def _build(factory: str, d: int, train: np.ndarray, centroids, read: Reader, bas
     index.train(train)
     if factory.endswith("RaBitQ"):
         faiss.downcast_index(faiss.extract_index_ivf(index)).qb = RABITQ_QUERY_BITS  # kept when the index is saved
-    empty = index_nbytes(index)
-    for a in range(0, len(base), BLOCK_ROWS):  # the build never holds all the vectors
-        index.add(read(base[a:a + BLOCK_ROWS]))
-    return index, empty
+    return index
+
+
+def inner_product_projection(train: np.ndarray, r: int, seed: int = 0):
+    """A linear map to r dimensions that keeps inner products as well as r can: the top r eigenvectors of the
+    vectors' second moment (not their covariance: FAISS's PCAMatrix subtracts the mean, which shifts each inner
+    product by a term of its own and would re-order the neighbours), then a random rotation, so that each of
+    RaBitQ's bits carries a like share of the variance."""
+    d = train.shape[1]
+    moment = (train.T.astype(np.float64) @ train) / len(train)
+    _, vectors = np.linalg.eigh(moment)  # eigenvalues ascending
+    top = vectors[:, ::-1][:, :r].T
+    rotation, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((r, r)))
+    A = np.ascontiguousarray(rotation @ top, dtype=np.float32)
+    projection = faiss.LinearTransform(d, r, False)
+    faiss.copy_array_to_vector(A.ravel(), projection.A)
+    projection.is_trained = True
+    return projection
 
 
 def _tune(index, c: Candidate, queries: np.ndarray, truth: np.ndarray, target_recall: float,
           exact=None) -> None:
     """The least effort reaching the target (or the best recall of any setting), set on the index (and, for a
     re-ranked candidate, ``c.rerank``). ``exact``: ids → their exact vectors, for re-ranking."""
-    knob = "nprobe" if c.factory.startswith("IVF") else "efSearch" if c.factory.startswith("HNSW") else None
+    knob = "nprobe" if ",IVF" in f",{c.factory}" else "efSearch" if c.factory.startswith("HNSW") else None
     space = faiss.ParameterSpace()
     if knob is None:
         values = [""]
@@ -237,7 +280,7 @@ def _tune(index, c: Candidate, queries: np.ndarray, truth: np.ndarray, target_re
     c.single_query_ms = round(1000 * (time.perf_counter() - start) / len(singles), 3)
 
 
-def _finish(index, c: Candidate, queries, held, base, tried):
+def _finish(index, c: Candidate, queries, held, base, tried, key_bytes: int):
     index.add(queries)  # the held-back vectors are part of the collection too
-    c.bytes = index_nbytes(index)
+    c.bytes = index_nbytes(index) + key_bytes
     return index, np.concatenate([base, held]), c, tried

@@ -11,13 +11,14 @@ import numpy as np
 from ..errors import ParameterError, SearchError
 from ..store import FeatureStore
 from ..store.paths import index_path
-from ..store.view import VectorView
+from ..store.view import NormalisedRows, VectorView
 from .budget import choose_index, parse_bytes, size_text
 from .flat import flat_index
 from .index import (
     AUTO_EXACT_BELOW, BLOCK_ROWS, TARGET_RECALL, VectorIndex, build_index, check_collection_k, check_kind,
     exact_neighbours, load_index, save_index, tune_index,
 )
+from .keys import join_keys, pack_keys, positions_in, unpack_keys
 
 REMOVED_KEPT = 1000  # rows removed from a dataset that its saved index keeps, left out of its answers
 
@@ -105,16 +106,18 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
             and kind in ("auto", saved.kind)):
         old = load_index(path)
     if old is not None:
-        have, current = set(old.keys.tolist()), keys.tolist()
-        new = [i for i, k in enumerate(current) if k not in have]
-        removed = len(have - set(current))
+        current = pack_keys(keys)
+        at = positions_in(old.keys, current)
+        indexed = np.zeros(len(current), bool)
+        indexed[at[at >= 0]] = True
+        new, removed = np.flatnonzero(~indexed), int(np.count_nonzero(at < 0))
         if removed <= REMOVED_KEPT and not (kind == "auto" and old.kind == "flat" and len(keys) >= AUTO_EXACT_BELOW):
-            if new:
+            if len(new):
                 # Only the new vectors are read, unless retuning needs the indexed ones too.
                 fresh = view.normalised(keys[new])
                 if old.kind != "flat" and len(new) >= 100:
                     # The new vectors are outside queries for the index as it stands: retune on them.
-                    indexed = (view.normalised(old.keys[a:a + BLOCK_ROWS])
+                    indexed = (view.normalised(unpack_keys(old.keys[a:a + BLOCK_ROWS]))
                                for a in range(0, old.n, BLOCK_ROWS))
                     tune_index(old, fresh, exact_neighbours(fresh, indexed), target_recall=target_recall)
                     if old.recall_at_10 < target_recall:
@@ -123,7 +126,7 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
                                 "vectors and fits the new ones poorly. Rebuilding it (rebuild=True) trains it on "
                                 "all of them.")
                 old.index.add(fresh)
-                old.keys = np.concatenate([old.keys, keys[new]])
+                old.keys = join_keys(old.keys, current[new])
                 action = "added"
             else:
                 action = "unchanged"
@@ -153,11 +156,12 @@ def _index_within_budget(view: SearchView, keys: np.ndarray, max_bytes: int, tar
     start = time.perf_counter()
     read = view.reader(keys)
     d = view.dim
+    packed = pack_keys(keys)
     index, order, chosen, tried = choose_index(read, len(keys), d, max_bytes, target_recall=target_recall,
-                                               progress=progress)
+                                               key_bytes=packed.nbytes, progress=progress)
     params = {"factory": chosen.factory, "search": chosen.search, "max_memory": max_bytes,
               "target_recall": target_recall, **({"rerank": chosen.rerank} if chosen.rerank else {})}
-    vi = VectorIndex(index=index, keys=keys[order], kind=BUDGET, params=params, recall_at_10=chosen.recall_at_10,
+    vi = VectorIndex(index=index, keys=packed[order], kind=BUDGET, params=params, recall_at_10=chosen.recall_at_10,
                      build_seconds=time.perf_counter() - start, store_key=view.store.key, dataset=view.dataset,
                      layer_widths=view.layer_widths, layers=view.layers)
     view.path.parent.mkdir(exist_ok=True)
@@ -184,7 +188,7 @@ class LiveIndex:
     def __init__(self, saved: VectorIndex, new: VectorIndex | None, removed: np.ndarray | None = None):
         self.saved, self.new = saved, new
         self.removed = np.zeros(0, np.int64) if removed is None else np.asarray(removed, np.int64)
-        self.keys = saved.keys if new is None else np.concatenate([saved.keys, new.keys])
+        self.keys = saved.keys if new is None else join_keys(saved.keys, new.keys)
         self.kind, self.recall_at_10, self.params = saved.kind, saved.recall_at_10, saved.params
 
     @property
@@ -233,7 +237,7 @@ def open_index(store: FeatureStore, dataset: str,
     view = SearchView(store, dataset, use_layers)
     path = view.path
     # From the catalog alone: no vector needs reading to know what a saved index lacks or holds too many of.
-    keys = dataset_keys(store, dataset)
+    keys, located = view.located_keys()
     if path.is_file():
         vi = load_index(path)
         if vi.store_key != store.key:
@@ -245,15 +249,24 @@ def open_index(store: FeatureStore, dataset: str,
         if not view.fits(vi):
             raise SearchError(f"the index {str(path)!r} was built from other layers; rebuild it by indexing "
                               f"{dataset!r} again.")
-        vi.exact = view.reader(vi.keys)
-        removed = np.flatnonzero(~np.isin(vi.keys, keys))
+        at = positions_in(vi.keys, pack_keys(keys))
+        removed = np.flatnonzero(at < 0)
         # a re-ranking index reads its candidates' vectors, removed ones too: they must still be in the store
-        readable = not (len(removed) and vi.params.get("rerank")
-                        and len(store.present(vi.keys[removed].tolist())) < len(removed))
+        gone = unpack_keys(vi.keys[removed]).tolist()
+        readable = not (len(removed) and vi.params.get("rerank") and len(store.present(gone)) < len(removed))
         if len(removed) <= REMOVED_KEPT and readable:
-            new = keys[~np.isin(keys, vi.keys)]
+            if vi.params.get("rerank"):  # where each of its rows lies, resolved now: a query reads only the store
+                where = located.where.take(np.maximum(at, 0))
+                if len(removed):
+                    lost = store.locations(gone)
+                    where.shards[removed], where.rows[removed] = lost.shards, lost.rows
+                    where.maps.update(lost.maps)
+                vi.exact = NormalisedRows(view, where=where).__getitem__
+            indexed = np.zeros(len(keys), bool)
+            indexed[at[at >= 0]] = True
+            new = np.array([keys[i] for i in np.flatnonzero(~indexed)], dtype=str)
             if not len(new) and not len(removed):
                 return vi, 0
             return LiveIndex(vi, view.exact_index(new) if len(new) else None, removed), len(new)
         # Many samples were removed since it was built: search exactly rather than ask it for thousands more.
-    return view.exact_index(keys), None
+    return view.exact_index(np.array(keys, dtype=str)), None

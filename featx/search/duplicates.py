@@ -7,6 +7,7 @@ from ..store import FeatureStore
 from ..store.view import VectorView
 from .dataset_index import open_index
 from .index import BLOCK_ROWS
+from .keys import unpack_keys
 
 
 def find_duplicates(store: FeatureStore, dataset: str, threshold: float = 0.95, k: int = 10,
@@ -20,7 +21,7 @@ def find_duplicates(store: FeatureStore, dataset: str, threshold: float = 0.95, 
     if not 0.0 < threshold <= 1.0:
         raise ParameterError("threshold", f"must be in (0, 1], not {threshold}.")
     vi, _ = open_index(store, dataset, use_layers)
-    keys = vi.keys.tolist()
+    keys = unpack_keys(vi.keys).tolist()
     view = VectorView(store, dataset, use_layers)
     parent = list(range(len(keys)))
 

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import ParameterError, SearchError
 from ..store.atomic import atomic_write
 from .flat import flat_index, normalize
+from .keys import join_keys, pack_keys
 
 from . import KINDS
 BLOCK_ROWS = 50000  # vectors normalised and added at a time when building
@@ -30,7 +31,7 @@ INDEX_MEMBER = "index.faiss"
 
 @dataclass
 class VectorIndex:
-    """A FAISS index whose ids are positions in ``keys`` (catalog content hashes)."""
+    """A FAISS index whose ids are positions in ``keys`` (catalog content hashes, held packed: see keys.py)."""
 
     index: object
     keys: np.ndarray
@@ -46,6 +47,9 @@ class VectorIndex:
     # how to read the exact vectors; attached by open_index, never saved
     exact: Exact | None = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self):
+        self.keys = pack_keys(self.keys)
+
     @property
     def n(self) -> int:
         return int(self.index.ntotal)
@@ -55,7 +59,8 @@ class VectorIndex:
         return int(self.index.d)
 
     def nbytes(self) -> int:
-        return index_nbytes(self.index)
+        """Its memory: the FAISS index and the key table."""
+        return index_nbytes(self.index) + self.keys.nbytes
 
     def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Cosine similarities D and positions I (into ``keys``) of the k nearest, for each query row."""
@@ -120,7 +125,7 @@ def build_index(X: np.ndarray, keys, kind: str = "auto", *, target_recall: float
     layer widths of a multi-layer recipe, each normalised on its own (see ``normalize``).
     """
     check_kind(kind)
-    keys = np.asarray(keys, dtype=str)
+    keys = pack_keys(keys)
     n, d = X.shape
     if n == 0:
         raise SearchError("cannot index an empty collection.")
@@ -156,7 +161,7 @@ def build_index(X: np.ndarray, keys, kind: str = "auto", *, target_recall: float
         tune_index(vi, queries, exact_neighbours(queries, normalised_blocks(X, base, layer_widths)),
                    target_recall=target_recall)
         index.add(queries)
-        vi.keys = np.concatenate([keys[base], keys[held]])  # ids follow the order of adding
+        vi.keys = join_keys(keys[base], keys[held])  # ids follow the order of adding
     vi.build_seconds = time.perf_counter() - start
     return vi
 

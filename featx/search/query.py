@@ -13,6 +13,7 @@ from ..errors import ParameterError, SearchError
 from ..store import FeatureStore
 from ..store.view import VectorView
 from .dataset_index import open_index
+from .keys import unpack_keys
 
 
 @dataclass
@@ -103,7 +104,7 @@ def neighbour_rows(scores: np.ndarray, ids: np.ndarray, keys: np.ndarray,
     duplicates and search all say similarity); it goes in the next release."""
     rows = []
     for rank, (score, i) in enumerate(((s, i) for s, i in zip(scores, ids) if i >= 0), start=1):
-        key = str(keys[i])
+        key = str(unpack_keys(keys[i]))
         path, label, split = info.get(key, ("?", None, None))
         similarity = round(float(score), 6)
         rows.append({"rank": rank, "key": key, "path": path, "label": label, "split": split,

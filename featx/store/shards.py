@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import StoreError
@@ -86,6 +88,39 @@ class ShardReads:
         for s, (dst, src) in by_shard.items():
             X[dst] = self._shard(s)[src]
         return X
+
+
+@dataclass
+class Locations:
+    """Where some vectors lie, (shard, row) each, with the shards' memory maps as one catalog snapshot saw them:
+    reading later reads those very vectors, even after a writer merged their shards into others (the maps keep
+    the unlinked files readable), and never a shard that replaced them. Resolved once, read many times."""
+
+    shards: np.ndarray
+    rows: np.ndarray
+    maps: dict
+    dim: int
+    dtype: np.dtype
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read(self, positions: np.ndarray | None = None) -> np.ndarray:
+        """The vectors at ``positions`` (all, in order, when None), as stored."""
+        shards, rows = (self.shards, self.rows) if positions is None else (self.shards[positions], self.rows[positions])
+        X = np.empty((len(rows), self.dim), dtype=self.dtype)
+        for shard_id in np.unique(shards):
+            at = np.flatnonzero(shards == shard_id)
+            X[at] = self.maps[int(shard_id)][rows[at]]
+        return X
+
+    def take(self, positions: np.ndarray) -> "Locations":
+        return Locations(self.shards[positions], self.rows[positions], self.maps, self.dim, self.dtype)
+
+    @staticmethod
+    def join(*parts: "Locations") -> "Locations":
+        return Locations(np.concatenate([p.shards for p in parts]), np.concatenate([p.rows for p in parts]),
+                         {k: v for p in parts for k, v in p.maps.items()}, parts[0].dim, parts[0].dtype)
 
 
 def to_store_dtype(X: np.ndarray, dtype: np.dtype) -> np.ndarray:

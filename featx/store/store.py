@@ -17,7 +17,7 @@ from ..config import BackboneConfig
 from ..errors import DamagedStoreError, StoreError
 from .atomic import safe_name
 from .catalog import CATALOG, SCHEMA, SPLIT_ORDER, Catalog, Dataset, Member, connect
-from .shards import SHARDS, ShardReads, as_float32, to_store_dtype
+from .shards import SHARDS, Locations, ShardReads, as_float32, to_store_dtype
 from .writer import COMPACT_BELOW, StoreWriter
 
 __all__ = ["CATALOG", "COMPACT_BELOW", "DEFAULT_CACHE", "SHARDS", "SPLIT_ORDER", "Dataset", "FeatureStore", "Member",
@@ -207,6 +207,15 @@ class FeatureStore(Catalog, ShardReads, StoreWriter):
         return as_float32(self._retrying(lambda: self._vectors(keys)))
 
     def _vectors(self, keys: Sequence[str]) -> np.ndarray:
+        where = self._locations(keys)
+        return self._gather(list(zip(where.shards.tolist(), where.rows.tolist())))
+
+    def locations(self, keys: Sequence[str]) -> Locations:
+        """Where ``keys``' vectors lie, with their shards' memory maps, from one catalog snapshot (Locations): a
+        reader that reads the same rows many times (a head's passes, re-ranking) resolves them once."""
+        return self._retrying(lambda: self._locations(keys))
+
+    def _locations(self, keys: Sequence[str]) -> Locations:
         where: dict[str, tuple[int, int]] = {}
         uniq = list(dict.fromkeys(keys))
         with self._snapshot() as db:
@@ -214,12 +223,25 @@ class FeatureStore(Catalog, ShardReads, StoreWriter):
                 part = uniq[i : i + 500]
                 q = f"SELECT key, shard, row FROM samples WHERE key IN ({','.join('?' * len(part))})"
                 where.update({k: (s, r) for k, s, r in db.execute(q, part)})
-            for shard_id in {s for s, _ in where.values()}:
-                self._shard(shard_id)
+            maps = {s: self._shard(s) for s in {s for s, _ in where.values()}}
         missing = [k for k in uniq if k not in where]
         if missing:
             raise StoreError(f"no vector for key {missing[0]!r} in store {self.path.name}.")
-        return self._gather([where[k] for k in keys])
+        found = np.array([where[k] for k in keys], dtype=np.int64).reshape(-1, 2)
+        return Locations(found[:, 0].copy(), found[:, 1].copy(), maps, self.dim, self.dtype)
+
+    def dataset_locations(self, dataset: str) -> tuple[list[str], Locations]:
+        """A dataset's unique keys in storage order (``keys_in_storage_order``) and where they lie, one snapshot."""
+        def read():
+            with self._snapshot() as db:
+                self.dataset(dataset)  # a clear error for an unknown dataset
+                rows = self._storage_order(db, dataset)
+                maps = {s: self._shard(s) for s in {r[1] for r in rows}}
+            where = np.array([r[1:] for r in rows], dtype=np.int64).reshape(-1, 2)
+            return [r[0] for r in rows], Locations(where[:, 0].copy(), where[:, 1].copy(), maps, self.dim, self.dtype)
+
+        return self._retrying(read)
+
 
 def open_store(config: BackboneConfig, cache: str | os.PathLike | None = None) -> FeatureStore:
     """The store for a backbone configuration under ``cache``, created when it does not exist."""
