@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import FINAL, StoreQuery
-from ..errors import DataError, DatasetNotStoredError, ParameterError, SourceError
+from ..errors import DataError, DatasetNotStoredError, ParameterError
 from ..hardware import Progress
 from ..store import DEFAULT_CACHE, find_dataset
 from ..store.atomic import atomic_write
@@ -79,6 +79,8 @@ def audit_dataset(
     try:
         found = find_dataset(dataset, cache, store_query)
     except DatasetNotStoredError as missing:
+        from ..embed import embed_missing
+
         dataset, embedded = embed_missing(dataset, missing, cache, store_query, data_dir, progress)
         found = find_dataset(dataset, cache, store_query)
     with found as store:
@@ -172,24 +174,6 @@ def audit_dataset(
         if export:
             report["export"] = str(export_csv(report, members, export))
         return report
-
-
-def embed_missing(spec: str, missing: DatasetNotStoredError, cache, store_query: StoreQuery, data_dir: str | None,
-                  progress: Progress | None) -> tuple[str, dict]:
-    """Embed the source ``spec`` names (a folder, a CSV manifest, a built-in) with the default recipe, or the one
-    ``store_query`` asks for, when no store holds it yet: its dataset name and what the embedding did. ``missing`` is
-    raised again when ``spec`` names no source."""
-    from ..data import open_source
-    from ..embed import embed_into_store
-
-    try:
-        source = open_source(spec, data_dir=data_dir)
-    except SourceError:
-        raise missing from None
-    result = embed_into_store(source, store_query.recipe(), cache=cache, progress=progress)
-    return result.dataset, {"dataset": result.dataset, "store": result.store, "recipe": ", ".join(result.layers),
-                            "n_embedded": result.n_embedded, "n_failed": result.n_failed,
-                            "seconds": round(result.seconds, 3)}
 
 
 def recipe_note(dataset: str, config, use_layers: str | None) -> str | None:

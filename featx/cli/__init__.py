@@ -24,6 +24,7 @@ class FeatxGroup(click.Group):
         "train": "heads", "evaluate": "heads", "predict": "heads",
         "index": "search", "search": "search", "duplicates": "search",
         "finetune": "transfer", "compare": "transfer", "rank": "rank", "audit": "audit", "map": "maps", "serve": "serving",
+        "select": "selection",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

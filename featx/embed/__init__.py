@@ -9,6 +9,7 @@ _EXPORTS = {
     "embed_files": "files",
     "Embedder": "mapper",
     "EmbedResult": "runner", "Engine": "engines", "LocalEngine": "engines", "embed_into_store": "runner", "embed_source": "runner",
+    "embed_missing": "runner",
 }
 __all__ = sorted(_EXPORTS) + ["ENGINES"]
 __getattr__ = lazy_exports(__name__, _EXPORTS)

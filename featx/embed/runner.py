@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..config import PreprocessConfig, Recipe
+from ..config import PreprocessConfig, Recipe, StoreQuery
 from ..data import Source, hash_source, split_from_key
-from ..errors import ParameterError, StoreError
+from ..errors import DatasetNotStoredError, ParameterError, SourceError, StoreError
 from ..hardware import Progress, check_batch_size, check_workers, default_workers
 from ..runtimes import as_runtime
 from ..store import SPLIT_ORDER, FeatureStore, Member
@@ -228,3 +228,20 @@ def _check_backbone_name(name: str) -> None:
 
     if not name.startswith(HUB_PREFIXES):
         get_backbone_spec(name)  # raises BackboneError naming the known ones
+
+
+def embed_missing(spec: str, missing: DatasetNotStoredError, cache, store_query: StoreQuery, data_dir: str | None,
+                  progress: Progress | None) -> tuple[str, dict]:
+    """Embed the source ``spec`` names (a folder, a CSV manifest, a built-in) with the default recipe, or the one
+    ``store_query`` asks for, when no store holds it yet: its dataset name and what the embedding did. ``missing`` is
+    raised again when ``spec`` names no source."""
+    from ..data import open_source
+
+    try:
+        source = open_source(spec, data_dir=data_dir)
+    except SourceError:
+        raise missing from None
+    result = embed_into_store(source, store_query.recipe(), cache=cache, progress=progress)
+    return result.dataset, {"dataset": result.dataset, "store": result.store, "recipe": ", ".join(result.layers),
+                            "n_embedded": result.n_embedded, "n_failed": result.n_failed,
+                            "seconds": round(result.seconds, 3)}

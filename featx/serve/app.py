@@ -1,4 +1,4 @@
-"""The HTTP app: /embed, /predict, /search, /thumbnail, /health, /info and the page at / (FastAPI)."""
+"""The HTTP app: /embed, /predict, /search, /thumbnail, /map, /audit, /select, /health, /info and the page at / (FastAPI)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from ..errors import FeatxError, ImageError, ParameterError
 from .errors import ServiceError, http_status
 from ..heads.workflows import top_classes
 from ..search import answer_queries, check_k, resolve_ids
+from ..select.runner import STRATEGIES
 from .batching import MicroBatcher
 from .middleware import BearerAuth, BodyLimit, error_response
 from .resources import Resources
@@ -248,6 +249,26 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
         if resources.store is None:
             raise ServiceError("no dataset is loaded: start featx serve with --dataset NAME.", 409)
         return await run_in_threadpool(audit_findings, resources, top)
+
+    chosen: dict = {}  # (budget, strategy, seed) -> the selection: the store the service holds does not change
+
+    @app.get("/select", summary="Images of the loaded dataset worth labelling first, best first (`featx select`)")
+    async def select(budget: Annotated[int, Query(ge=1, le=MAX_K, description="how many images")] = 24,
+                     strategy: Annotated[Literal[STRATEGIES], Query(description="as featx select --strategy")] = "auto",
+                     seed: Annotated[int, Query(description="seed of the clustering")] = 0) -> dict:
+        if resources.store is None:
+            raise ServiceError("no dataset is loaded: start featx serve with --dataset NAME.", 409)
+
+        def choose() -> dict:
+            from ..select.runner import choose_in_store
+
+            with store_lock:
+                return choose_in_store(resources.store, resources.dataset, budget, strategy=strategy, seed=seed)
+
+        key = (budget, strategy, seed)
+        if key not in chosen:
+            chosen[key] = await run_in_threadpool(choose)
+        return chosen[key]
 
     @app.get("/", include_in_schema=False)
     async def page():

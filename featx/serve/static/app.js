@@ -54,6 +54,7 @@ async function start() {
   $("loaded").textContent = parts.join(" · ");
   if (info.dataset && !state.map) loadMap();
   if (info.dataset && !state.audit) loadAudit();
+  if (info.dataset) $("select-section").hidden = false;
 }
 
 function setStatus(text, isError = false) {
@@ -135,6 +136,28 @@ async function loadAudit() {
   $("audit-outliers").replaceChildren(...audit.outliers.map((f) =>
     sampleButton(f.key, `${f.label ?? "–"} (z ${f.z.toFixed(0)})`, `outlier labelled ${f.label ?? "nothing"}`)));
   $("audit-section").hidden = false;
+}
+
+async function loadSelection(event) {
+  // what featx select would choose: each pick a thumbnail that searches from it when pressed
+  if (event) event.preventDefault();
+  const budget = Math.max(1, Math.min(1000, parseInt($("select-budget").value, 10) || 24));
+  const strategy = $("select-strategy").value;
+  $("select-status").textContent = "choosing…";
+  let chosen;
+  try {
+    chosen = await (await api(`/select?budget=${budget}&strategy=${strategy}`)).json();
+  } catch (error) {
+    $("select-status").textContent = `could not choose: ${error.message}`;
+    return;
+  }
+  $("select-status").textContent = "";
+  $("select-summary").textContent = `${chosen.picks.length} of ${chosen.pool} images (${chosen.strategy}` +
+    (chosen.known ? `, ${chosen.known} labels known` : "") + `): featx select ${chosen.dataset} --budget ` +
+    `${budget} writes them as a CSV to fill in.`;
+  $("select-picks").replaceChildren(...chosen.picks.map((p, i) =>
+    sampleButton(p.key, `${i + 1}. ${p.suggested_label ? p.suggested_label + "?" : p.reason}`,
+      `pick ${i + 1}: ${p.reason}`)));
 }
 
 function k() {
@@ -362,6 +385,7 @@ $("map").addEventListener("click", (event) => {
   }).catch((error) => setStatus(`no such point: ${error.message}`));
 });
 $("colour").addEventListener("change", drawMap);
+$("select-form").addEventListener("submit", loadSelection);
 window.addEventListener("resize", drawMap);
 
 start();

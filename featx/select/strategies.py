@@ -1,0 +1,209 @@
+"""How to choose which images to label: typical and diverse ones first, uncertain ones once a head exists.
+
+Each strategy takes L2-normalised vectors of the pool (what may be chosen) and returns a Picks: positions in
+the pool, best first, each with a score and the reason it was chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TYPICAL_NEIGHBOURS = 20  # typicality: the inverse mean distance to this many nearest members of one's cluster
+DENSITY_SAMPLE = 4000  # a cluster larger than this measures density against a sample of this many members
+MIN_CLUSTER = 5  # TypiClust skips clusters smaller than this while larger ones are uncovered (outliers)
+COVER_NEIGHBOURS = 64  # the neighbour graph whose balls coverage counts
+UNCERTAIN_POOL = 10  # uncertain: the budget's this-many-times least certain images are clustered for diversity
+
+
+@dataclass
+class Picks:
+    """Positions in the pool (best first), with a score each (higher: more worth labelling) and why."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+    reasons: list[str] = field(default_factory=list)
+    suggested: list[str | None] | None = None  # a label per pick, where a head gave one
+
+
+def kmeans(X: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """K-means of X's rows (spherical: X is normalised): (assignment of each row, centroids).
+
+    Started from scikit-learn's greedy k-means++ seeds (Arthur & Vassilvitskii 2007) and refined by FAISS, the best
+    of RESTARTS starts when k is small: FAISS's own start, k rows drawn at random, seldom draws a member of a small
+    far cluster, and Lloyd's steps then fold it into a big one. A rare kind of ten images among 1,500 in five
+    broad clusters had a cluster of its own in 3 of 10 seeds from FAISS's start, 6 from one k-means++ start and
+    10 from the best of five.
+    """
+    import faiss
+    from sklearn.cluster import kmeans_plusplus
+
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    k = max(1, min(k, len(X)))
+    rng = np.random.default_rng(seed)
+    sample = X if len(X) <= SEEDING_SAMPLE else X[np.sort(rng.choice(len(X), SEEDING_SAMPLE, replace=False))]
+    best = None
+    for start in range(RESTARTS if k <= RESTARTS_UP_TO else 1):
+        seeds, _ = kmeans_plusplus(sample, k, random_state=seed * 1000 + start)
+        km = faiss.Kmeans(X.shape[1], k, niter=20, seed=seed + 1, spherical=True, min_points_per_centroid=1,
+                          max_points_per_centroid=max(256, -(-len(X) // k)))  # every row trains
+        km.train(X, init_centroids=np.ascontiguousarray(seeds, dtype=np.float32))
+        if best is None or km.obj[-1] > best.obj[-1]:  # spherical: the summed similarity to the centroids
+            best = km
+    _, assign = best.index.search(X, 1)
+    return assign[:, 0], best.centroids
+
+
+SEEDING_SAMPLE = 20000  # k-means++ draws its seeds from at most this many rows (each seed is a pass over them)
+RESTARTS, RESTARTS_UP_TO = 5, 64  # k-means starts kept the best of, for k up to this
+
+
+def typicality(X: np.ndarray, members: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each member's typicality in its cluster: 1 / mean distance to its TYPICAL_NEIGHBOURS nearest other members
+    (Hacohen et al. 2022), measured against at most DENSITY_SAMPLE of them."""
+    if len(members) == 1:
+        return np.ones(1)
+    against = members if len(members) <= DENSITY_SAMPLE else rng.choice(members, DENSITY_SAMPLE, replace=False)
+    k = min(TYPICAL_NEIGHBOURS, len(against) - 1)
+    scores = np.empty(len(members))
+    for a in range(0, len(members), 2048):  # a bounded block of the distance matrix at a time
+        block = members[a:a + 2048]
+        similarity = X[block] @ X[against].T
+        distance = np.sqrt(np.maximum(2.0 - 2.0 * similarity, 0.0))  # unit vectors: ‖x − y‖² = 2 − 2 x·y
+        distance[block[:, None] == against[None, :]] = np.inf  # not one's own neighbour
+        nearest = np.partition(distance, k - 1, axis=1)[:, :k]
+        scores[a:a + len(block)] = 1.0 / (nearest.mean(axis=1) + 1e-8)
+    return scores
+
+
+def typical(X: np.ndarray, budget: int, labelled: np.ndarray | None = None, seed: int = 0) -> Picks:
+    """TypiClust (Hacohen, Dekel & Weinshall 2022): cluster the pool and the labelled images into budget + labelled
+    clusters; take, from the cluster holding the fewest labelled (and chosen) images, largest first, its most
+    typical member; repeat. Typical images of different clusters: the common cases, each kind once.
+
+    ``labelled``: normalised vectors of images already labelled (they take no pick, but cover their cluster).
+    """
+    rng = np.random.default_rng(seed)
+    n_labelled = 0 if labelled is None else len(labelled)
+    everything = X if not n_labelled else np.concatenate([X, labelled])
+    assign, _ = kmeans(everything, budget + n_labelled, seed)
+    pool_assign = assign[: len(X)]
+    k = int(assign.max()) + 1
+    covered = np.bincount(assign[len(X):], minlength=k) if n_labelled else np.zeros(k, np.int64)
+    sizes = np.bincount(pool_assign, minlength=k)
+    taken = np.zeros(len(X), bool)
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    rows, scores, reasons = [], [], []
+    while len(rows) < min(budget, len(X)):
+        left = sizes - np.bincount(pool_assign[taken], minlength=k)
+        open_ = left > 0
+        big = open_ & (sizes >= MIN_CLUSTER)
+        candidates = np.flatnonzero(big if big.any() else open_)
+        # fewest covered first, then the largest cluster
+        c = int(candidates[np.lexsort((-sizes[candidates], covered[candidates]))[0]])
+        if c not in cache:
+            members = np.flatnonzero(pool_assign == c)
+            cache[c] = (members, typicality(X, members, rng))
+        members, typ = cache[c]
+        free = ~taken[members]
+        best = np.flatnonzero(free)[np.argmax(typ[free])]
+        r = int(members[best])
+        taken[r] = True
+        covered[c] += 1
+        rows.append(r)
+        scores.append(float(typ[best]))
+        reasons.append(f"typical of a cluster of {int(sizes[c])} images" + (
+            f" ({int(covered[c]) - 1} labelled there before)" if covered[c] > 1 else " no labelled image covers"))
+    return Picks(np.asarray(rows, np.int64), _scaled(scores), reasons)
+
+
+def coverage(X: np.ndarray, budget: int, labelled: np.ndarray | None = None, seed: int = 0) -> Picks:
+    """ProbCover (Yehuda et al. 2022): every image covers the images within a similarity radius of it; choose,
+    greedily, the image that covers the most images no pick (nor labelled image) covers yet.
+
+    The radius is the similarity at which a typical image's ball holds the pool's size / budget images (capped
+    by the COVER_NEIGHBOURS nearest), so that the budget's balls together can cover the pool.
+    """
+    import faiss
+
+    n = len(X)
+    K = min(COVER_NEIGHBOURS, n - 1)
+    index = faiss.IndexFlatIP(X.shape[1])
+    index.add(np.ascontiguousarray(X, dtype=np.float32))
+    if K < 1:
+        return Picks(np.arange(n), np.ones(n), ["the only image"] * n)
+    D, I = index.search(np.ascontiguousarray(X, dtype=np.float32), K + 1)
+    D, I = D[:, 1:], I[:, 1:]  # not one's own neighbour
+    m = int(np.clip(n // max(budget, 1), 1, K))
+    radius = float(np.median(D[:, m - 1]))
+    inside = D >= radius
+    uncovered = np.ones(n, bool)
+    if labelled is not None and len(labelled):
+        Dl, Il = index.search(np.ascontiguousarray(labelled, dtype=np.float32), K)
+        uncovered[Il[Dl >= radius]] = False
+    # ball of i: i and its neighbours inside the radius; reverse lists say which balls a point is in
+    ball_rows = np.repeat(np.arange(n), inside.sum(axis=1))
+    ball_members = I[inside]
+    gain = uncovered.astype(np.int64) + np.bincount(ball_rows, weights=uncovered[ball_members], minlength=n).astype(np.int64)
+    order = np.argsort(ball_members, kind="stable")
+    holders, starts = ball_rows[order], np.searchsorted(ball_members[order], np.arange(n + 1))
+    ball_start = np.searchsorted(ball_rows, np.arange(n + 1))
+    rows, scores, reasons = [], [], []
+    chosen = np.zeros(n, bool)
+    for _ in range(min(budget, n)):
+        gain[chosen] = -1
+        r = int(np.argmax(gain))
+        rows.append(r)
+        scores.append(float(max(gain[r], 0)))
+        reasons.append(f"covers {max(int(gain[r]), 0)} images no earlier pick covers (cosine ≥ {radius:.3f})")
+        chosen[r] = True
+        newly = np.concatenate([[r], ball_members[ball_start[r]:ball_start[r + 1]]])
+        newly = newly[uncovered[newly]]
+        uncovered[newly] = False
+        for p in newly:  # every ball holding a newly covered image gains one less
+            gain[p] -= 1
+            np.subtract.at(gain, holders[starts[p]:starts[p + 1]], 1)
+    return Picks(np.asarray(rows, np.int64), _scaled(scores), reasons)
+
+
+def uncertain(X: np.ndarray, proba: np.ndarray, classes, budget: int, seed: int = 0) -> Picks:
+    """Margin uncertainty made diverse (Cluster-Margin, Citovsky et al. 2021): the UNCERTAIN_POOL × budget images
+    whose two likeliest classes are closest, clustered into ``budget`` groups; from each group its least certain
+    image. The batch spreads over the head's confusions instead of piling into one."""
+    classes = [str(c) for c in classes]
+    if proba.shape[1] == 1:
+        top2 = np.concatenate([proba, np.zeros_like(proba)], axis=1)
+        order = np.zeros((len(proba), 2), np.int64)
+    else:
+        order = np.argsort(-proba, axis=1)[:, :2]
+        top2 = np.take_along_axis(proba, order, axis=1)
+    margin = top2[:, 0] - top2[:, 1]
+    pool = np.argsort(margin, kind="stable")[: min(len(X), UNCERTAIN_POOL * budget)]
+    take = min(budget, len(pool))
+    assign, _ = kmeans(X[pool], take, seed)
+    rows = []
+    for c in np.unique(assign):
+        members = pool[assign == c]
+        rows.append(int(members[np.argmin(margin[members])]))
+    rows = sorted(rows, key=lambda r: margin[r])
+    if len(rows) < take:  # k-means left clusters empty: fill with the next least certain
+        rest = [int(r) for r in pool if r not in set(rows)]
+        rows += rest[: take - len(rows)]
+    rows = np.asarray(rows, np.int64)
+    reasons = [f"uncertain between {classes[order[r, 0]]!r} and {classes[order[r, 1]]!r} "
+               f"(margin {margin[r]:.3f})" if proba.shape[1] > 1 else "uncertain" for r in rows]
+    return Picks(rows, 1.0 - margin[rows], reasons, suggested=[str(classes[order[r, 0]]) for r in rows])
+
+
+def random_picks(n: int, budget: int, seed: int = 0) -> Picks:
+    """The baseline: ``budget`` images drawn at random."""
+    rows = np.random.default_rng(seed).permutation(n)[: min(budget, n)]
+    return Picks(rows, np.zeros(len(rows)), ["drawn at random"] * len(rows))
+
+
+def _scaled(scores) -> np.ndarray:
+    """Scores over 0..1 (the best 1), rounded for the CSV."""
+    s = np.asarray(scores, np.float64)
+    top = s.max() if len(s) and s.max() > 0 else 1.0
+    return np.round(s / top, 6)
