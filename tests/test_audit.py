@@ -338,6 +338,9 @@ def test_normalised_rows_read_as_the_normalised_copy(tmp_path):
         for index in (slice(3, 40, 2), np.array([49, 0, 31, 30]), np.array([[1, 2], [45, 3]]), np.arange(50) % 3 == 0):
             assert np.array_equal(rows[index], copy[index])
         assert np.allclose(np.linalg.norm(rows[:5], axis=1), 1.0, atol=1e-6)
+        for whole in (np.asarray, list, lambda r: r[3]):  # never all of them at once, nor one by one
+            with pytest.raises(TypeError, match="a block at a time"):
+                whole(rows)
 
 
 def test_an_audit_of_a_final_layer_store_says_the_default_recipe_would_audit_better(tmp_path, audited):

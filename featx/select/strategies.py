@@ -118,30 +118,39 @@ def typical(X: np.ndarray, budget: int, labelled: np.ndarray | None = None, seed
     return Picks(np.asarray(rows, np.int64), _scaled(scores), reasons)
 
 
-def coverage(X: np.ndarray, budget: int, labelled: np.ndarray | None = None, seed: int = 0) -> Picks:
+def neighbour_graph(X: np.ndarray, k: int = COVER_NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k nearest other rows by cosine (exact): (similarities, positions). What coverage counts balls in;
+    it depends on the pool alone, so a caller choosing many times from one pool makes it once."""
+    import faiss
+
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    k = min(k, len(X) - 1)
+    index = faiss.IndexFlatIP(X.shape[1])
+    index.add(X)
+    D, I = index.search(X, k + 1)
+    return D[:, 1:], I[:, 1:]  # not one's own neighbour (an exact copy may swap with it: either serves)
+
+
+def coverage(X: np.ndarray, budget: int, labelled: np.ndarray | None = None, seed: int = 0,
+             graph: tuple[np.ndarray, np.ndarray] | None = None) -> Picks:
     """ProbCover (Yehuda et al. 2022): every image covers the images within a similarity radius of it; choose,
     greedily, the image that covers the most images no pick (nor labelled image) covers yet.
 
     The radius is the similarity at which a typical image's ball holds the pool's size / budget images (capped
     by the COVER_NEIGHBOURS nearest), so that the budget's balls together can cover the pool.
     """
-    import faiss
-
     n = len(X)
-    K = min(COVER_NEIGHBOURS, n - 1)
-    index = faiss.IndexFlatIP(X.shape[1])
-    index.add(np.ascontiguousarray(X, dtype=np.float32))
-    if K < 1:
+    if n < 2:
         return Picks(np.arange(n), np.ones(n), ["the only image"] * n)
-    D, I = index.search(np.ascontiguousarray(X, dtype=np.float32), K + 1)
-    D, I = D[:, 1:], I[:, 1:]  # not one's own neighbour
+    D, I = graph if graph is not None else neighbour_graph(X)
+    K = D.shape[1]
     m = int(np.clip(n // max(budget, 1), 1, K))
     radius = float(np.median(D[:, m - 1]))
     inside = D >= radius
     uncovered = np.ones(n, bool)
-    if labelled is not None and len(labelled):
-        Dl, Il = index.search(np.ascontiguousarray(labelled, dtype=np.float32), K)
-        uncovered[Il[Dl >= radius]] = False
+    if labelled is not None and len(labelled):  # what the labelled images cover is covered already
+        for a in range(0, len(labelled), 1024):  # a bounded block of the labelled × pool similarities at a time
+            uncovered[(labelled[a:a + 1024] @ X.T >= radius).any(axis=0)] = False
     # ball of i: i and its neighbours inside the radius; reverse lists say which balls a point is in
     ball_rows = np.repeat(np.arange(n), inside.sum(axis=1))
     ball_members = I[inside]

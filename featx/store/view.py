@@ -110,7 +110,16 @@ class NormalisedRows:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def __array__(self, *args, **kwargs):
+        raise TypeError("NormalisedRows are read a block at a time (index them); making them one array would copy "
+                        "every row")
+
+    def __iter__(self):
+        raise TypeError("NormalisedRows are read a block at a time (index them), not row by row")
+
     def __getitem__(self, index) -> np.ndarray:
+        if np.ndim(index) == 0 and not isinstance(index, slice):
+            raise TypeError("NormalisedRows are read a block at a time: index them with a slice or an array")
         if isinstance(index, tuple):
             raise TypeError("NormalisedRows takes rows only: a slice or an array of positions")
         if isinstance(index, slice):
