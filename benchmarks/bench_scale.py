@@ -16,6 +16,8 @@ memory-mapped shards included) with a time limit:
   train       `featx train`'s default logreg head (C chosen on held-out data, refit, test scored)
   index       `featx index` (auto: exact below 20,000 vectors, HNSW tuned to recall@10 >= 0.95 above), then
               1,000 queries in one batch and 200 one at a time at that recall
+  grow        `featx index` after 10% more vectors joined the dataset: added to the saved index, against a
+              rebuild (seconds, recall@10 of 1,000 vectors against exact search)
   duplicates  `featx duplicates` through that index
   audit       `featx audit`: out-of-fold probabilities (5 folds of logreg over every image), neighbours and
               outliers, leaks, the report
@@ -41,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("write", "load", "train", "index", "duplicates", "audit", "budget", "map")
+STAGES = ("write", "load", "train", "index", "grow", "duplicates", "audit", "budget", "map")
 SOURCE = {"backbone": "efficientnet_lite0", "image_size": 224, "crop": "full", "layers": "stages"}
 NOISE = 0.5  # of each feature's standard deviation
 DATASET = "scale"
@@ -164,13 +166,14 @@ def stage_train(n: int, dim: int, work: Path, cache: str) -> dict:
 
 def stage_index(n: int, dim: int, work: Path, cache: str) -> dict:
     from featx.search.dataset_index import index_dataset, index_path, open_index
+    from featx.search.keys import unpack_keys
 
     with open_scale_store(work, n, dim, cache) as store:
         index_path(store, DATASET).unlink(missing_ok=True)  # not the budget stage's index of an earlier run
         report = index_dataset(store, DATASET, "auto")
         vi, _ = open_index(store, DATASET)
         rng = np.random.default_rng(1)
-        Q = store.vectors(vi.keys[rng.choice(vi.n, 1000, replace=False)].tolist())
+        Q = store.vectors(unpack_keys(vi.keys[rng.choice(vi.n, 1000, replace=False)]).tolist())
         started = time.perf_counter()
         vi.search(Q, 10)
         batched = time.perf_counter() - started
@@ -181,6 +184,49 @@ def stage_index(n: int, dim: int, work: Path, cache: str) -> dict:
     return {"seconds": report.build_seconds, "kind": report.kind, "recall_at_10": report.recall_at_10,
             "index_bytes": report.bytes, "params": report.params, "batched_queries_per_second": 1000 / batched,
             "single_query_ms": 1000 * single}
+
+
+GROWN = "grow"  # the dataset the grow stage indexes at 90% of the collection, then at all of it
+
+
+def stage_grow(n: int, dim: int, work: Path, cache: str) -> dict:
+    """`featx index` after `featx embed` added 10% more vectors: adding them to the saved index against building it
+    anew, each with its recall@10 for 1,000 vectors of the collection against exact search."""
+    from featx.search.dataset_index import dataset_keys, index_dataset, index_path, open_index
+    from featx.search.index import exact_neighbours, recall_of
+    from featx.search.keys import positions_in, pack_keys
+    from featx.store.view import VectorView
+
+    def recall(store) -> float:
+        vi, _ = open_index(store, GROWN)
+        view = VectorView(store, GROWN)
+        keys = dataset_keys(store, GROWN)
+        queries = view.normalised(keys[np.random.default_rng(2).choice(len(keys), 1000, replace=False)])
+        truth = exact_neighbours(queries, view.normalised_blocks(keys))  # positions in keys
+        found = positions_in(vi.keys[np.maximum(vi.search(queries, 10)[1], 0)].ravel(), pack_keys(keys))
+        return recall_of(found.reshape(-1, 10), truth)
+
+    with open_scale_store(work, n, dim, cache) as store:
+        members = store.members(DATASET)
+        kept = [m for i, m in enumerate(members) if i % 10]  # 90%: every tenth image is embedded "later"
+        with store.writing():
+            store.record_dataset(GROWN, "the scale collection, 90% of it", kept)
+        index_path(store, GROWN).unlink(missing_ok=True)
+        first = index_dataset(store, GROWN)
+        with store.writing():
+            store.record_dataset(GROWN, "the scale collection, all of it", members)
+        started = time.perf_counter()
+        added = index_dataset(store, GROWN)
+        add_seconds = time.perf_counter() - started
+        added_recall = recall(store)
+        started = time.perf_counter()
+        rebuilt = index_dataset(store, GROWN, rebuild=True)
+        rebuild_seconds = time.perf_counter() - started
+        rebuilt_recall = recall(store)
+    return {"seconds": add_seconds, "kind": first.kind, "first_build_seconds": first.build_seconds,
+            "added": added.action, "added_note": added.note, "add_recall_at_10": added_recall,
+            "rebuild_seconds": rebuild_seconds, "rebuild_build_seconds": rebuilt.build_seconds,
+            "rebuild_recall_at_10": rebuilt_recall, "n_added": n - len(kept)}
 
 
 def stage_duplicates(n: int, dim: int, work: Path, cache: str) -> dict:

@@ -22,6 +22,7 @@ from featx.backbones import create_backbone
 from featx.embed import embed_source
 from featx.search.flat import normalize
 from featx.search.index import build_index
+from featx.search.keys import unpack_keys
 from featx.data.builtins import load_fashion_mnist_source
 from featx.store import open_store
 
@@ -69,7 +70,7 @@ def main() -> None:
     truth = numpy_topk(X, Q, k)
     _, found = vi.search(Q, k)
     row_of_key = {key: i for i, key in enumerate(keys.tolist())}
-    found = np.vectorize(row_of_key.__getitem__)(vi.keys[found])  # index ids follow the order of adding
+    found = np.vectorize(row_of_key.__getitem__)(unpack_keys(vi.keys[found]))  # index ids follow the order of adding
     recall = np.mean([len(set(t) & set(f)) / k for t, f in zip(truth, found)])
 
     singles = [Q[i : i + 1] for i in range(args.single)]

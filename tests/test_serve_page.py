@@ -199,6 +199,22 @@ def test_the_page_asks_for_the_token_then_predicts_and_finds_neighbours(server, 
         assert page.text_content("#audit-issues span") == f"{first_issue['given']} → {first_issue['suggested']}"
         _shoot(page, "page-audit.png")
 
+        # the images worth labelling first, as thumbnails; a pick searches from itself when pressed
+        chosen = httpx.get(f"{server}/select", params={"budget": 12}, headers={"Authorization": f"Bearer {TOKEN}"},
+                           timeout=120).json()
+        page.locator("#select-section").scroll_into_view_if_needed()
+        page.fill("#select-budget", "12")
+        page.click("#select-form button")
+        page.wait_for_function("""() => {
+          const imgs = [...document.querySelectorAll('#select-picks img')];
+          return imgs.length === 12 && imgs.every(i => i.complete && i.naturalWidth > 0);
+        }""", timeout=120_000)
+        shown = [b.get_attribute("data-key") for b in page.locator("#select-picks button").all()]
+        assert shown == [p["key"] for p in chosen["picks"]]
+        _shoot(page, "page-select.png")
+        page.locator("#select-picks button").first.click()
+        page.wait_for_function(f"document.querySelector('#neighbours button')?.dataset.key === '{shown[0]}'")
+
         # a phone: nothing wider than the screen
         page.set_viewport_size({"width": 390, "height": 844})
         assert page.evaluate("document.documentElement.scrollWidth") <= 390

@@ -99,7 +99,7 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
         if kind != "auto":
             raise ParameterError("max_memory", f"chooses the kind of index itself; leave kind=auto, not {kind!r}.",
                                  also=("kind",))
-        return _index_within_budget(view, keys, parse_bytes(max_memory), target_recall, progress)
+        return _index_within_budget(view, parse_bytes(max_memory), target_recall, progress)
     action, note = "built", ""
     old = None
     if (not rebuild and saved is not None and view.fits(saved) and saved.kind != BUDGET
@@ -151,10 +151,10 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
 BUDGET = "budget"  # the kind of an index chosen under a memory budget
 
 
-def _index_within_budget(view: SearchView, keys: np.ndarray, max_bytes: int, target_recall: float,
-                         progress) -> IndexReport:
+def _index_within_budget(view: SearchView, max_bytes: int, target_recall: float, progress) -> IndexReport:
     start = time.perf_counter()
-    read = view.reader(keys)
+    keys, rows = view.located_keys()  # read where they lie, as open_index's re-ranking reads them: no SQLite per read
+    read = rows.__getitem__
     d = view.dim
     packed = pack_keys(keys)
     index, order, chosen, tried = choose_index(read, len(keys), d, max_bytes, target_recall=target_recall,

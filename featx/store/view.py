@@ -74,10 +74,6 @@ class VectorView:
         """The vectors of ``keys``, each layer scaled to length 1/√layers (rows of length 1): cosine by dot product."""
         return normalize(self.vectors(keys), layer_widths=self.layer_widths)
 
-    def reader(self, keys: np.ndarray):
-        """Positions in ``keys`` → their normalised vectors (what re-ranking reads)."""
-        return lambda positions: self.normalised(keys[positions])
-
     def rows(self, keys: Sequence[str]) -> "NormalisedRows":
         """The normalised vectors of ``keys`` as an array read where it lies (see NormalisedRows)."""
         return NormalisedRows(self, keys)
