@@ -282,7 +282,7 @@ def test_near_leaks_of_a_large_collection_come_from_candidates_and_equal_the_exa
 
 
 def test_a_large_collection_is_audited_from_the_store_without_a_copy(audited, monkeypatch, tmp_path):
-    """Past COPY_BYTES the audit reads the distinct vectors where they lie (NormalisedRows): no stage reads more
+    """Past COPY_BYTES the audit reads the distinct vectors where they lie (StoredRows): no stage reads more
     than a block of them at once, nothing normalises them all, and the report is the one the copy gives."""
     from featx.audit import outliers, runner
     from featx.heads import folds, rows
@@ -297,8 +297,8 @@ def test_a_large_collection_is_audited_from_the_store_without_a_copy(audited, mo
     monkeypatch.setattr(outliers, "RERANK_BYTES", 16 * 32 * 1280 * 4)
     copied = runner.audit_dataset("digits", cache=cache, out=tmp_path / "copy")
     reads, whole = [], []
-    read = view.NormalisedRows.__getitem__
-    monkeypatch.setattr(view.NormalisedRows, "__getitem__", lambda self, i: reads.append(np.size(i)) or read(self, i))
+    read = view.StoredRows.__getitem__
+    monkeypatch.setattr(view.StoredRows, "__getitem__", lambda self, i: reads.append(np.size(i)) or read(self, i))
     normalised = view.VectorView.normalised
     monkeypatch.setattr(view.VectorView, "normalised", lambda self, keys: whole.append(len(keys)) or normalised(self, keys))
     monkeypatch.setattr(runner, "COPY_BYTES", 0)
@@ -315,7 +315,7 @@ def test_a_large_collection_is_audited_from_the_store_without_a_copy(audited, mo
 
 
 def test_normalised_rows_read_as_the_normalised_copy(tmp_path):
-    """Indexing NormalisedRows (a slice, positions, a 2-D array of them, a mask) gives the normalised copy's rows."""
+    """Indexing StoredRows (a slice, positions, a 2-D array of them, a mask) gives the normalised copy's rows."""
     from featx.config import BackboneConfig, PreprocessConfig
     from featx.store import Member, open_store
     from featx.store.view import VectorView

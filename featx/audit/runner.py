@@ -27,7 +27,7 @@ REPORT_FORMAT = "featx-audit-1"
 # 0.81 → 0.85 and 0.74 → 0.82 on digits, recall within 0.02 (README "Does audit find wrong labels?").
 NEIGHBOUR_AGREEMENT = 0.5
 # Up to this, the distinct vectors are normalised into one copy, read fastest; past it (1M × 1,792 would take
-# 7.2 GB) every stage reads them from the store's memory maps, normalising each block it reads (NormalisedRows).
+# 7.2 GB) every stage reads them from the store's memory maps, normalising each block it reads (StoredRows).
 COPY_BYTES = 1 << 30
 
 
@@ -87,8 +87,13 @@ def audit_dataset(
         members = store.members(dataset)
         view = VectorView(store, dataset, use_layers)
         unique = list(dict.fromkeys(m.key for m in members))
-        # read where they lie when a normalised copy would be large (each stage below reads X by rows)
-        X = view.rows(unique) if 4 * len(unique) * view.dim > COPY_BYTES else view.normalised(unique)
+        if 4 * len(unique) * view.dim > COPY_BYTES:  # read where they lie: each stage below reads X by rows
+            X = view.rows(unique)
+            # the heads read the rows as stored and normalise them layer by layer themselves, as they do the copy's
+            fold_X, fold_widths = view.rows(unique, normalised=False), view.layer_widths
+        else:
+            X = view.normalised(unique)
+            fold_X, fold_widths = X, None
         config = store.config
         if not members:
             raise DataError(f"dataset {dataset!r} has no images.")
@@ -104,7 +109,8 @@ def audit_dataset(
         started = time.perf_counter()
         given_text = np.array([labels[i] for i in labelled], dtype=str)
         # the folds read the distinct vectors through the labelled members' rows: no copy of the collection per member
-        oof = out_of_fold_probabilities(X, given_text, folds=folds, head=head, seed=seed, rows=rows[labelled],
+        oof = out_of_fold_probabilities(fold_X, given_text, folds=folds, head=head, seed=seed, rows=rows[labelled],
+                                        layer_widths=fold_widths,
                                         groups=[keys[i] for i in labelled], progress=progress)
         seconds["folds"] = time.perf_counter() - started
 

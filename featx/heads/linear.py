@@ -51,7 +51,7 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
         else:
             if isinstance(X, np.ndarray):
                 X = validate_data(self, X, dtype=[np.float32, np.float16], ensure_all_finite=False)
-            else:  # rows read where they lie (a store's NormalisedRows): validating would gather every one of them
+            else:  # rows read where they lie (a store's StoredRows): validating would gather every one of them
                 self.n_features_in_ = X.shape[1]
             rows, y = np.asarray(rows), np.asarray(y)
             if len(rows) != len(y) or (len(rows) and (rows.min() < 0 or rows.max() >= len(X))):

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import ParameterError, SearchError
 from ..store import FeatureStore
 from ..store.paths import index_path
-from ..store.view import NormalisedRows, VectorView
+from ..store.view import StoredRows, VectorView
 from .budget import choose_index, parse_bytes, size_text
 from .flat import flat_index
 from .index import (
@@ -261,7 +261,7 @@ def open_index(store: FeatureStore, dataset: str,
                     lost = store.locations(gone)
                     where.shards[removed], where.rows[removed] = lost.shards, lost.rows
                     where.maps.update(lost.maps)
-                vi.exact = NormalisedRows(view, where=where).__getitem__
+                vi.exact = StoredRows(view, where=where).__getitem__
             indexed = np.zeros(len(keys), bool)
             indexed[at[at >= 0]] = True
             new = np.array([keys[i] for i in np.flatnonzero(~indexed)], dtype=str)

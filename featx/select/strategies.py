@@ -113,8 +113,9 @@ def typical(X: np.ndarray, budget: int, labelled: np.ndarray | None = None, seed
         covered[c] += 1
         rows.append(r)
         scores.append(float(typ[best]))
-        reasons.append(f"typical of a cluster of {int(sizes[c])} images" + (
-            f" ({int(covered[c]) - 1} labelled there before)" if covered[c] > 1 else " no labelled image covers"))
+        before = int(covered[c]) - 1
+        reasons.append(f"the most typical of a cluster of {int(sizes[c]):,} images, " + (
+            f"{before} of them labelled or chosen before" if before else "none of them labelled yet"))
     return Picks(np.asarray(rows, np.int64), _scaled(scores), reasons)
 
 

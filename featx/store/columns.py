@@ -37,7 +37,7 @@ class LayerSelection:
         """The chosen columns of stored vectors X (X itself when that is all of them)."""
         if X.shape[1] != self.total:
             raise ParameterError("use_layers", f"expected vectors of {self.total} dimensions, not {X.shape[1]}.")
-        if self.spans == ((0, self.total),):
+        if self.dim == self.total:  # every layer, in order: the columns as they are (no copy)
             return X
         return np.concatenate([X[:, a:b] for a, b in self.spans], axis=1)
 

@@ -74,14 +74,14 @@ class VectorView:
         """The vectors of ``keys``, each layer scaled to length 1/√layers (rows of length 1): cosine by dot product."""
         return normalize(self.vectors(keys), layer_widths=self.layer_widths)
 
-    def rows(self, keys: Sequence[str]) -> "NormalisedRows":
-        """The normalised vectors of ``keys`` as an array read where it lies (see NormalisedRows)."""
-        return NormalisedRows(self, keys)
+    def rows(self, keys: Sequence[str], normalised: bool = True) -> "StoredRows":
+        """The vectors of ``keys`` (normalised, or as stored) as an array read where it lies (see StoredRows)."""
+        return StoredRows(self, keys, normalised=normalised)
 
-    def located_keys(self) -> tuple[list[str], "NormalisedRows"]:
-        """``keys()`` (as a list) and their normalised vectors as NormalisedRows, from one snapshot of the catalog."""
+    def located_keys(self) -> tuple[list[str], "StoredRows"]:
+        """``keys()`` (as a list) and their normalised vectors as StoredRows, from one snapshot of the catalog."""
         keys, where = self.store.dataset_locations(self.dataset)
-        return keys, NormalisedRows(self, where=where)
+        return keys, StoredRows(self, where=where)
 
     def normalised_blocks(self, keys: Sequence[str], size: int = BLOCK_ROWS) -> Iterator[np.ndarray]:
         """The normalised vectors of ``keys``, ``size`` rows at a time: never the whole dataset at once."""
@@ -89,17 +89,18 @@ class VectorView:
             yield self.normalised(keys[a:a + size])
 
 
-class NormalisedRows:
-    """A view's vectors of ``keys`` as a read-only 2-D array that is never held whole: indexing it (by a slice or an
-    array of positions, of any shape) reads those rows from the store's memory maps and normalises them as
-    ``VectorView.normalised`` does. What reads a million vectors several times over (audit's folds, its neighbour
-    and leak searches) reads them this way instead of from a normalised copy (7.2 GB at 1M × 1,792)."""
+class StoredRows:
+    """A view's vectors of ``keys`` as a read-only 2-D float32 array that is never held whole: indexing it (by a slice,
+    a mask or an array of positions, of any shape) reads those rows from the store's memory maps, normalised as
+    ``VectorView.normalised`` does them (``normalised=False``: as stored). What reads a million vectors several times
+    over (audit's folds, its neighbour and leak searches, a budgeted index's build) reads them this way instead of
+    from a normalised copy (7.2 GB at 1M × 1,792)."""
 
     ndim = 2
     dtype = np.dtype(np.float32)
 
-    def __init__(self, view: VectorView, keys: Sequence[str] | None = None, where=None):
-        self.view = view
+    def __init__(self, view: VectorView, keys: Sequence[str] | None = None, where=None, normalised: bool = True):
+        self.view, self.normalised = view, normalised
         self.where = view.store.locations(list(keys)) if where is None else where  # store.shards.Locations
         self.shape = (len(self.where), view.dim)
 
@@ -107,22 +108,26 @@ class NormalisedRows:
         return self.shape[0]
 
     def __array__(self, *args, **kwargs):
-        raise TypeError("NormalisedRows are read a block at a time (index them); making them one array would copy "
+        raise TypeError("StoredRows are read a block at a time (index them); making them one array would copy "
                         "every row")
 
     def __iter__(self):
-        raise TypeError("NormalisedRows are read a block at a time (index them), not row by row")
+        raise TypeError("StoredRows are read a block at a time (index them), not row by row")
 
     def __getitem__(self, index) -> np.ndarray:
         if np.ndim(index) == 0 and not isinstance(index, slice):
-            raise TypeError("NormalisedRows are read a block at a time: index them with a slice or an array")
+            raise TypeError("StoredRows are read a block at a time: index them with a slice or an array")
         if isinstance(index, tuple):
-            raise TypeError("NormalisedRows takes rows only: a slice or an array of positions")
+            raise TypeError("StoredRows takes rows only: a slice or an array of positions")
         if isinstance(index, slice):
             index = np.arange(*index.indices(len(self)))
         index = np.asarray(index)
         if index.dtype == bool:
             index = np.flatnonzero(index)
         flat = index.reshape(-1)
-        X = normalize(self.view.selection.take(self.where.read(flat)), layer_widths=self.view.layer_widths)
+        X = self.view.selection.take(self.where.read(flat))
+        if self.normalised:
+            X = normalize(X, layer_widths=self.view.layer_widths)
+        else:
+            X = np.ascontiguousarray(X, dtype=np.float32)
         return X.reshape(index.shape + (self.shape[1],))
