@@ -90,17 +90,18 @@ class VectorView:
 
 
 class StoredRows:
-    """A view's vectors of ``keys`` as a read-only 2-D float32 array that is never held whole: indexing it (by a slice,
-    a mask or an array of positions, of any shape) reads those rows from the store's memory maps, normalised as
-    ``VectorView.normalised`` does them (``normalised=False``: as stored). What reads a million vectors several times
+    """A view's vectors of ``keys`` as a read-only 2-D array that is never held whole: indexing it (by a slice, a mask
+    or an array of positions, of any shape) reads those rows from the store's memory maps, normalised as
+    ``VectorView.normalised`` does them (float32), or with ``normalised=False`` as stored (the store's dtype). What reads a million vectors several times
     over (audit's folds, its neighbour and leak searches, a budgeted index's build) reads them this way instead of
     from a normalised copy (7.2 GB at 1M × 1,792)."""
 
     ndim = 2
-    dtype = np.dtype(np.float32)
 
     def __init__(self, view: VectorView, keys: Sequence[str] | None = None, where=None, normalised: bool = True):
         self.view, self.normalised = view, normalised
+        # as stored (a float16 store's rows stay float16: a head converts each block once, as it normalises it)
+        self.dtype = np.dtype(np.float32) if normalised else view.store.dtype
         self.where = view.store.locations(list(keys)) if where is None else where  # store.shards.Locations
         self.shape = (len(self.where), view.dim)
 
@@ -128,6 +129,4 @@ class StoredRows:
         X = self.view.selection.take(self.where.read(flat))
         if self.normalised:
             X = normalize(X, layer_widths=self.view.layer_widths)
-        else:
-            X = np.ascontiguousarray(X, dtype=np.float32)
         return X.reshape(index.shape + (self.shape[1],))
