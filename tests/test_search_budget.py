@@ -156,6 +156,10 @@ def test_featx_search_reranks_a_budget_index_from_the_store(tmp_path):
     assert report["bytes"] <= 140_000 and report["params"]["rerank"] and report["recall_at_10"] >= 0.95
     # the key table (2,500 digests of 32 bytes) is part of what the budget held
     assert report["bytes"] == index_nbytes(load_index(report["path"]).index) + 32 * len(keys)
+    # what a single query reads from the store: its re-ranked candidates, whole stored rows of 32 float32
+    chosen = next(c for c in report["choices"] if c["outcome"].startswith("chosen"))
+    assert 10 <= chosen["store_rows_per_query"] <= 10 * chosen["rerank"]
+    assert chosen["store_bytes_per_query"] == int(chosen["store_rows_per_query"] * D * 4)
     assert report["kind"].endswith(("x4fs", "RaBitQ"))  # compressed codes: 4-bit PQ or one bit a dimension
     # The saved index alone cannot answer: it needs the store's vectors, which featx search opens with it.
     bare = load_index(report["path"])

@@ -50,13 +50,15 @@ def index(dataset, store_query, cache, kind, max_memory, target_recall, rebuild,
     if as_json:
         return echo_json(report.to_dict())
     if report.choices:
-        click.echo(f"{'index':<22} {'MB':>9} {'recall@10':>9} {'setting':<12} {'queries/s':>9}  outcome")
+        click.echo(f"{'index':<26} {'MB':>9} {'recall@10':>9} {'setting':<12} {'queries/s':>9} "
+                   f"{'store kB/query':>14}  outcome")
         for c in report.choices:
             size = c["bytes"] if c["bytes"] is not None else c["estimated_bytes"]
             recall = f"{c['recall_at_10']:.3f}" if c["recall_at_10"] is not None else "-"
             qps = f"{c['queries_per_second']:,.0f}" if c["queries_per_second"] else "-"
-            click.echo(f"{c['factory']:<22} {size / 1e6:>9,.1f} {recall:>9} {c['search'] or '-':<12} {qps:>9}  "
-                       f"{c['outcome']}")
+            reads = f"{c['store_bytes_per_query'] / 1e3:,.0f}" if c.get("store_bytes_per_query") else "-"
+            click.echo(f"{c['factory']:<26} {size / 1e6:>9,.1f} {recall:>9} {c['search'] or '-':<12} {qps:>9} "
+                       f"{reads:>14}  {c['outcome']}")
     if report.note:  # the library names its parameters; this says them as flags
         note = report.note.replace("rebuild=True", "--rebuild").replace("max_memory=", "--max-memory")
         click.echo(f"note: {printable(note)}")

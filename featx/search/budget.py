@@ -52,6 +52,8 @@ class Candidate:
     search: str = ""  # ParameterSpace settings of that recall, e.g. "nprobe=32"
     queries_per_second: float | None = None  # 1,000 queries in one batch
     single_query_ms: float | None = None
+    store_rows_per_query: float | None = None  # rows a single query re-ranks, read from the store's pages
+    store_bytes_per_query: int | None = None  # what those rows hold (whole stored rows: the pages a query touches)
     build_seconds: float | None = None
     outcome: str = "not tried"
 
@@ -120,11 +122,12 @@ def estimate_bytes(factory: str, n: int, d: int) -> int:
 
 
 def choose_index(read: Reader, n: int, d: int, max_bytes: int, *, target_recall: float = 0.95,
-                 n_queries: int = 1000, seed: int = 0, key_bytes: int = 0,
+                 n_queries: int = 1000, seed: int = 0, key_bytes: int = 0, row_bytes: int = 0,
                  progress: Callable[[str], None] | None = None):
     """The most faithful candidate that fits ``max_bytes`` and reaches ``target_recall`` (recall@10 of
     held-back vectors against exact search), else the fitting one of best recall. ``key_bytes``: what the
-    index's key table takes, counted in every candidate's size.
+    index's key table takes, counted in every candidate's size; ``row_bytes``: one stored row's bytes, for what
+a re-ranked candidate reads from the store per query.
 
     Vectors are read in blocks through ``read`` (positions → normalised rows), never all at once.
     Returns ``(index, order, chosen, tried)``: the FAISS index with its search settings applied,
@@ -167,7 +170,7 @@ def choose_index(read: Reader, n: int, d: int, max_bytes: int, *, target_recall:
         if c.bytes > max_bytes:
             c.outcome = "over budget"
             continue
-        _tune(index, c, queries, truth, target_recall, exact=lambda ids: read(base[ids]))
+        _tune(index, c, queries, truth, target_recall, exact=lambda ids: read(base[ids]), row_bytes=row_bytes)
         if c.recall_at_10 >= target_recall:
             c.outcome = "chosen"
             if best is not None:
@@ -242,7 +245,7 @@ def inner_product_projection(train: np.ndarray, r: int, seed: int = 0):
 
 
 def _tune(index, c: Candidate, queries: np.ndarray, truth: np.ndarray, target_recall: float,
-          exact=None) -> None:
+          exact=None, row_bytes: int = 0) -> None:
     """The least effort reaching the target (or the best recall of any setting), set on the index (and, for a
     re-ranked candidate, ``c.rerank``). ``exact``: ids → their exact vectors, for re-ranking."""
     knob = "nprobe" if ",IVF" in f",{c.factory}" else "efSearch" if c.factory.startswith("HNSW") else None
@@ -259,11 +262,17 @@ def _tune(index, c: Candidate, queries: np.ndarray, truth: np.ndarray, target_re
     # times over: 20 s of a 70,000-vector build); the chosen one's recall is then measured on all of them.
     # If all of them then fall short of the target, the next settings are measured on all of them too.
 
+    rows_read = [0]  # rows re-ranking read from the store
+
+    def read_exact(ids: np.ndarray) -> np.ndarray:
+        rows_read[0] += len(ids)
+        return exact(ids)
+
     def search(i: int, Q: np.ndarray, n_neighbours: int):
         value, rerank = settings[i]
         if value:
             space.set_index_parameters(index, value)
-        return reranked(index, Q, n_neighbours, rerank, exact) if rerank else index.search(Q, n_neighbours)
+        return reranked(index, Q, n_neighbours, rerank, read_exact) if rerank else index.search(Q, n_neighbours)
 
     def recall_at(i: int, m: int) -> float:
         return recall_of(search(i, queries[:m], k)[1], truth[:m])
@@ -274,10 +283,14 @@ def _tune(index, c: Candidate, queries: np.ndarray, truth: np.ndarray, target_re
     search(i, queries, 10)
     c.queries_per_second = round(len(queries) / (time.perf_counter() - start), 1)
     singles = queries[: min(200, len(queries))]
+    rows_read[0] = 0
     start = time.perf_counter()
     for q in singles:
         search(i, q[None], 10)
     c.single_query_ms = round(1000 * (time.perf_counter() - start) / len(singles), 3)
+    if c.rerank:
+        c.store_rows_per_query = round(rows_read[0] / len(singles), 1)
+        c.store_bytes_per_query = int(c.store_rows_per_query * row_bytes)
 
 
 def _finish(index, c: Candidate, queries, held, base, tried, key_bytes: int):

@@ -158,7 +158,8 @@ def _index_within_budget(view: SearchView, max_bytes: int, target_recall: float,
     d = view.dim
     packed = pack_keys(keys)
     index, order, chosen, tried = choose_index(read, len(keys), d, max_bytes, target_recall=target_recall,
-                                               key_bytes=packed.nbytes, progress=progress)
+                                               key_bytes=packed.nbytes,
+                                               row_bytes=view.store.dim * view.store.dtype.itemsize, progress=progress)
     params = {"factory": chosen.factory, "search": chosen.search, "max_memory": max_bytes,
               "target_recall": target_recall, **({"rerank": chosen.rerank} if chosen.rerank else {})}
     vi = VectorIndex(index=index, keys=packed[order], kind=BUDGET, params=params, recall_at_10=chosen.recall_at_10,
