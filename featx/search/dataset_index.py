@@ -238,36 +238,41 @@ def open_index(store: FeatureStore, dataset: str,
     view = SearchView(store, dataset, use_layers)
     path = view.path
     # From the catalog alone: no vector needs reading to know what a saved index lacks or holds too many of.
-    keys, located = view.located_keys()
-    if path.is_file():
-        vi = load_index(path)
-        if vi.store_key != store.key:
-            raise SearchError(f"the index {str(path)!r} was built for another backbone configuration; rebuild it "
-                              f"by indexing {dataset!r} again.")
-        if vi.dataset != dataset:
-            raise SearchError(f"the index {str(path)!r} belongs to dataset {vi.dataset!r}, not {dataset!r}; rebuild "
-                              f"it by indexing {dataset!r} again.")
-        if not view.fits(vi):
-            raise SearchError(f"the index {str(path)!r} was built from other layers; rebuild it by indexing "
-                              f"{dataset!r} again.")
-        at = positions_in(vi.keys, pack_keys(keys))
-        removed = np.flatnonzero(at < 0)
-        # a re-ranking index reads its candidates' vectors, removed ones too: they must still be in the store
-        gone = unpack_keys(vi.keys[removed]).tolist()
-        readable = not (len(removed) and vi.params.get("rerank") and len(store.present(gone)) < len(removed))
-        if len(removed) <= REMOVED_KEPT and readable:
-            if vi.params.get("rerank"):  # where each of its rows lies, resolved now: a query reads only the store
-                where = located.where.take(np.maximum(at, 0))
-                if len(removed):
-                    lost = store.locations(gone)
-                    where.shards[removed], where.rows[removed] = lost.shards, lost.rows
-                    where.maps.update(lost.maps)
-                vi.exact = StoredRows(view, where=where).__getitem__
-            indexed = np.zeros(len(keys), bool)
-            indexed[at[at >= 0]] = True
-            new = np.array([keys[i] for i in np.flatnonzero(~indexed)], dtype=str)
-            if not len(new) and not len(removed):
-                return vi, 0
-            return LiveIndex(vi, view.exact_index(new) if len(new) else None, removed), len(new)
+    if not path.is_file():
+        return view.exact_index(dataset_keys(store, dataset)), None
+    store.dataset(dataset)  # a clear error for an unknown dataset
+    vi = load_index(path)
+    if vi.store_key != store.key:
+        raise SearchError(f"the index {str(path)!r} was built for another backbone configuration; rebuild it "
+                          f"by indexing {dataset!r} again.")
+    if vi.dataset != dataset:
+        raise SearchError(f"the index {str(path)!r} belongs to dataset {vi.dataset!r}, not {dataset!r}; rebuild "
+                          f"it by indexing {dataset!r} again.")
+    if not view.fits(vi):
+        raise SearchError(f"the index {str(path)!r} was built from other layers; rebuild it by indexing "
+                          f"{dataset!r} again.")
+    rerank = vi.params.get("rerank")
+    # a re-ranking index reads its candidates' rows: where they lie is resolved once, with the keys (an index that
+    # does not re-rank reads no vector, so no shard is opened for it)
+    keys, located = view.located_keys() if rerank else (store.keys_in_storage_order(dataset), None)
+    at = positions_in(vi.keys, pack_keys(keys))
+    removed = np.flatnonzero(at < 0)
+    # a re-ranking index reads its candidates' vectors, removed ones too: they must still be in the store
+    gone = unpack_keys(vi.keys[removed]).tolist()
+    readable = not (len(removed) and rerank and len(store.present(gone)) < len(removed))
+    if len(removed) > REMOVED_KEPT or not readable:
         # Many samples were removed since it was built: search exactly rather than ask it for thousands more.
-    return view.exact_index(np.array(keys, dtype=str)), None
+        return view.exact_index(np.array(keys, dtype=str)), None
+    if rerank:
+        where = located.where.take(np.maximum(at, 0))
+        if len(removed):
+            lost = store.locations(gone)
+            where.shards[removed], where.rows[removed] = lost.shards, lost.rows
+            where.maps.update(lost.maps)
+        vi.exact = StoredRows(view, where=where).__getitem__
+    indexed = np.zeros(len(keys), bool)
+    indexed[at[at >= 0]] = True
+    new = np.array([keys[i] for i in np.flatnonzero(~indexed)], dtype=str)
+    if not len(new) and not len(removed):
+        return vi, 0
+    return LiveIndex(vi, view.exact_index(new) if len(new) else None, removed), len(new)
