@@ -45,7 +45,8 @@ def main() -> None:
                           "index": chosen["factory"], "bytes": report.bytes, "rerank": chosen["rerank"],
                           "search": chosen["search"], "recall_at_10": report.recall_at_10,
                           "queries_per_second": chosen["queries_per_second"],
-                          "single_query_ms": chosen["single_query_ms"], "note": report.note}), flush=True)
+                          "single_query_ms": chosen["single_query_ms"],
+                          "store_bytes_per_query": chosen.get("store_bytes_per_query"), "note": report.note}), flush=True)
 
 
 def served_queries(work: Path, n: int, dim: int, cache: str, singles: int = 300) -> dict:

@@ -6,8 +6,8 @@ For each dataset, the training split is the pool (its labels hidden) and the tes
    logreg head trained on them (what `featx train` fits) and its test accuracy; mean and spread over 5 seeds.
    Also: in how many seeds every class is among the picks when the budget equals the number of classes.
 2. Rounds: five rounds of 20 images (select, label, train, select again), each round choosing with the labels
-   of the rounds before: `auto` (featx's default: typical until UNCERTAIN_FROM_PER_CLASS labels a class are
-   known, then uncertain), typical every round, uncertain from the second round, and random rounds.
+   of the rounds before: `auto` (featx's default, as `featx select` decides it), typical every round, uncertain
+   from the second round, and random rounds.
 
 The strategies run exactly as `featx select` runs them (featx.select.strategies, the same normalised vectors).
 Vectors come from whichever store under --cache holds each dataset (the default recipe's store is embedded first
@@ -29,7 +29,7 @@ from featx.config import StoreQuery
 from featx.errors import DatasetNotStoredError
 from featx.heads import LogisticHead
 from featx.select import strategies
-from featx.select.runner import UNCERTAIN_FROM_PER_CLASS
+from featx.select.runner import TYPICAL_CLUSTER, UNCERTAIN_FROM_PER_CLASS
 from featx.store import find_dataset
 from featx.store.view import VectorView
 
@@ -89,9 +89,10 @@ def rounds(strategy: str, Xn, X, y, X_test, y_test, widths, seed, graph) -> list
     out = []
     for r in range(ROUNDS):
         name = strategy
-        if strategy == "auto":
+        if strategy == "auto":  # as choose_in_store decides
             per_class = len(labelled) / max(len(set(y[labelled])), 1)
-            name = "uncertain" if len(set(y[labelled])) >= 2 and per_class >= UNCERTAIN_FROM_PER_CLASS else "typical"
+            cold = "typical" if len(Xn) - len(labelled) >= TYPICAL_CLUSTER * (PER_ROUND + len(labelled)) else "coverage"
+            name = "uncertain" if len(set(y[labelled])) >= 2 and per_class >= UNCERTAIN_FROM_PER_CLASS else cold
         elif strategy == "uncertain" and r == 0:
             name = "typical"  # no head before the first labels
         picked = choose(name, Xn, PER_ROUND, seed * 100 + r, graph, labelled if r else None, y[labelled], X, widths)

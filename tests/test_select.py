@@ -40,10 +40,13 @@ def select(cache, *args, ok=True):
 
 def test_a_seeded_selection_repeats_spreads_over_the_kinds_and_feeds_back_through_embed(photos):
     root, _, cache = photos
+    # auto, cold: typical while the pool holds ten images a pick (36 for 3), coverage beyond (36 for 6)
+    typical = select(cache, "--budget", 3, "--out", root / "t.csv", "--json")
+    again = select(cache, "--budget", 3, "--out", root / "t2.csv", "--json")
+    assert [p["key"] for p in typical["picks"]] == [p["key"] for p in again["picks"]]  # seeded: the same picks
+    assert typical["strategy"] == "typical" and {colour_of(p["path"]) for p in typical["picks"]} == set(COLOURS)
     first = select(cache, "--budget", 6, "--out", root / "a.csv", "--json")
-    again = select(cache, "--budget", 6, "--out", root / "b.csv", "--json")
-    assert [p["key"] for p in first["picks"]] == [p["key"] for p in again["picks"]]
-    assert first["strategy"] == "typical" and first["pool"] == 36 and len(first["picks"]) == 6
+    assert first["strategy"] == "coverage" and first["pool"] == 36 and len(first["picks"]) == 6
     assert {colour_of(p["path"]) for p in first["picks"]} == set(COLOURS)  # every kind, from six picks
     rows = list(csv.DictReader(open(root / "a.csv")))
     assert list(rows[0]) == ["path", "label", "suggested_label", "score", "reason"] and len(rows) == 6
@@ -75,9 +78,9 @@ def test_excluded_images_are_never_chosen_and_their_labels_drive_the_next_round(
     uncertain = select(cache, "--budget", 9, "--exclude", root / "done.csv", "--strategy", "uncertain",
                        "--out", root / "u.csv", "--json")
     assert all(p["reason"].startswith("uncertain between") for p in uncertain["picks"])
-    # auto: 4 labels a class are known, fewer than UNCERTAIN_FROM_PER_CLASS: typical images still teach more
+    # auto: 4 labels a class are known, UNCERTAIN_FROM_PER_CLASS or more: a head's doubts teach most now
     assert select(cache, "--budget", 9, "--exclude", root / "done.csv", "--out", root / "auto.csv",
-                  "--json")["strategy"] == "typical"
+                  "--json")["strategy"] == "uncertain"
 
 
 def test_impossible_requests_get_clear_errors(photos):
@@ -148,7 +151,7 @@ def test_the_service_answers_what_to_label(photos):
     resources = open_resources(dataset="photos", cache=str(cache))
     with TestClient(create_app(resources)) as client:
         chosen = client.get("/select", params={"budget": 6}).json()
-        assert len(chosen["picks"]) == 6 and chosen["strategy"] == "typical"
+        assert len(chosen["picks"]) == 6 and chosen["strategy"] == "coverage"
         assert {colour_of(p["path"]) for p in chosen["picks"]} == set(COLOURS)
         assert client.get(f"/thumbnail/{chosen['picks'][0]['key']}").status_code == 200
         assert client.get("/select", params={"strategy": "clever"}).status_code == 422

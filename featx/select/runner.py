@@ -18,9 +18,14 @@ from ..store.view import VectorView
 from .strategies import Picks, coverage, random_picks, typical, uncertain
 
 STRATEGIES = ("auto", "typical", "coverage", "uncertain", "random")
-# auto turns from typical to uncertain picks once this many images per class are labelled: below it a head's
-# margins are too rough to trust and typical images teach more (benchmarks/bench_select.py, README "Selecting")
-UNCERTAIN_FROM_PER_CLASS = 5
+# auto turns to uncertain picks once this many images per class are labelled: on digits, five rounds of 20 that
+# turned at 2 a class reached 90.2 / 93.9 / 95.3 / 96.7% after 40-100 labels, against 88.4 / 90.7 / 93.8 / 95.9%
+# turning at 5 (benchmarks/bench_select.py, docs/results/select.md)
+UNCERTAIN_FROM_PER_CLASS = 2
+# auto's cold start: typical while the budget leaves clusters of this many images or more on average, coverage
+# beyond (TypiClust's typicality means little in clusters of two or three: on digits' 1,414 images it fell below
+# random at 200 and 500 picks, where coverage stayed above it)
+TYPICAL_CLUSTER = 10
 COLUMNS = ("path", "label", "suggested_label", "score", "reason")
 
 
@@ -86,8 +91,9 @@ def choose_in_store(store, dataset: str, budget: int, *, use_layers: str | None 
     The pool is the dataset's unlabelled images (all of them when none is labelled: the labels are then hidden, as in
     a simulation), in ``split`` when given, less the ``excluded`` keys and those ``known`` labels. Strategies:
     ``typical`` (TypiClust), ``coverage`` (ProbCover), ``uncertain`` (a head's margins, made diverse; the head is
-    ``head``, a saved bundle, or a logistic regression fitted on the known labels), ``random``; ``auto`` takes typical
-    until UNCERTAIN_FROM_PER_CLASS images per class are known (or a head is given), then uncertain.
+    ``head``, a saved bundle, or a logistic regression fitted on the known labels), ``random``; ``auto`` takes
+    uncertain once UNCERTAIN_FROM_PER_CLASS images per class are known (or a head is given), before that typical while
+    the pool holds TYPICAL_CLUSTER images or more per pick and label, coverage beyond.
     """
     check_choice(budget, strategy)
     started = time.perf_counter()
@@ -131,7 +137,8 @@ def choose_in_store(store, dataset: str, budget: int, *, use_layers: str | None 
                             "classes first (exclude them with their labels).")
         per_class = len(known.keys) / max(len(known.classes), 1)
         if strategy == "auto":
-            used = "uncertain" if proba is not None and (head or per_class >= UNCERTAIN_FROM_PER_CLASS) else "typical"
+            used = "uncertain" if proba is not None and (head or per_class >= UNCERTAIN_FROM_PER_CLASS) else (
+                "typical" if len(pool) >= TYPICAL_CLUSTER * (budget + len(known.keys)) else "coverage")
     if used == "typical":
         picks = typical(X, budget, labelled_X, seed)
     elif used == "coverage":
