@@ -162,7 +162,7 @@ def test_help_of_every_command_explains_itself_with_an_example():
     from featx.cli import main
 
     names = main.list_commands(click.Context(main))
-    assert len(names) == 16
+    assert len(names) == 17
     for name in names:
         out = run_cli(name, "--help").stdout
         assert "Example" in out and f"featx {name}" in out.split("Example", 1)[1], name

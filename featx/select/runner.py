@@ -133,8 +133,9 @@ def choose_in_store(store, dataset: str, budget: int, *, use_layers: str | None 
     if strategy in ("auto", "uncertain"):
         proba, classes = head_probabilities(store, view, keys, known, head, seed)
         if strategy == "uncertain" and proba is None:
-            raise DataError("uncertain picks need a head: pass --head HEAD.npz, or label images of at least two "
-                            "classes first (exclude them with their labels).")
+            raise DataError("uncertain picks need a head: pass head=HEAD.npz (a saved head), or label images of at "
+                            "least two classes first and pass them as exclude=LABELLED.csv with their labels.",
+                            params=("head", "exclude"))
         per_class = len(known.keys) / max(len(known.classes), 1)
         if strategy == "auto":
             used = "uncertain" if proba is not None and (head or per_class >= UNCERTAIN_FROM_PER_CLASS) else (
