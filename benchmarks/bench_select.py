@@ -107,8 +107,12 @@ def main() -> None:
     parser.add_argument("--cache", default="cache")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    parser.add_argument("--figure", default="docs/select.png", help="where the figure is drawn")
+    parser.add_argument("--figure-only", action="store_true", help="draw the figure from the saved results only")
     args = parser.parse_args()
     results = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    if args.figure_only:
+        return figure(results, Path(args.figure))
     for dataset in args.datasets.split(","):
         Xn, X, y, X_test, y_test, widths, recipe = load(dataset, args.cache)
         classes = len(set(y))
@@ -139,6 +143,37 @@ def main() -> None:
         OUT.parent.mkdir(exist_ok=True)
         OUT.write_text(json.dumps(results, indent=1))
     print(table(results))
+    figure(results, Path(args.figure))
+
+
+def figure(results: dict, path: Path) -> None:
+    """Test accuracy against the number of labels, each strategy's mean with its spread, one panel a dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from featx.reporting import save_figure
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
+    for ax, (dataset, row) in zip(axes[0], results.items()):
+        cells = sorted((int(b), cell) for b, cell in row["cold"].items())  # keys are text once saved as JSON
+        budgets = [b for b, _ in cells]
+        for name, style in zip(COLD, ("o-", "s-", "x--")):
+            mean = np.array([cell[name]["mean"] for _, cell in cells])
+            std = np.array([cell[name]["std"] for _, cell in cells])
+            ax.plot(budgets, mean, style, label=name)
+            ax.fill_between(budgets, mean - std, mean + std, alpha=0.15)
+        ax.set_xscale("log")
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.set_xlabel("labelled images, chosen at once")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{dataset} ({row['pool']:,} to choose from)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+    print(f"figure: {path}")
 
 
 def table(results: dict) -> str:
