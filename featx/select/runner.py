@@ -53,7 +53,7 @@ def select_images(dataset: str, budget: int, *, cache: str | Path | None = None,
     does), and ``report["embedded"]`` says so. ``exclude``: a CSV of images already labelled (a ``path`` or ``key``
     column, such as an earlier round's filled-in file): never chosen, and its ``label`` column counts as known.
     """
-    check_choice(budget, strategy)
+    check_choice(budget, strategy, seed)
     started = time.perf_counter()
     cache = cache or DEFAULT_CACHE
     embedded = None
@@ -75,7 +75,9 @@ def select_images(dataset: str, budget: int, *, cache: str | Path | None = None,
     return report
 
 
-def check_choice(budget: int, strategy: str) -> None:
+def check_choice(budget: int, strategy: str, seed: int = 0) -> None:
+    if seed < 0:
+        raise ParameterError("seed", f"must be 0 or more, not {seed}.")
     if strategy not in STRATEGIES:
         raise ParameterError("strategy", f"must be one of {', '.join(STRATEGIES)}, not {strategy!r}.")
     if budget < 1:
@@ -95,7 +97,7 @@ def choose_in_store(store, dataset: str, budget: int, *, use_layers: str | None 
     uncertain once UNCERTAIN_FROM_PER_CLASS images per class are known (or a head is given), before that typical while
     the pool holds TYPICAL_CLUSTER images or more per pick and label, coverage beyond.
     """
-    check_choice(budget, strategy)
+    check_choice(budget, strategy, seed)
     started = time.perf_counter()
     known = known or Known([], [])
     notes = []

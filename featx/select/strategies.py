@@ -45,8 +45,9 @@ def kmeans(X: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     sample = X if len(X) <= SEEDING_SAMPLE else X[np.sort(rng.choice(len(X), SEEDING_SAMPLE, replace=False))]
     best = None
     for start in range(RESTARTS if k <= RESTARTS_UP_TO else 1):
-        seeds, _ = kmeans_plusplus(sample, k, random_state=seed * 1000 + start)
-        km = faiss.Kmeans(X.shape[1], k, niter=20, seed=seed + 1, spherical=True, min_points_per_centroid=1,
+        start_seed = int(np.random.default_rng([seed, start]).integers(2**31))  # any seed ≥ 0 to what both take
+        seeds, _ = kmeans_plusplus(sample, k, random_state=start_seed)
+        km = faiss.Kmeans(X.shape[1], k, niter=20, seed=start_seed, spherical=True, min_points_per_centroid=1,
                           max_points_per_centroid=max(256, -(-len(X) // k)))  # every row trains
         km.train(X, init_centroids=np.ascontiguousarray(seeds, dtype=np.float32))
         if best is None or km.obj[-1] > best.obj[-1]:  # spherical: the summed similarity to the centroids

@@ -255,7 +255,7 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
     @app.get("/select", summary="Images of the loaded dataset worth labelling first, best first (`featx select`)")
     async def select(budget: Annotated[int, Query(ge=1, le=MAX_K, description="how many images")] = 24,
                      strategy: Annotated[Literal[STRATEGIES], Query(description="as featx select --strategy")] = "auto",
-                     seed: Annotated[int, Query(description="seed of the clustering")] = 0) -> dict:
+                     seed: Annotated[int, Query(ge=0, description="seed of the clustering")] = 0) -> dict:
         if resources.store is None:
             raise ServiceError("no dataset is loaded: start featx serve with --dataset NAME.", 409)
 
