@@ -33,6 +33,7 @@ from .budget import DecodeBudget
 from .schemas import ERRORS, EmbedResponse, PredictResponse, SearchResponse
 
 MAX_K = 1000
+MAX_SELECT = 200  # picks /select makes at once (seconds on the page's thread pool); more belong to `featx select`
 MAX_FILES = 64
 # Decoding work the service does at once, over all requests: 64 twelve-megapixel photos fit, sixteen
 # 9000×9000 PNGs (1.3 MB of bytes, 10 s of decoding and +550 MB before this bound) do not.
@@ -253,7 +254,7 @@ def create_app(resources: Resources, *, token: str | None = None, max_upload_mb:
     chosen: dict = {}  # (budget, strategy, seed) -> the selection: the store the service holds does not change
 
     @app.get("/select", summary="Images of the loaded dataset worth labelling first, best first (`featx select`)")
-    async def select(budget: Annotated[int, Query(ge=1, le=MAX_K, description="how many images")] = 24,
+    async def select(budget: Annotated[int, Query(ge=1, le=MAX_SELECT, description="how many images")] = 24,
                      strategy: Annotated[Literal[STRATEGIES], Query(description="as featx select --strategy")] = "auto",
                      seed: Annotated[int, Query(ge=0, description="seed of the clustering")] = 0) -> dict:
         if resources.store is None:

@@ -141,7 +141,7 @@ async function loadAudit() {
 async function loadSelection(event) {
   // what featx select would choose: each pick a thumbnail that searches from it when pressed
   if (event) event.preventDefault();
-  const budget = Math.max(1, Math.min(1000, parseInt($("select-budget").value, 10) || 24));
+  const budget = Math.max(1, Math.min(200, parseInt($("select-budget").value, 10) || 24));
   const strategy = $("select-strategy").value;
   $("select-status").textContent = "choosing…";
   let chosen;
