@@ -187,9 +187,11 @@ def test_a_fit_runs_one_pool_of_the_threads_set_at_start_up(monkeypatch):
                      min(compute_threads(), len(pieces) // 4)))
         return on_cores(pieces, work)
 
+    import featx.heads.rows as rows
     import featx.heads.solvers as solvers
 
     monkeypatch.setattr(solvers, "on_cores", counting)
+    monkeypatch.setattr(rows, "on_cores", counting)  # the passes over the rows (StandardRows.map_pieces)
     X, y = embedding_like(12000, d=512)
     LogisticHead().fit(X, y)
     assert seen and all(set(blas.values()) == {1} and len(blas) >= 2 for blas, _ in seen)  # numpy's and scipy's

@@ -70,7 +70,8 @@ def test_a_saved_index_and_the_rows_added_since_answer_as_one():
 
 
 def test_featx_index_says_when_new_vectors_need_a_rebuild_and_rebuilds(shapes, monkeypatch):
-    """Adding 100+ vectors retunes the index on them; when even its highest effort misses the target, it says so."""
+    """Adding 100+ vectors retunes the index on (a sample of TUNE_QUERIES of) them; when even its highest effort misses
+    the target, it says so."""
     from featx.search import dataset_index
 
     run_cli("index", "shapes", "--kind", "hnsw")
@@ -80,14 +81,19 @@ def test_featx_index_says_when_new_vectors_need_a_rebuild_and_rebuilds(shapes, m
         noisy_image((i, 255 - i, 7 * i % 256), seed=500 + i, size=(48, 40)).save(more / f"{i}.png")
     run_cli("embed", shapes, "--image-size", 128, "--workers", 0)
 
+    asked = []
+
     def poor_tuning(vi, queries, truth, *, target_recall):  # what a drifted index measures at its highest effort
+        asked.append((len(queries), truth.shape))
         vi.recall_at_10 = 0.5
 
     real = dataset_index.tune_index
     monkeypatch.setattr(dataset_index, "tune_index", poor_tuning)
+    monkeypatch.setattr(dataset_index, "TUNE_QUERIES", 40)
     added = run_cli("index", "shapes")
+    assert asked == [(40, (40, 10))]  # a sample of the new vectors, with their exact neighbours
     assert "(added)" in added.output and "recall@10 0.500" in added.output
-    assert "note: the 100 new vectors reach recall@10 0.500" in added.output and "--rebuild" in added.output
+    assert "note: 40 of the new vectors reach recall@10 0.500" in added.output and "--rebuild" in added.output
     monkeypatch.setattr(dataset_index, "tune_index", real)
     rebuilt = json.loads(run_cli("index", "shapes", "--rebuild", "--json").stdout)
     assert (rebuilt["action"], rebuilt["n"], rebuilt["note"]) == ("built", 115, "")

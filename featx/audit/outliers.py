@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ParameterError
+from ..hardware import on_cores
 from ..search.flat import flat_search
 
 
@@ -43,7 +44,8 @@ def nearest_neighbours(vectors: np.ndarray, k: int, seed: int = 0) -> tuple[np.n
     return nearest_among(vectors, everything, everything, k, seed)
 
 
-RERANK_BYTES = 256 << 20  # the candidates' vectors gathered at a time to re-rank them
+RERANK_BYTES = 128 << 20  # the candidates' vectors read at a time, by each core, to re-rank them
+GATHER_QUERIES = 64  # queries whose candidates are gathered from memory at a time for their products
 
 
 def nearest_among(vectors: np.ndarray, among: np.ndarray, queries: np.ndarray, k: int,
@@ -54,9 +56,14 @@ def nearest_among(vectors: np.ndarray, among: np.ndarray, queries: np.ndarray, k
     Up to EXACT_BELOW rows among: exact search. Above: all-against-all in full dimension is O(n²·d) (96 s at
     70,000 × 1,280; at a million, the test images against the training ones would take hours), so candidates
     come from an inverted file over the rows' leading principal components (REDUCED_DIMS, fitted on a
-    sample), and the CANDIDATES nearest there are re-ranked by their exact cosine, a bounded block of them at
-    a time. An outlier's far neighbours are still found: distances shrink under projection, so the true
-    neighbours rank near the top of the candidates.
+    sample), and the CANDIDATES nearest there are re-ranked by their exact cosine. An outlier's far neighbours
+    are still found: distances shrink under projection, so the true neighbours rank near the top of the
+    candidates.
+
+    Re-ranking reads every query's candidates from ``vectors`` (a store's memory maps at scale: StoredRows), and
+    that reading is most of the work: 32 million rows at a million images. So the queries go in the order of
+    their inverted list, and a piece of them reads the candidates they share once (neighbouring queries have
+    neighbouring candidates); the pieces are shared out among the cores.
     """
     among, queries = np.asarray(among), np.asarray(queries)
     n, d = len(among), vectors.shape[1]
@@ -71,25 +78,50 @@ def nearest_among(vectors: np.ndarray, among: np.ndarray, queries: np.ndarray, k
     _, V = np.linalg.eigh(centred.T @ centred)
     basis = np.ascontiguousarray(V[:, ::-1][:, :REDUCED_DIMS], dtype=np.float32)
 
-    def reduced(rows: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray((vectors[rows] - mean) @ basis, dtype=np.float32)
+    def reduced(X: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((X - mean) @ basis, dtype=np.float32)
 
     # an inverted file over the reduced rows: a full scan's top-k selection would cost n² heap steps
     lists = int(4 * np.sqrt(n))
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(REDUCED_DIMS), REDUCED_DIMS, lists)
-    index.train(reduced(np.sort(rng.choice(among, min(n, 40 * lists), replace=False))))
+    index.train(reduced(vectors[np.sort(rng.choice(among, min(n, 40 * lists), replace=False))]))
+    every_row = queries is among  # all against all (nearest_neighbours): the lists are known once the rows are added
+    assigned = []
     for a in range(0, n, 50000):
-        index.add(reduced(among[a:a + 50000]))
+        R = reduced(vectors[among[a:a + 50000]])
+        index.add(R)
+        if every_row:
+            assigned.append(index.quantizer.assign(R, 1).ravel())
+    if not every_row:
+        for a in range(0, len(queries), 50000):
+            assigned.append(index.quantizer.assign(reduced(vectors[queries[a:a + 50000]]), 1).ravel())
+    order = np.argsort(np.concatenate(assigned), kind="stable") if len(queries) else np.arange(0)
     index.nprobe = PROBES
     m = min(n, max(k, CANDIDATES))
     D = np.empty((len(queries), k), np.float32)
     I = np.empty((len(queries), k), np.int64)
-    step = max(64, RERANK_BYTES // (4 * m * d))
-    for a in range(0, len(queries), step):  # re-ranked block by block: the candidates' vectors gathered once each
-        rows = queries[a:a + step]
-        _, C = index.search(reduced(rows), m)
-        exact = np.einsum("qd,qcd->qc", vectors[rows], vectors[among[C]])
-        top = np.argsort(-exact, axis=1, kind="stable")[:, :k]
-        D[a:a + step] = np.take_along_axis(exact, top, axis=1)
-        I[a:a + step] = np.take_along_axis(C, top, axis=1)
+    piece = max(16, RERANK_BYTES // (4 * m * d))  # queries whose candidates one core reads together
+    for a in range(0, len(queries), 8 * piece):  # searched a block at a time; its pieces re-ranked on the cores
+        at = order[a:a + 8 * piece]
+        Q = vectors[queries[at]]
+        _, C = index.search(reduced(Q), m)
+        spans = [(s, min(len(at), s + piece)) for s in range(0, len(at), piece)]
+        for (s, e), (Dp, Ip) in zip(spans, on_cores(spans, lambda span: _rerank(vectors, among, Q[span[0]:span[1]],
+                                                                                  C[span[0]:span[1]], k))):
+            D[at[s:e]], I[at[s:e]] = Dp, Ip
     return D, I
+
+
+def _rerank(vectors, among: np.ndarray, Q: np.ndarray, C: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k of each query's candidates C (positions in ``among``; -1 where none) nearest by exact cosine: D, I.
+    The candidates the queries share are read from ``vectors`` once."""
+    found = C >= 0
+    ids, inverse = np.unique(np.where(found, C, 0), return_inverse=True)
+    U = vectors[among[ids]]
+    inverse = inverse.reshape(C.shape)
+    exact = np.empty(C.shape, np.float32)
+    for a in range(0, len(C), GATHER_QUERIES):
+        exact[a:a + GATHER_QUERIES] = np.einsum("qd,qcd->qc", Q[a:a + GATHER_QUERIES], U[inverse[a:a + GATHER_QUERIES]])
+    exact[~found] = -np.inf
+    top = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(exact, top, axis=1), np.take_along_axis(C, top, axis=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from ..store.view import normalize
 IN_MEMORY_BYTES = 1 << 30  # standardised rows up to this size are made once and kept; larger ones are streamed
 BLOCK_BYTES = 64 << 20  # float32 bytes per streamed block: big enough for fast BLAS, small beside the data
 PIECE_ROWS = 512  # rows standardised at a time in memory: a piece of 1,280 float32 columns stays in cache
+CACHE_BYTES = 2 << 20  # float32 bytes of the rows one piece of a pass works on while they are in cache
 
 
 class StandardRows:
@@ -44,16 +45,18 @@ class StandardRows:
         n = rows.n
         if block_rows is None and 4 * n * d <= IN_MEMORY_BYTES:
             return rows._fit_in_memory()
-        total = np.zeros(d, np.float64)
-        for a, b in rows._spans():
-            total += rows._normalised(a, b).sum(axis=0, dtype=np.float64)
-        if not np.all(np.isfinite(total)):
-            raise ValueError("Input X contains NaN or infinity.")
-        mean = (total / max(n, 1)).astype(np.float32)
-        sq = np.zeros(d, np.float64)
-        for a, b in rows._spans():
-            Z = rows._normalised(a, b) - mean
-            sq += np.einsum("ij,ij->j", Z, Z, dtype=np.float64)
+        with single_threaded_blas():
+            total = np.sum(rows.map_pieces(lambda a, b, Z: Z.sum(axis=0, dtype=np.float64), standardised=False),
+                           axis=0)
+            if not np.all(np.isfinite(total)):
+                raise ValueError("Input X contains NaN or infinity.")
+            mean = (total / max(n, 1)).astype(np.float32)
+
+            def squares(a, b, Z):
+                Z -= mean
+                return np.einsum("ij,ij->j", Z, Z, dtype=np.float64)
+
+            sq = np.sum(rows.map_pieces(squares, standardised=False), axis=0)
         rows.mean, rows.scale = mean, rows._scale(sq)
         return rows
 
@@ -125,6 +128,21 @@ class StandardRows:
         for a, b in self._spans():
             yield a, b, self.block(a, b)
 
+    def map_pieces(self, work: Callable, standardised: bool = True) -> list:
+        """``[work(a, b, Z[a:b]) for each piece]`` over pieces of about CACHE_BYTES, in order, shared out among the
+        cores (hardware.on_cores); ``standardised=False`` gives N(X) instead of Z. A streamed piece is read and
+        standardised by the thread that then works on it, while it is in cache: reading and converting the rows
+        (float16 memory maps, rows gathered at a fold's positions) is most of a streamed pass, and it no longer
+        runs on one core while the other waits. ``work`` may change Z (a fresh copy when streamed)."""
+        step = max(64, CACHE_BYTES // (4 * self.d))
+        if self.dense is None:
+            step = min(step, self.block_rows)  # a streamed piece is at most a block
+        spans = [(a, min(self.n, a + step)) for a in range(0, self.n, step)]
+        if self.dense is not None and standardised:
+            return on_cores(spans, lambda span: work(*span, self.dense[span[0]:span[1]]))
+        read = self.block if standardised else self._normalised
+        return on_cores(spans, lambda span: work(*span, read(*span)))
+
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Z at ``rows`` (a small subset), as an array."""
         rows = np.asarray(rows)
@@ -149,6 +167,10 @@ class StandardRows:
     def scores(self, W: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Z·W + b, block by block."""
         out = np.empty((self.n, W.shape[1]), np.float32)
-        for a, e, Z in self.blocks_of_rows():
+
+        def score(a, e, Z):
             out[a:e] = Z @ W + b
+
+        with single_threaded_blas():
+            self.map_pieces(score)
         return out

@@ -10,6 +10,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.model_selection import train_test_split
 
 from ..hardware import on_cores, single_threaded_blas
+from .rows import CACHE_BYTES
 from .scoring import softmax
 
 
@@ -236,11 +237,14 @@ def lbfgs(loss_and_grad, rows, C, k, precond: Preconditioner, init, max_iter: in
         W = p_span * Wp if in_span else precond.forward(Wp, lam)
         b = x[r * k:].astype(np.float32)
         loss, gW, gb = 0.0, np.zeros((width, k), np.float32), np.zeros(k, np.float64)
-        for block in (data if in_span else rows.blocks_of_rows()):
-            for part, g, g_b in on_cores(list(cache_sized([block], width)), lambda item: piece(item, W, b)):
-                loss += part
-                gW += g
-                gb += g_b
+        if in_span:
+            parts = on_cores(list(cache_sized(data, width)), lambda item: piece(item, W, b))
+        else:  # a streamed piece is read by the thread that works on it (StandardRows.map_pieces)
+            parts = rows.map_pieces(lambda start, stop, Z: piece((start, stop, Z), W, b))
+        for part, g, g_b in parts:
+            loss += part
+            gW += g
+            gb += g_b
         # d/dW' of loss(P·W') + λ/2‖P·W'‖² is Pᵀ·(∇loss + λW)
         G = gW / np.float32(n) + np.float32(lam) * W
         gWp = p_span * G if in_span else precond.adjoint(G, lam)
@@ -252,9 +256,6 @@ def lbfgs(loss_and_grad, rows, C, k, precond: Preconditioner, init, max_iter: in
                           options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-5, "maxcor": 10})
     W = precond.forward(result.x[:r * k].reshape(r, k).astype(np.float32), lam)
     return W, result.x[r * k:].astype(np.float32), max(1, int(result.nit))
-
-
-CACHE_BYTES = 2 << 20  # rows per piece: both products of an L-BFGS pass read them while they are in cache
 
 
 def cache_sized(blocks, d: int):

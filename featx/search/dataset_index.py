@@ -21,6 +21,7 @@ from .index import (
 from .keys import join_keys, pack_keys, positions_in, unpack_keys
 
 REMOVED_KEPT = 1000  # rows removed from a dataset that its saved index keeps, left out of its answers
+TUNE_QUERIES = 1000  # new vectors an index is tuned again on before they join it (as build_index tunes on 1,000)
 
 
 def dataset_keys(store: FeatureStore, dataset: str) -> np.ndarray:
@@ -74,8 +75,8 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
     An existing index of the same kind gains the dataset's new vectors (FAISS can add to flat, IVF and HNSW
     indexes); up to REMOVED_KEPT vectors the dataset no longer holds stay in it, left out of its answers
     (open_index), and the report's ``note`` says so. More removed than that, or ``rebuild``, builds it anew.
-    Before 100 or more new vectors are added to an approximate index, its search effort is tuned again with them as
-    queries; when even its highest effort leaves their recall@10 below ``target_recall``, the report's
+    Before 100 or more new vectors are added to an approximate index, its search effort is tuned again with them (up to
+    TUNE_QUERIES of them) as queries; when even its highest effort leaves their recall@10 below ``target_recall``, the report's
     ``note`` says a rebuild is worth it (the index was trained on the earlier vectors).
 
     ``max_memory`` (bytes, or a size such as ``256MB``) chooses the index instead: the most faithful
@@ -116,12 +117,17 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
                 # Only the new vectors are read, unless retuning needs the indexed ones too.
                 fresh = view.normalised(keys[new])
                 if old.kind != "flat" and len(new) >= 100:
-                    # The new vectors are outside queries for the index as it stands: retune on them.
+                    # The new vectors are outside queries for the index as it stands: retune on (a sample of) them.
+                    # All of them as queries cost more than the build adding them saves: their exact neighbours
+                    # among 90,000 indexed 1,792-d vectors took longer than a rebuild (docs/results/scale.md).
+                    asked = fresh
+                    if len(new) > TUNE_QUERIES:
+                        asked = fresh[np.sort(np.random.default_rng(0).choice(len(new), TUNE_QUERIES, replace=False))]
                     indexed = (view.normalised(unpack_keys(old.keys[a:a + BLOCK_ROWS]))
                                for a in range(0, old.n, BLOCK_ROWS))
-                    tune_index(old, fresh, exact_neighbours(fresh, indexed), target_recall=target_recall)
+                    tune_index(old, asked, exact_neighbours(asked, indexed), target_recall=target_recall)
                     if old.recall_at_10 < target_recall:
-                        note = (f"the {len(new):,} new vectors reach recall@10 {old.recall_at_10:.3f} at the index's "
+                        note = (f"{len(asked):,} of the new vectors reach recall@10 {old.recall_at_10:.3f} at the index's "
                                 f"highest search effort, below {target_recall}: the index was built on the earlier "
                                 "vectors and fits the new ones poorly. Rebuilding it (rebuild=True) trains it on "
                                 "all of them.")
