@@ -226,7 +226,8 @@ def stage_grow(n: int, dim: int, work: Path, cache: str) -> dict:
     return {"seconds": add_seconds, "kind": first.kind, "first_build_seconds": first.build_seconds,
             "added": added.action, "added_note": added.note, "add_recall_at_10": added_recall,
             "rebuild_seconds": rebuild_seconds, "rebuild_build_seconds": rebuilt.build_seconds,
-            "rebuild_recall_at_10": rebuilt_recall, "n_added": n - len(kept)}
+            "rebuild_recall_at_10": rebuilt_recall, "n_added": n - len(kept),
+            "add_params": added.params, "rebuild_params": rebuilt.params}  # the search effort each tuning chose
 
 
 def stage_duplicates(n: int, dim: int, work: Path, cache: str) -> dict:

@@ -11,6 +11,7 @@ from sklearn.preprocessing import StandardScaler, normalize
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featx.heads import HEADS, KNNHead, LinearSVMHead, LogisticHead, MLPHead, RidgeHead
+from featx.heads.linear import FEW_ROWS_C
 
 
 @parametrize_with_checks([LogisticHead(), RidgeHead(), LinearSVMHead(), KNNHead(), MLPHead(hidden=32, max_epochs=20)])
@@ -35,7 +36,10 @@ def test_separable_vectors_are_classified_perfectly(name):
     proba = head.predict_proba(X)
     assert proba.shape == (len(X), 3) and np.allclose(proba.sum(1), 1)
     assert list(head.classes_[proba.argmax(1)]) == list(head.predict(X))
-    assert len(head.search_) >= 3  # the regularisation was chosen on held-out data
+    if getattr(head, "_few_rows_value", None) is not None:  # 24 held-out rows: too few to choose C on
+        assert head.search_ == {} and head.C_ == FEW_ROWS_C
+    else:
+        assert len(head.search_) >= 3  # the regularisation was chosen on held-out data
 
 
 def test_logistic_matches_scikit_learn_on_the_same_objective():
@@ -227,6 +231,19 @@ def test_the_grid_stops_past_its_best_and_chooses_what_the_whole_grid_chooses(mo
     monkeypatch.undo()
     few = LogisticHead().fit(X[:600], y[:600])  # 120 held-out rows
     assert len(few.search_) == len(linear.C_GRID)
+
+
+@pytest.mark.parametrize("head", [LogisticHead, LinearSVMHead])
+def test_too_few_held_out_rows_to_choose_on_take_c_of_one(head):
+    """Under FEW_HELD_OUT held-out rows (2 images at 10 labels) held-out accuracy cannot choose C: the head takes
+    FEW_ROWS_C without a search, and fits as with that C given; with enough held-out rows it searches again."""
+    from featx.heads import linear
+
+    X, y = embedding_like(200, seed=5)
+    few = head().fit(X, y)  # 40 held-out rows
+    assert few.search_ == {} and few.C_ == linear.FEW_ROWS_C
+    np.testing.assert_allclose(few.coef_, head(C=linear.FEW_ROWS_C).fit(X, y).coef_, atol=1e-6)
+    assert len(head().fit(*embedding_like(600, seed=5)).search_) >= 3  # 120 held-out rows
 
 
 def test_the_mlp_separates_what_no_linear_head_can():
