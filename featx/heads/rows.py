@@ -13,6 +13,7 @@ IN_MEMORY_BYTES = 1 << 30  # standardised rows up to this size are made once and
 BLOCK_BYTES = 64 << 20  # float32 bytes per streamed block: big enough for fast BLAS, small beside the data
 PIECE_ROWS = 512  # rows standardised at a time in memory: a piece of 1,280 float32 columns stays in cache
 CACHE_BYTES = 2 << 20  # float32 bytes of the rows one piece of a pass works on while they are in cache
+PIECES_AT_ONCE = 64  # pieces shared out among the cores at a time (at least 4 a thread: hardware.on_cores)
 
 
 class StandardRows:
@@ -46,8 +47,8 @@ class StandardRows:
         if block_rows is None and 4 * n * d <= IN_MEMORY_BYTES:
             return rows._fit_in_memory()
         with single_threaded_blas():
-            total = np.sum(rows.map_pieces(lambda a, b, Z: Z.sum(axis=0, dtype=np.float64), standardised=False),
-                           axis=0)
+            total = sum(rows.map_pieces(lambda a, b, Z: Z.sum(axis=0, dtype=np.float64), standardised=False),
+                        np.zeros(d, np.float64))
             if not np.all(np.isfinite(total)):
                 raise ValueError("Input X contains NaN or infinity.")
             mean = (total / max(n, 1)).astype(np.float32)
@@ -56,7 +57,7 @@ class StandardRows:
                 Z -= mean
                 return np.einsum("ij,ij->j", Z, Z, dtype=np.float64)
 
-            sq = np.sum(rows.map_pieces(squares, standardised=False), axis=0)
+            sq = sum(rows.map_pieces(squares, standardised=False), np.zeros(d, np.float64))
         rows.mean, rows.scale = mean, rows._scale(sq)
         return rows
 
@@ -128,20 +129,27 @@ class StandardRows:
         for a, b in self._spans():
             yield a, b, self.block(a, b)
 
-    def map_pieces(self, work: Callable, standardised: bool = True) -> list:
-        """``[work(a, b, Z[a:b]) for each piece]`` over pieces of about CACHE_BYTES, in order, shared out among the
-        cores (hardware.on_cores); ``standardised=False`` gives N(X) instead of Z. A streamed piece is read and
-        standardised by the thread that then works on it, while it is in cache: reading and converting the rows
-        (float16 memory maps, rows gathered at a fold's positions) is most of a streamed pass, and it no longer
-        runs on one core while the other waits. ``work`` may change Z (a fresh copy when streamed)."""
+    def map_pieces(self, work: Callable, standardised: bool = True) -> Iterator:
+        """``work(a, b, Z[a:b])`` for each piece of about CACHE_BYTES, yielded in order, computed on the cores
+        (hardware.on_cores) PIECES_AT_ONCE at a time, so a caller summing them holds a few results, not a pass's;
+        ``standardised=False`` gives N(X) instead of Z. A streamed piece is read and standardised by the thread that
+        then works on it, while it is in cache: reading and converting the rows (float16 memory maps, rows gathered
+        at a fold's positions) is most of a streamed pass, and it no longer runs on one core while the other waits.
+        ``work`` may change Z (a fresh copy when streamed)."""
         step = max(64, CACHE_BYTES // (4 * self.d))
         if self.dense is None:
             step = min(step, self.block_rows)  # a streamed piece is at most a block
         spans = [(a, min(self.n, a + step)) for a in range(0, self.n, step)]
         if self.dense is not None and standardised:
-            return on_cores(spans, lambda span: work(*span, self.dense[span[0]:span[1]]))
-        read = self.block if standardised else self._normalised
-        return on_cores(spans, lambda span: work(*span, read(*span)))
+            def task(span):
+                return work(*span, self.dense[span[0]:span[1]])
+        else:
+            read = self.block if standardised else self._normalised
+
+            def task(span):
+                return work(*span, read(*span))
+        for g in range(0, len(spans), PIECES_AT_ONCE):
+            yield from on_cores(spans[g:g + PIECES_AT_ONCE], task)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Z at ``rows`` (a small subset), as an array."""
@@ -172,5 +180,6 @@ class StandardRows:
             out[a:e] = Z @ W + b
 
         with single_threaded_blas():
-            self.map_pieces(score)
+            for _ in self.map_pieces(score):
+                pass
         return out
