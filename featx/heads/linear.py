@@ -219,8 +219,8 @@ class LogisticHead(_LBFGSHead):
     scaling : ``"l2"`` (default) L2-normalises each vector, centres, and divides by one overall
         scale; ``"standard"`` standardises each feature (scikit-learn's StandardScaler). Measured on
         digits at 96 px (seed 0), l2 gave 49.3% / 78.6% / 92.2% test accuracy at 1 / 5 / 50 shots
-        per class against 36.6% / 60.1% / 90.6% (C chosen on held-out rows at every size then), and the same on all 60,000 Fashion-MNIST vectors
-        (89.95% against 90.00%).
+        per class against 36.6% / 60.1% / 90.6% (C chosen on held-out rows at every size then), and the
+        same on all 60,000 Fashion-MNIST vectors (89.95% against 90.00%).
     layer_widths : the widths of a multi-layer recipe's layers (``featx train`` passes them); with
         ``scaling="l2"`` each block is L2-normalised on its own first, so every layer counts alike.
     block_rows : None keeps the standardised training rows in memory up to 1 GiB and streams them from

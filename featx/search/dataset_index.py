@@ -75,9 +75,10 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
     An existing index of the same kind gains the dataset's new vectors (FAISS can add to flat, IVF and HNSW
     indexes); up to REMOVED_KEPT vectors the dataset no longer holds stay in it, left out of its answers
     (open_index), and the report's ``note`` says so. More removed than that, or ``rebuild``, builds it anew.
-    Before 100 or more new vectors are added to an approximate index, its search effort is tuned again with them (up to
-    TUNE_QUERIES of them) as queries; when even its highest effort leaves their recall@10 below ``target_recall``, the report's
-    ``note`` says a rebuild is worth it (the index was trained on the earlier vectors).
+    Before 100 or more new vectors are added to an approximate index, its search effort is tuned again with them
+    (up to TUNE_QUERIES of them) as queries; when even its highest effort leaves their recall@10 below
+    ``target_recall``, the report's ``note`` says a rebuild is worth it (the index was trained on the earlier
+    vectors).
 
     ``max_memory`` (bytes, or a size such as ``256MB``) chooses the index instead: the most faithful
     FAISS index that fits it and reaches ``target_recall`` (see ``budget.choose_index``), built from
@@ -127,10 +128,10 @@ def index_dataset(store: FeatureStore, dataset: str, kind: str = "auto",
                                for a in range(0, old.n, BLOCK_ROWS))
                     tune_index(old, asked, exact_neighbours(asked, indexed), target_recall=target_recall)
                     if old.recall_at_10 < target_recall:
-                        note = (f"{len(asked):,} of the new vectors reach recall@10 {old.recall_at_10:.3f} at the index's "
-                                f"highest search effort, below {target_recall}: the index was built on the earlier "
-                                "vectors and fits the new ones poorly. Rebuilding it (rebuild=True) trains it on "
-                                "all of them.")
+                        note = (f"{len(asked):,} of the new vectors reach recall@10 {old.recall_at_10:.3f} at the "
+                                f"index's highest search effort, below {target_recall}: the index was built on the "
+                                "earlier vectors and fits the new ones poorly. Rebuilding it (rebuild=True) trains it "
+                                "on all of them.")
                 old.index.add(fresh)
                 old.keys = join_keys(old.keys, current[new])
                 action = "added"
