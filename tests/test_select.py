@@ -122,6 +122,24 @@ def test_a_rare_separated_cluster_is_chosen_cold_where_random_picks_miss_it():
     assert typical_hits >= 4 and random_hits <= 1
 
 
+def test_a_typical_pick_is_the_member_nearest_its_clusters_centre_not_a_dense_knot_at_its_edge():
+    rng = np.random.default_rng(0)
+    centres = 8 * rng.standard_normal((3, 32))
+    X = centres[np.repeat(np.arange(3), 60)] + rng.standard_normal((180, 32))
+    edge = centres[0] + 1.5 * rng.standard_normal(32)
+    X[:12] = edge + 0.01 * rng.standard_normal((12, 32))  # a knot of near-copies, away from cluster 0's middle
+    X = normalize(X.astype(np.float32))
+    picks = strategies.typical(X, 3, seed=0)
+    clusters = np.repeat(np.arange(3), 60)
+    assert sorted(clusters[picks.rows]) == [0, 1, 2]
+    for r in picks.rows:
+        members = np.flatnonzero(clusters == clusters[r])
+        middle = normalize(X[members].mean(axis=0, keepdims=True))[0]
+        assert r == members[np.argmax(X[members] @ middle)]  # the nearest the centre of its cluster
+    assert not set(picks.rows.tolist()) & set(range(12))
+    assert picks.reasons[0].startswith("the nearest the centre of its cluster of 60 images")
+
+
 def test_coverage_and_uncertainty_choose_what_they_promise():
     X, labels = rare_cluster_set(0)
     picks = strategies.coverage(X, 5, seed=0)

@@ -23,8 +23,8 @@ STRATEGIES = ("auto", "typical", "coverage", "uncertain", "random")
 # turning at 5 (benchmarks/bench_select.py, docs/results/select.md)
 UNCERTAIN_FROM_PER_CLASS = 2
 # auto's cold start: typical while the budget leaves clusters of this many images or more on average, coverage
-# beyond (TypiClust's typicality means little in clusters of two or three: on digits' 1,414 images it fell below
-# random at 200 and 500 picks, where coverage stayed above it)
+# beyond (a cluster's most typical image means little in clusters of two or three: on digits' 1,414 images typical
+# picks fell below random at 500, 88.3 against 98.0%, where coverage stayed above it at 99.0%)
 TYPICAL_CLUSTER = 10
 COLUMNS = ("path", "label", "suggested_label", "score", "reason")
 

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-TYPICAL_NEIGHBOURS = 20  # typicality: the inverse mean distance to this many nearest members of one's cluster
-DENSITY_SAMPLE = 4000  # a cluster larger than this measures density against a sample of this many members
 MIN_CLUSTER = 5  # TypiClust skips clusters smaller than this while larger ones are uncovered (outliers)
 COVER_NEIGHBOURS = 64  # the neighbour graph whose balls coverage counts
 UNCERTAIN_POOL = 10  # uncertain: the budget's this-many-times least certain images are clustered for diversity
@@ -60,35 +58,21 @@ SEEDING_SAMPLE = 20000  # k-means++ draws its seeds from at most this many rows 
 RESTARTS, RESTARTS_UP_TO = 5, 64  # k-means starts kept the best of, for k up to this
 
 
-def typicality(X: np.ndarray, members: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each member's typicality in its cluster: 1 / mean distance to its TYPICAL_NEIGHBOURS nearest other members
-    (Hacohen et al. 2022), measured against at most DENSITY_SAMPLE of them."""
-    if len(members) == 1:
-        return np.ones(1)
-    against = members if len(members) <= DENSITY_SAMPLE else rng.choice(members, DENSITY_SAMPLE, replace=False)
-    k = min(TYPICAL_NEIGHBOURS, len(against) - 1)
-    scores = np.empty(len(members))
-    for a in range(0, len(members), 2048):  # a bounded block of the distance matrix at a time
-        block = members[a:a + 2048]
-        similarity = X[block] @ X[against].T
-        distance = np.sqrt(np.maximum(2.0 - 2.0 * similarity, 0.0))  # unit vectors: ‖x − y‖² = 2 − 2 x·y
-        distance[block[:, None] == against[None, :]] = np.inf  # not one's own neighbour
-        nearest = np.partition(distance, k - 1, axis=1)[:, :k]
-        scores[a:a + len(block)] = 1.0 / (nearest.mean(axis=1) + 1e-8)
-    return scores
-
-
 def typical(X: np.ndarray, budget: int, labelled: np.ndarray | None = None, seed: int = 0) -> Picks:
-    """TypiClust (Hacohen, Dekel & Weinshall 2022): cluster the pool and the labelled images into budget + labelled
-    clusters; take, from the cluster holding the fewest labelled (and chosen) images, largest first, its most
-    typical member; repeat. Typical images of different clusters: the common cases, each kind once.
+    """TypiClust's loop (Hacohen, Dekel & Weinshall 2022): cluster the pool and the labelled images into budget +
+    labelled clusters; take, from the cluster holding the fewest labelled (and chosen) images, largest first, its
+    most typical member; repeat. Typical images of different clusters: the common cases, each kind once.
+
+    The most typical member is the one nearest its cluster's centre, not TypiClust's densest (1 / mean distance to
+    its 20 nearest cluster members): on Fashion-MNIST the centre's picks scored 65.0 / 64.2 / 74.1 / 77.9 / 78.6%
+    at 10 / 20 / 50 / 100 / 200 labels against the densest's 56.5 / 63.8 / 72.2 / 75.8 / 79.2%, and on digits
+    the same to within 1.2 points either way (5 seeds, the same clusters; docs/results/select.md).
 
     ``labelled``: normalised vectors of images already labelled (they take no pick, but cover their cluster).
     """
-    rng = np.random.default_rng(seed)
     n_labelled = 0 if labelled is None else len(labelled)
     everything = X if not n_labelled else np.concatenate([X, labelled])
-    assign, _ = kmeans(everything, budget + n_labelled, seed)
+    assign, centres = kmeans(everything, budget + n_labelled, seed)
     pool_assign = assign[: len(X)]
     k = int(assign.max()) + 1
     covered = np.bincount(assign[len(X):], minlength=k) if n_labelled else np.zeros(k, np.int64)
@@ -105,18 +89,18 @@ def typical(X: np.ndarray, budget: int, labelled: np.ndarray | None = None, seed
         c = int(candidates[np.lexsort((-sizes[candidates], covered[candidates]))[0]])
         if c not in cache:
             members = np.flatnonzero(pool_assign == c)
-            cache[c] = (members, typicality(X, members, rng))
-        members, typ = cache[c]
+            cache[c] = (members, X[members] @ centres[c])  # cosine to the centre (spherical k-means: unit centres)
+        members, near = cache[c]
         free = ~taken[members]
-        best = np.flatnonzero(free)[np.argmax(typ[free])]
+        best = np.flatnonzero(free)[np.argmax(near[free])]
         r = int(members[best])
         taken[r] = True
         covered[c] += 1
         rows.append(r)
-        scores.append(float(typ[best]))
+        scores.append(float(near[best]))
         before = int(covered[c]) - 1
-        reasons.append(f"the most typical of a cluster of {int(sizes[c]):,} images, " + (
-            f"{before} of them labelled or chosen before" if before else "none of them labelled yet"))
+        reasons.append(f"the nearest the centre of its cluster of {int(sizes[c]):,} images (cosine {near[best]:.3f}), "
+                       + (f"{before} of them labelled or chosen before" if before else "none of them labelled yet"))
     return Picks(np.asarray(rows, np.int64), _scaled(scores), reasons)
 
 
