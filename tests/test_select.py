@@ -102,19 +102,20 @@ def test_impossible_requests_get_clear_errors(photos):
     assert unlabelled.exit_code != 0 and "--head" in unlabelled.output
 
 
-def rare_cluster_set(seed: int):
+def rare_cluster_set(seed: int, dims: int = 64):
     """1,500 vectors in five broad clusters and ten in a rare one far from them all."""
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((6, 64)) * 4
+    centres = rng.standard_normal((6, dims)) * 4
     labels = np.concatenate([np.repeat(np.arange(5), 300), np.full(10, 5)])
-    X = centres[labels] + rng.standard_normal((len(labels), 64))
+    X = centres[labels] + rng.standard_normal((len(labels), dims))
     return normalize(X.astype(np.float32)), labels
 
 
-def test_a_rare_separated_cluster_is_chosen_cold_where_random_picks_miss_it():
+@pytest.mark.parametrize("dims", [64, 512])  # 512: clustered over the leading principal components
+def test_a_rare_separated_cluster_is_chosen_cold_where_random_picks_miss_it(dims):
     typical_hits = random_hits = 0
     for seed in range(5):
-        X, labels = rare_cluster_set(seed)
+        X, labels = rare_cluster_set(seed, dims)
         picks = strategies.typical(X, 6, seed=seed)
         assert len(set(picks.rows.tolist())) == 6
         typical_hits += 5 in labels[picks.rows]
@@ -138,6 +139,19 @@ def test_a_typical_pick_is_the_member_nearest_its_clusters_centre_not_a_dense_kn
         assert r == members[np.argmax(X[members] @ middle)]  # the nearest the centre of its cluster
     assert not set(picks.rows.tolist()) & set(range(12))
     assert picks.reasons[0].startswith("the nearest the centre of its cluster of 60 images")
+
+
+def test_typical_clusters_the_leading_principal_components_of_wide_vectors():
+    rng = np.random.default_rng(0)
+    signal = rng.standard_normal((3000, 20)) @ rng.standard_normal((20, 1000))  # 20 directions carry it all
+    X = normalize((signal + 0.01 * rng.standard_normal((3000, 1000))).astype(np.float32))
+    P = strategies.principal_directions(X, seed=0)
+    assert P.shape == (3000, strategies.CLUSTER_DIMS) and np.allclose(np.linalg.norm(P, axis=1), 1, atol=1e-5)
+    centred = normalize(X - X.mean(axis=0))
+    assert np.abs(P[:200] @ P[:200].T - centred[:200] @ centred[:200].T).max() < 0.02  # cosines kept
+    assert strategies.principal_directions(X, seed=2**40).shape == P.shape  # any seed the CLI takes
+    narrow = X[:, :100].copy()
+    assert strategies.principal_directions(narrow) is narrow  # no wider than CLUSTER_DIMS: as it is
 
 
 def test_coverage_and_uncertainty_choose_what_they_promise():
