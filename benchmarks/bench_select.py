@@ -30,7 +30,7 @@ from featx.config import StoreQuery
 from featx.errors import DatasetNotStoredError
 from featx.heads import LogisticHead
 from featx.select import strategies
-from featx.select.runner import TYPICAL_CLUSTER, UNCERTAIN_FROM_PER_CLASS
+from featx.select.runner import UNCERTAIN_FROM_PER_CLASS, cold_start
 from featx.store import find_dataset
 from featx.store.view import VectorView
 
@@ -92,7 +92,7 @@ def rounds(strategy: str, Xn, X, y, X_test, y_test, widths, seed, graph) -> list
         name = strategy
         if strategy == "auto":  # as choose_in_store decides
             per_class = len(labelled) / max(len(set(y[labelled])), 1)
-            cold = "typical" if len(Xn) - len(labelled) >= TYPICAL_CLUSTER * (PER_ROUND + len(labelled)) else "coverage"
+            cold = cold_start(len(Xn) - len(labelled), PER_ROUND + len(labelled))
             name = "uncertain" if len(set(y[labelled])) >= 2 and per_class >= UNCERTAIN_FROM_PER_CLASS else cold
         elif strategy == "uncertain" and r == 0:
             name = "typical"  # no head before the first labels

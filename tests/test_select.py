@@ -40,11 +40,11 @@ def select(cache, *args, ok=True):
 
 def test_a_seeded_selection_repeats_spreads_over_the_kinds_and_feeds_back_through_embed(photos):
     root, _, cache = photos
-    # auto, cold: typical while the pool holds ten images a pick (36 for 3), coverage beyond (36 for 6)
-    typical = select(cache, "--budget", 3, "--out", root / "t.csv", "--json")
-    again = select(cache, "--budget", 3, "--out", root / "t2.csv", "--json")
+    typical = select(cache, "--budget", 3, "--strategy", "typical", "--out", root / "t.csv", "--json")
+    again = select(cache, "--budget", 3, "--strategy", "typical", "--out", root / "t2.csv", "--json")
     assert [p["key"] for p in typical["picks"]] == [p["key"] for p in again["picks"]]  # seeded: the same picks
     assert typical["strategy"] == "typical" and {colour_of(p["path"]) for p in typical["picks"]} == set(COLOURS)
+    # auto, cold: coverage where the pool holds fewer than TYPICAL_CLUSTER images a pick (36 for 6)
     first = select(cache, "--budget", 6, "--out", root / "a.csv", "--json")
     assert first["strategy"] == "coverage" and first["pool"] == 36 and len(first["picks"]) == 6
     assert {colour_of(p["path"]) for p in first["picks"]} == set(COLOURS)  # every kind, from six picks
@@ -100,6 +100,14 @@ def test_impossible_requests_get_clear_errors(photos):
     assert missing.exit_code != 0 and "nope.csv" in missing.output
     unlabelled = select(cache, "--budget", 3, "--strategy", "uncertain", ok=False)
     assert unlabelled.exit_code != 0 and "--head" in unlabelled.output
+
+
+def test_auto_starts_typical_in_a_large_pool_and_with_coverage_once_picks_leave_small_clusters():
+    from featx.select.runner import cold_start
+
+    assert cold_start(1414, 20) == "typical" and cold_start(1414, 50) == "coverage"  # digits' crossing, measured
+    assert cold_start(60000, 500) == "typical"  # Fashion-MNIST: typical won at every budget
+    assert cold_start(36, 1) == "coverage"
 
 
 def rare_cluster_set(seed: int, dims: int = 64):

@@ -23,7 +23,7 @@ from .output import Bars, echo_json, printable
               help="typical: the image nearest the centre of each of BUDGET clusters (TypiClust's loop); coverage: "
                    "images whose neighbourhoods cover the most (ProbCover); uncertain: where a head hesitates, spread "
                    "over its confusions; random; auto: uncertain once 2 labels per class are known (or --head is "
-                   "given); before that typical, or coverage when the budget is over a tenth of the images.")
+                   "given); before that typical, or coverage when the budget is over a fiftieth of the images.")
 @click.option("--out", type=click.Path(dir_okay=False), default="to-label.csv", show_default=True,
               help="The CSV to fill in: path,label,suggested_label,score,reason.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the clustering (same seed, same picks).")
