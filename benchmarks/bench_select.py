@@ -30,7 +30,7 @@ from featx.config import StoreQuery
 from featx.errors import DatasetNotStoredError
 from featx.heads import LogisticHead
 from featx.select import strategies
-from featx.select.runner import UNCERTAIN_FROM_PER_CLASS, cold_start
+from featx.select.runner import auto_strategy
 from featx.store import find_dataset
 from featx.store.view import VectorView
 
@@ -91,9 +91,9 @@ def rounds(strategy: str, Xn, X, y, X_test, y_test, widths, seed, graph) -> list
     for r in range(ROUNDS):
         name = strategy
         if strategy == "auto":  # as choose_in_store decides
-            per_class = len(labelled) / max(len(set(y[labelled])), 1)
-            cold = cold_start(len(Xn) - len(labelled), PER_ROUND + len(labelled))
-            name = "uncertain" if len(set(y[labelled])) >= 2 and per_class >= UNCERTAIN_FROM_PER_CLASS else cold
+            classes = len(set(y[labelled]))
+            name = auto_strategy(len(Xn) - len(labelled), PER_ROUND + len(labelled), len(labelled) / max(classes, 1),
+                                 head_ready=classes >= 2)
         elif strategy == "uncertain" and r == 0:
             name = "typical"  # no head before the first labels
         picked = choose(name, Xn, PER_ROUND, seed * 100 + r, graph, labelled if r else None, y[labelled], X, widths)

@@ -37,6 +37,15 @@ def cold_start(pool: int, picks: int) -> str:
     return "typical" if pool >= TYPICAL_CLUSTER * picks else "coverage"
 
 
+def auto_strategy(pool: int, picks: int, per_class: float, head_ready: bool, head_given: bool = False) -> str:
+    """What ``strategy="auto"`` uses: uncertain once a head can be trusted (``head_ready``: one was given or can be
+    fitted on known labels of two classes or more; given, or UNCERTAIN_FROM_PER_CLASS known labels a class), else
+    ``cold_start``."""
+    if head_ready and (head_given or per_class >= UNCERTAIN_FROM_PER_CLASS):
+        return "uncertain"
+    return cold_start(pool, picks)
+
+
 @dataclass
 class Known:
     """What is labelled already: stored keys and their labels (from the dataset or the excluded CSV)."""
@@ -146,10 +155,9 @@ def choose_in_store(store, dataset: str, budget: int, *, use_layers: str | None 
             raise DataError("uncertain picks need a head: pass head=HEAD.npz (a saved head), or label images of at "
                             "least two classes first and pass them as exclude=LABELLED.csv with their labels.",
                             params=("head", "exclude"))
-        per_class = len(known.keys) / max(len(known.classes), 1)
         if strategy == "auto":
-            used = "uncertain" if proba is not None and (head or per_class >= UNCERTAIN_FROM_PER_CLASS) else (
-                cold_start(len(pool), budget + len(known.keys)))
+            per_class = len(known.keys) / max(len(known.classes), 1)
+            used = auto_strategy(len(pool), budget + len(known.keys), per_class, proba is not None, bool(head))
     if used == "typical":
         picks = typical(X, budget, labelled_X, seed)
     elif used == "coverage":
