@@ -13,6 +13,10 @@ import numpy as np
 MIN_CLUSTER = 5  # TypiClust skips clusters smaller than this while larger ones are uncovered (outliers)
 CLUSTER_DIMS = 128  # typical clusters the vectors' leading principal components, this many
 PCA_SAMPLE = 20000  # rows the principal components are fitted on
+GRAPH_NEIGHBOURS = 15  # typical's clusters are drawn on the graph joining each image to this many nearest
+DIFFUSION_DIMS, DIFFUSION_STEPS = 64, 8  # the graph's leading diffusion directions kept, and the walk's length
+GRAPH_SAMPLE = 20000  # the graph is decomposed over at most this many rows; the rest sit among their neighbours
+DENSE_GRAPH = 2000  # up to this many rows, one dense eigendecomposition; beyond, Lanczos (scipy's eigsh)
 COVER_NEIGHBOURS = 64  # the neighbour graph whose balls coverage counts
 UNCERTAIN_POOL = 10  # uncertain: the budget's this-many-times least certain images are clustered for diversity
 
@@ -80,10 +84,13 @@ def typical(X: np.ndarray, budget: int, labelled: np.ndarray | None = None, seed
     """
     n_labelled = 0 if labelled is None else len(labelled)
     everything = principal_directions(X if not n_labelled else np.concatenate([X, labelled]), seed)
-    assign, centres = kmeans(everything, budget + n_labelled, seed)
+    k = budget + n_labelled
+    # on the graph only where a cluster can hold several neighbourhoods: smaller ones, the graph's links straddle
+    drawn = diffusion_map(everything, seed) if len(everything) >= 2 * GRAPH_NEIGHBOURS * k else everything
+    assign, _ = kmeans(drawn, k, seed)
     X = everything[: len(X)]
     pool_assign = assign[: len(X)]
-    k = int(assign.max()) + 1
+    k = int(assign.max()) + 1  # k-means may leave clusters empty
     covered = np.bincount(assign[len(X):], minlength=k) if n_labelled else np.zeros(k, np.int64)
     sizes = np.bincount(pool_assign, minlength=k)
     taken = np.zeros(len(X), bool)
@@ -98,7 +105,8 @@ def typical(X: np.ndarray, budget: int, labelled: np.ndarray | None = None, seed
         c = int(candidates[np.lexsort((-sizes[candidates], covered[candidates]))[0]])
         if c not in cache:
             members = np.flatnonzero(pool_assign == c)
-            cache[c] = (members, X[members] @ centres[c])  # cosine to the centre (spherical k-means: unit centres)
+            centre = everything[assign == c].mean(axis=0)  # the labelled members' too: the cluster's middle
+            cache[c] = (members, X[members] @ (centre / max(float(np.linalg.norm(centre)), 1e-12)))
         members, near = cache[c]
         free = ~taken[members]
         best = np.flatnonzero(free)[np.argmax(near[free])]
@@ -130,6 +138,71 @@ def principal_directions(X: np.ndarray, seed: int = 0) -> np.ndarray:
         P[a:a + 50000] = (X[a:a + 50000] - mean) @ Vt.T.astype(np.float32)
     P /= np.maximum(np.linalg.norm(P, axis=1, keepdims=True), 1e-12)
     return P
+
+
+def diffusion_map(X: np.ndarray, seed: int = 0) -> np.ndarray:
+    """X's rows placed by the neighbour graph (Coifman & Lafon 2006): each row joined to its GRAPH_NEIGHBOURS nearest
+    (by cosine, either way round), the graph's DIFFUSION_DIMS leading non-trivial eigenvectors (of the normalised
+    adjacency) weighted by their eigenvalues to the power DIFFUSION_STEPS, and the rows normalised again.
+
+    Rows that a chain of close neighbours joins land together even where the chain curves away from a straight
+    line, which k-means over the vectors themselves cuts across; the weighting keeps the graph's broad divisions
+    and damps the fine ones. Beyond GRAPH_SAMPLE rows the graph is that many drawn at random, and each other row
+    takes the mean place of its GRAPH_NEIGHBOURS nearest among them. X itself when it has too few rows for a graph.
+    """
+    n = len(X)
+    if n <= GRAPH_NEIGHBOURS + 2:
+        return X
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    drawn = np.arange(n) if n <= GRAPH_SAMPLE else np.sort(rng.choice(n, GRAPH_SAMPLE, replace=False))
+    places = _graph_places(X[drawn], seed)
+    if len(drawn) == n:
+        out = places
+    else:
+        import faiss
+
+        out = np.empty((n, places.shape[1]), np.float32)
+        out[drawn] = places
+        rest = np.setdiff1d(np.arange(n), drawn)
+        index = faiss.IndexFlatIP(X.shape[1])
+        index.add(X[drawn])
+        for a in range(0, len(rest), 50000):  # a bounded block of the rest at a time
+            _, near = index.search(X[rest[a:a + 50000]], GRAPH_NEIGHBOURS)
+            out[rest[a:a + 50000]] = places[near].mean(axis=1)
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def _graph_places(X: np.ndarray, seed: int) -> np.ndarray:
+    """``diffusion_map``'s coordinates of every row of X, from X's own neighbour graph (not normalised)."""
+    import faiss
+    import scipy.sparse as sparse
+
+    n = len(X)
+    k = min(GRAPH_NEIGHBOURS, n - 1)
+    index = faiss.IndexFlatIP(X.shape[1])
+    index.add(X)
+    _, near = index.search(X, k + 1)
+    joined = sparse.csr_matrix((np.ones(n * k, np.float32), (np.repeat(np.arange(n), k), near[:, 1:].ravel())),
+                               shape=(n, n))
+    joined = joined.maximum(joined.T)  # neighbours either way round: the graph is symmetric
+    degree = np.asarray(joined.sum(axis=1)).ravel()
+    scale = sparse.diags(1 / np.sqrt(degree))
+    adjacency = scale @ joined @ scale
+    dims = min(DIFFUSION_DIMS, n - 2)
+    if n <= DENSE_GRAPH:
+        values, vectors = np.linalg.eigh(adjacency.toarray())
+        values, vectors = values[-dims:], vectors[:, -dims:]
+    else:
+        from scipy.sparse.linalg import eigsh
+
+        start = np.random.default_rng(seed).standard_normal(n)  # Lanczos' start, seeded: the same picks each run
+        values, vectors = eigsh(adjacency, k=dims, which="LA", v0=start)
+    places = vectors / np.sqrt(degree)[:, None] * np.clip(values, 0, None) ** DIFFUSION_STEPS
+    # centred: the walk's steady state (eigenvalue 1, the same place for every row of a connected graph) then tells
+    # no rows apart, and where the graph falls into parts, each part's own steady state still does
+    return (places - places.mean(axis=0)).astype(np.float32)
 
 
 def neighbour_graph(X: np.ndarray, k: int = COVER_NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
