@@ -23,10 +23,10 @@ STRATEGIES = ("auto", "typical", "coverage", "uncertain", "random")
 # turning at 5 (benchmarks/bench_select.py, docs/results/select.md)
 UNCERTAIN_FROM_PER_CLASS = 2
 # auto's cold start: typical while the budget leaves clusters of this many images or more on average, coverage
-# beyond. On digits' 1,414 images typical picks won at 10 and 20 picks (141 and 71 images a pick: 76.3 / 88.4%
+# beyond. On digits' 1,414 images typical picks won at 10 and 20 picks (141 and 71 images a pick: 86.7 / 89.1%
 # against coverage's 77.8 / 81.2%) and coverage from 50 picks (28 a pick: 96.1 / 96.9 / 97.7 / 99.0% at 50 / 100 /
 # 200 / 500 against 94.0 / 95.1 / 96.8 / 93.6%); on Fashion-MNIST's 60,000, typical at every budget up to 500 (120 a
-# pick: 81.7 against 80.7%). 50 lies between the crossings (docs/results/select.md).
+# pick: 81.1 against 80.7%). 50 lies between the crossings (docs/results/select.md).
 TYPICAL_CLUSTER = 50
 COLUMNS = ("path", "label", "suggested_label", "score", "reason")
 
