@@ -144,8 +144,8 @@ def principal_directions(X: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def diffusion_map(X: np.ndarray, seed: int = 0) -> np.ndarray:
     """X's rows placed by the neighbour graph (Coifman & Lafon 2006): each row joined to its GRAPH_NEIGHBOURS nearest
-    (by cosine, either way round), the graph's DIFFUSION_DIMS leading non-trivial eigenvectors (of the normalised
-    adjacency) weighted by their eigenvalues to the power DIFFUSION_STEPS, and the rows normalised again.
+    (by cosine, either way round), the graph's DIFFUSION_DIMS leading eigenvectors (of the normalised adjacency)
+    weighted by their eigenvalues to the power DIFFUSION_STEPS, centred, and the rows normalised again.
 
     Rows that a chain of close neighbours joins land together even where the chain curves away from a straight
     line, which k-means over the vectors themselves cuts across; the weighting keeps the graph's broad divisions
