@@ -87,10 +87,10 @@ def typical(X: np.ndarray, budget: int, labelled: np.ndarray | None = None, seed
     """
     n_labelled = 0 if labelled is None else len(labelled)
     everything = principal_directions(X if not n_labelled else np.concatenate([X, labelled]), seed)
-    k = budget + n_labelled
+    clusters = budget + n_labelled
     # on the graph only where a cluster can hold several neighbourhoods: smaller ones, the graph's links straddle
-    drawn = diffusion_map(everything, seed) if len(everything) >= 2 * GRAPH_NEIGHBOURS * k else everything
-    assign, _ = kmeans(drawn, k, seed)
+    drawn = diffusion_map(everything, seed) if len(everything) >= 2 * GRAPH_NEIGHBOURS * clusters else everything
+    assign, _ = kmeans(drawn, clusters, seed)
     X = everything[: len(X)]
     pool_assign = assign[: len(X)]
     k = int(assign.max()) + 1
@@ -179,16 +179,12 @@ def diffusion_map(X: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def _graph_places(X: np.ndarray, seed: int) -> np.ndarray:
     """``diffusion_map``'s coordinates of every row of X, from X's own neighbour graph (not normalised)."""
-    import faiss
     import scipy.sparse as sparse
 
     n = len(X)
-    k = min(GRAPH_NEIGHBOURS, n - 1)
-    index = faiss.IndexFlatIP(X.shape[1])
-    index.add(X)
-    _, near = index.search(X, k + 1)
-    joined = sparse.csr_matrix((np.ones(n * k, np.float32), (np.repeat(np.arange(n), k), near[:, 1:].ravel())),
-                               shape=(n, n))
+    _, near = neighbour_graph(X, GRAPH_NEIGHBOURS)
+    k = near.shape[1]
+    joined = sparse.csr_matrix((np.ones(n * k, np.float32), (np.repeat(np.arange(n), k), near.ravel())), shape=(n, n))
     joined = joined.maximum(joined.T)  # neighbours either way round: the graph is symmetric
     degree = np.asarray(joined.sum(axis=1)).ravel()
     scale = sparse.diags(1 / np.sqrt(degree))
